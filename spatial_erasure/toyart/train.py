@@ -1,0 +1,261 @@
+"""Train the toy art world's Stable Diffusion from scratch: VAE, then text encoder + UNet.
+
+The result is a standard diffusers StableDiffusionPipeline folder (safetensors), the default
+`--base_model` of every script. Training checkpoints to `--work_dir` every few minutes and resumes
+from there when rerun with the same command, so it can span several sittings (about 2-3 hours on
+2 CPU cores; minutes on a GPU).
+
+    python -m spatial_erasure.toyart.train --out models/toyart-sd --work_dir runs/toyart-sd
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file
+from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..checkpoint import atomic_save, load_state, save_state
+from ..models import TOY_MODEL
+from .tokenizer import build as build_tokenizer, default_bpe_path
+from .world import RES, STYLES, SUBJECTS, caption_for, render
+
+MAX_TOKENS = 24   # the world's longest prompt is 14 tokens; 77 would triple cross-attention cost
+
+
+def make_vae():
+    # 3 blocks = 2 downsamples: 64x64x3 -> 16x16x4; no mid attention, so it is fully convolutional
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64),
+                         layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RES,
+                         mid_block_add_attention=False)
+
+
+def make_text_encoder(tokenizer):
+    cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return CLIPTextModel(cfg)
+
+
+def make_unet(args):
+    # SD 1.x's block types at a toy size: cross-attention (attn2) at 16x16 and 8x8 latents
+    ch = tuple(args.unet_channels)
+    return UNet2DConditionModel(sample_size=RES // 4, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=ch, norm_num_groups=16, cross_attention_dim=128,
+                                attention_head_dim=8,
+                                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+
+
+def noise_scheduler():
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def to_pixels(images):
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def random_scene(rng):
+    return STYLES[rng.integers(len(STYLES))], SUBJECTS[rng.integers(len(SUBJECTS))]
+
+
+def train_vae(args, vae, state_path):
+    """Stage 1: reconstruction on 32x32 crops (the VAE is fully convolutional) with an edge loss."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0)
+    step = 0
+    if os.path.exists(state_path):
+        step, _ = load_state(state_path, {"vae": vae}, opt)
+        print(f"resumed VAE at step {step}")
+    rng = np.random.default_rng(args.seed + step)
+    bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps)
+    for step in bar:
+        imgs = np.stack([render(*random_scene(rng), rng=rng) for _ in range(args.vae_batch_size)])
+        x = to_pixels(imgs)
+        if step % 4:                                  # 3 of 4 steps on crops, 1 on full images
+            i, j = rng.integers(0, RES - 32 + 1, 2) // 4 * 4
+            x = x[:, :, i:i + 32, j:j + 32]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        grad = lambda t: (t[..., 1:, :] - t[..., :-1, :], t[..., :, 1:] - t[..., :, :-1])  # noqa: E731
+        edge = sum(F.l1_loss(a, b) for a, b in zip(grad(rec), grad(x)))
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + edge + args.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps:
+            save_state(state_path, {"vae": vae}, opt, step + 1)
+    return vae
+
+
+@torch.no_grad()
+def latent_bank(args, vae, path):
+    """Encode `bank_size` procedural images once; (latents (N,4,16,16), style idx, subject idx)."""
+    if os.path.exists(path):
+        t = load_file(path)
+        return t["latents"], t["style"], t["subject"]
+    rng = np.random.default_rng(args.seed + 7)
+    lat, st, su = [], [], []
+    for _ in tqdm(range(0, args.bank_size, 256), desc="latent bank"):
+        scenes = [random_scene(rng) for _ in range(256)]
+        x = to_pixels(np.stack([render(s, u, rng=rng) for s, u in scenes]))
+        lat.append(vae.encode(x).latent_dist.mean)
+        st += [STYLES.index(s) for s, _ in scenes]
+        su += [SUBJECTS.index(u) for _, u in scenes]
+    lat = torch.cat(lat)
+    t = {"latents": lat, "style": torch.tensor(st), "subject": torch.tensor(su)}
+    atomic_save(t, path)
+    return lat, t["style"], t["subject"]
+
+
+def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
+    """Write the standard pipeline folder with the EMA weights, atomically (tmp folder + rename)."""
+    ema.store(list(unet.parameters()) + list(text_encoder.parameters()))
+    ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                          beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    tmp = args.out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    # transformers 5 saves tokenizer.json only; ship the classic CLIP folder (vocab.json + merges.txt)
+    # that every transformers version and CompVis/stable-diffusion-v1-4/tokenizer use
+    shutil.rmtree(os.path.join(tmp, "tokenizer"))
+    shutil.copytree(os.path.join(args.work_dir, "tokenizer"), os.path.join(tmp, "tokenizer"))
+    cfg_path = os.path.join(tmp, "tokenizer", "tokenizer_config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    with open(cfg_path, "w") as f:
+        json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
+    with open(os.path.join(tmp, "training.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    if os.path.exists(os.path.join(args.out, "README.md")):
+        shutil.copy(os.path.join(args.out, "README.md"), tmp)
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.replace(tmp, args.out)
+    ema.restore(list(unet.parameters()) + list(text_encoder.parameters()))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--out", default="models/toyart-sd", help="pipeline folder to write")
+    a("--work_dir", default="runs/toyart-sd", help="checkpoints and latent cache; rerun to resume")
+    a("--seed", type=int, default=0, help="seed for weights, data and noise")
+    a("--tokenizer", default=os.path.join(TOY_MODEL, "tokenizer"),
+      help="CLIP tokenizer folder to use; when missing it is built (needs `pip install --no-deps open_clip_torch`)")
+    a("--vae_steps", type=int, default=3000, help="VAE training steps")
+    a("--vae_batch_size", type=int, default=32, help="VAE images per step")
+    a("--vae_lr", type=float, default=1e-3, help="VAE learning rate")
+    a("--kl_weight", type=float, default=1e-6, help="KL weight of the VAE loss (SD uses ~1e-6)")
+    a("--bank_size", type=int, default=40_000, help="procedural images encoded once for UNet training")
+    a("--unet_steps", type=int, default=6000, help="UNet + text encoder steps")
+    a("--unet_channels", type=int, nargs=3, default=[48, 96, 96], help="UNet block widths")
+    a("--batch_size", type=int, default=64, help="UNet images per step")
+    a("--lr", type=float, default=5e-4, help="UNet + text encoder peak learning rate (cosine)")
+    a("--warmup", type=int, default=300, help="learning-rate warmup steps")
+    a("--uncond_prob", type=float, default=0.1, help="share of captions dropped to '' (for guidance)")
+    a("--snr_gamma", type=float, default=5.0, help="min-SNR loss weighting gamma")
+    a("--ema_decay", type=float, default=0.999, help="EMA decay of the saved weights")
+    a("--checkpoint_every", type=int, default=250, help="steps between resumable checkpoints")
+    a("--save_every", type=int, default=1000, help="steps between pipeline exports to --out")
+    return p.parse_args(argv)
+
+
+def main(args):
+    torch.manual_seed(args.seed)
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(os.path.join(args.work_dir, "args.json"), "w") as f:
+        json.dump(vars(args), f, indent=1)
+    tok_dir = os.path.join(args.work_dir, "tokenizer")
+    if not os.path.exists(tok_dir):      # the bundled tokenizer, else rebuilt from CLIP's merges
+        if os.path.exists(os.path.join(args.tokenizer, "vocab.json")):
+            shutil.copytree(args.tokenizer, tok_dir)
+        else:
+            build_tokenizer(tok_dir, default_bpe_path())
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    tokenizer.model_max_length = MAX_TOKENS
+    t0 = time.time()
+
+    vae = make_vae()
+    vae_path = os.path.join(args.work_dir, "vae.safetensors")
+    train_vae(args, vae, vae_path)
+    vae.requires_grad_(False).eval()
+    lat, st, su = latent_bank(args, vae, os.path.join(args.work_dir, "bank.safetensors"))
+    scale = 1.0 / lat.std().item()
+    vae.register_to_config(scaling_factor=scale)
+    lat = lat * scale                                            # unit-variance latents, as SD's 0.18215
+
+    text_encoder, unet = make_text_encoder(tokenizer), make_unet(args)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    ema = EMAModel(params, decay=args.ema_decay)
+    state_path = os.path.join(args.work_dir, "unet.safetensors")
+    step, extra = 0, {"seconds": 0.0}
+    if os.path.exists(state_path):
+        step, extra = load_state(state_path, {"unet": unet, "text_encoder": text_encoder,
+                                              "ema": ema.shadow_params}, opt)
+        ema.optimization_step = step
+        print(f"resumed UNet at step {step}")
+    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=args.warmup, num_training_steps=args.unet_steps)
+    for _ in range(step):
+        lr_sched.step()
+    sched = noise_scheduler()
+    rng = np.random.default_rng(args.seed * 1000 + step)
+    gen = torch.Generator().manual_seed(args.seed * 1000 + step)
+    print(f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M params, text encoder "
+          f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M, bank {len(lat)} latents")
+    t_start, seconds0 = time.time(), extra["seconds"]
+    info = lambda: {"args": vars(args), "unet_steps_done": step, "unet_seconds": round(  # noqa: E731
+        seconds0 + time.time() - t_start), "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, {'cuda' if torch.cuda.is_available() else 'cpu'}"}
+    bar = tqdm(range(step, args.unet_steps), desc="unet", initial=step, total=args.unet_steps)
+    unet.train()
+    text_encoder.train()
+    for step in bar:
+        idx = torch.as_tensor(rng.integers(0, len(lat), args.batch_size))
+        caps = [caption_for(STYLES[st[i]], SUBJECTS[su[i]], rng) if rng.random() >= args.uncond_prob else ""
+                for i in idx.tolist()]
+        ids = tokenizer(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                        return_tensors="pt").input_ids
+        x0 = lat[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (len(x0),), generator=gen)
+        pred = unet(sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
+        # min-SNR-gamma weighting (Hang et al. 2023): faster convergence for epsilon prediction
+        snr = compute_snr(sched, t)
+        w = torch.clamp(snr, max=args.snr_gamma) / snr
+        loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        lr_sched.step()
+        ema.step(params)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % args.checkpoint_every == 0 or done == args.unet_steps:
+            step = done
+            save_state(state_path, {"unet": unet, "text_encoder": text_encoder, "ema": ema.shadow_params}, opt,
+                       done, {"seconds": seconds0 + time.time() - t_start})
+        if done % args.save_every == 0 or done == args.unet_steps:
+            step = done
+            save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info())
+    print(f"done in {time.time() - t0:.0f} s this sitting; pipeline in {args.out}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
