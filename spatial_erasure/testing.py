@@ -69,3 +69,18 @@ def save_tiny_pipeline(kind, folder, seed=0):
     """Build a tiny pipeline and save it as a standard diffusers folder (safetensors); returns folder."""
     tiny_pipeline(kind, seed).save_pretrained(folder, safe_serialization=True)
     return str(folder)
+
+
+# CompVis/stable-diffusion-v1-4's unet/config.json (public): 860M parameters, 16 attn2 blocks.
+SD14_UNET_CONFIG = dict(act_fn="silu", attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
+                        center_input_sample=False, cross_attention_dim=768, downsample_padding=1,
+                        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), flip_sin_to_cos=True,
+                        freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-5,
+                        norm_num_groups=32, out_channels=4, sample_size=64,
+                        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def sd14_unet(device="meta", **overrides):
+    """An SD-1.4-architecture UNet with random weights; on the meta device it costs no memory."""
+    with torch.device(device):
+        return UNet2DConditionModel(**{**SD14_UNET_CONFIG, **overrides})

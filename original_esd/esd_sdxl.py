@@ -1,0 +1,16 @@
+"""ESD for Stable Diffusion XL (pooled text embeddings and add_time_ids on every UNet call).
+
+    python original_esd/esd_sdxl.py --erase_concept "Vincent van Gogh" --train_method esd-x \
+        --mixed_precision bf16 --device cuda
+
+Default --base_model is stabilityai/stable-diffusion-xl-base-1.0 (needs the hub and a GPU).
+"""
+from spatial_erasure.esd import SDXL_DEFAULTS, build_parser, main
+
+
+def parse_args(argv=None):
+    return build_parser(SDXL_DEFAULTS, __doc__).parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,89 @@
+"""Generate images from a prompt CSV, with or without an erasure file; resumable and multi-process.
+
+    python original_esd/generate_images.py --prompts_path prompts/toy_vangogh.csv \
+        --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors --num_samples 2
+    accelerate launch --num_processes 4 original_esd/generate_images.py --prompts_path ... --device cuda
+
+Images go to {save_path}/{model_name}/{case_number}_{i}.png. Row r's images come from one latent
+batch drawn with its evaluation_seed (image i = slice i), so a missing image is regenerated
+exactly and existing ones are skipped. Under `accelerate launch` the rows are split between the
+processes; the main process alone writes the manifest.
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from PIL import Image
+from tqdm import tqdm
+
+from spatial_erasure.models import TOY_MODEL, describe, load_pipeline
+from spatial_erasure.params import apply_erasure
+from spatial_erasure.prompts import read_prompt_csv
+from spatial_erasure.reports import write_json
+from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--prompts_path", required=True, help="CSV with case_number, prompt, evaluation_seed [, negative_prompt, guidance_scale]")
+    a("--erasure", default=None, help="erasure .safetensors to apply (default: none, the base model)")
+    a("--base_model", default=TOY_MODEL, help="hub id or local pipeline folder (default: the bundled toy model)")
+    a("--save_path", default="results/images", help="output root folder (default: %(default)s)")
+    a("--model_name", default=None, help="subfolder name (default: the erasure file's stem, or 'base')")
+    a("--num_samples", type=int, default=1, help="images per row (default: %(default)s)")
+    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
+    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale unless the row sets one (default: %(default)s)")
+    a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    # cpu=True keeps a CPU-only `accelerate launch --multi_gpu` from giving every process all the rows
+    state = PartialState(cpu=not torch.cuda.is_available())
+    device = args.device or (state.device if torch.cuda.is_available() else "cpu")
+    rows = read_prompt_csv(args.prompts_path)
+    pipe = load_pipeline(args.base_model, device=device)
+    name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")
+    if args.erasure:
+        apply_erasure(pipe, args.erasure)
+    if state.is_main_process:
+        print(describe(pipe) + (f" + {args.erasure}" if args.erasure else ""))
+    out_dir = os.path.join(args.save_path, name)
+    os.makedirs(out_dir, exist_ok=True)
+    res = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    shape = (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
+
+    done = []
+    with state.split_between_processes(rows) as mine:
+        for row in tqdm(mine, desc=f"generating [{state.process_index}]", disable=len(mine) < 2):
+            paths = [os.path.join(out_dir, f"{row['case_number']}_{i}.png") for i in range(args.num_samples)]
+            todo = [i for i, p in enumerate(paths) if not os.path.exists(p)]
+            if not todo:
+                continue
+            g = torch.Generator("cpu").manual_seed(row["evaluation_seed"])
+            latents = torch.randn((args.num_samples,) + shape, generator=g)[todo].to(device, pipe.unet.dtype)
+            images = pipe([row["prompt"]] * len(todo), negative_prompt=[row.get("negative_prompt", "")] * len(todo),
+                          latents=latents, num_inference_steps=args.num_inference_steps, height=res, width=res,
+                          guidance_scale=row.get("guidance_scale", args.guidance_scale), output_type="np").images
+            for i, img in zip(todo, images):
+                tmp = paths[i] + ".tmp.png"
+                Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(tmp)
+                os.replace(tmp, paths[i])
+                done.append({"case_number": row["case_number"], "image": i, "process": state.process_index})
+    done = gather_object(done) if state.num_processes > 1 else done
+    if state.is_main_process:
+        write_json(os.path.join(out_dir, "manifest.json"),
+                   {"base_model": args.base_model, "erasure": args.erasure, "prompts_path": args.prompts_path,
+                    "num_samples": args.num_samples, "num_inference_steps": args.num_inference_steps,
+                    "processes": state.num_processes, "generated_now": done})
+        print(f"{len(done)} images generated, {len(rows) * args.num_samples - len(done)} already present, in {out_dir}")
+    state.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(parse_args())

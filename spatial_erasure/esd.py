@@ -1,0 +1,118 @@
+"""Erased Stable Diffusion (Gandikota et al., ICCV 2023), one program for SD and SDXL.
+
+`original_esd/esd_sd.py` and `original_esd/esd_sdxl.py` are this program with their defaults
+(`SD_DEFAULTS`, `SDXL_DEFAULTS`): one copy of the loop, so no run trains twice.
+
+Per iteration: k ~ U[0, num_inference_steps-1]; x_t from `--xt_source` (faithful: k guided steps
+of the frozen model on erase_from); one batched teacher call with the original weights gives
+eps_c (concept), eps_null ("") and eps_from; the student (trained UNet, erase_from prompt) is
+regressed onto eps_from - negative_guidance * (eps_c - eps_null).
+"""
+import argparse
+import os
+import random
+
+import numpy as np
+import torch
+
+from .models import TOY_MODEL, describe, fingerprint, load_pipeline
+from .objectives import esd_target, masked_mse, teacher_eps
+from .params import TRAIN_METHODS, select_parameters
+from .prompts import encode
+from .trainer import PRECISIONS, train
+from .trajectories import XT_SOURCES, XtSource, unet_eps
+
+SD_DEFAULTS = dict(base_model=TOY_MODEL, lr=5e-5, negative_guidance=2.0, guidance_scale=3.0)
+SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", lr=2e-4, negative_guidance=1.0,
+                     guidance_scale=2.0)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_name(concept, erase_from, method):
+    """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _."""
+    clean = lambda s: s.strip().replace(" ", "_").replace("/", "_")  # noqa: E731
+    return f"esd-{clean(concept)}-from-{clean(erase_from or concept)}-{method}.safetensors"
+
+
+def build_parser(defaults, description):
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'")
+    a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself)")
+    a("--train_method", default="esd-x", choices=list(TRAIN_METHODS),
+      help="; ".join(f"{k}: {v[0]}" for k, v in TRAIN_METHODS.items()))
+    a("--iterations", type=int, default=200, help="training iterations")
+    a("--lr", type=float, default=defaults["lr"], help="Adam learning rate (constant)")
+    a("--negative_guidance", type=float, default=defaults["negative_guidance"], help="eta in the ESD target")
+    a("--num_inference_steps", type=int, default=50, help="scheduler steps that define the k grid")
+    a("--guidance_scale", type=float, default=defaults["guidance_scale"], help="CFG scale when producing x_t")
+    a("--save_path", default=os.path.dirname(TOY_MODEL), help="folder for the erasure file and its JSON log")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--base_model", default=defaults["base_model"], help="hub id or local pipeline folder")
+    a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
+    a("--seed", type=int, default=0, help="seeds torch, numpy, random and the x_t noise")
+    a("--batch_size", type=int, default=1, help="x_t samples per iteration")
+    a("--mixed_precision", default="no", choices=list(PRECISIONS),
+      help="frozen weights and compute in this precision; trained tensors stay fp32")
+    a("--xt_source", default="sample", choices=list(XT_SOURCES),
+      help="; ".join(f"{k}: {v}" for k, v in XT_SOURCES.items()))
+    a("--bank_size", type=int, default=8, help="trajectories in the bank (xt_source cache/noise)")
+    a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
+    a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
+    return p
+
+
+def main(args):
+    seed_everything(args.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = PRECISIONS[args.mixed_precision] or torch.float32
+    pipe = load_pipeline(args.base_model, device=device, dtype=dtype)
+    print(describe(pipe))
+    base_fingerprint = fingerprint(pipe.unet)
+    unet, scheduler = pipe.unet, pipe.scheduler
+    unet.requires_grad_(False)
+    params = select_parameters(unet, args.train_method)
+    for p in params.values():                      # trained tensors in fp32 whatever the frozen dtype
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    originals = {n: p.detach().clone() for n, p in params.items()}   # the teacher: no second UNet
+
+    res = args.resolution or unet.config.sample_size * pipe.vae_scale_factor
+    if res % pipe.vae_scale_factor:
+        raise SystemExit(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}")
+    latent = (unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
+    concept, erase_from = encode(pipe, [args.erase_concept], res), encode(pipe, [args.erase_from or args.erase_concept], res)
+    null = encode(pipe, [""], res)
+    conds = [concept, null] + ([erase_from] if args.erase_from else [])
+    source = XtSource(args.xt_source, unet, scheduler, erase_from, null, args.guidance_scale, args.num_inference_steps,
+                      latent, params=originals, bank_size=args.bank_size, seed=args.seed, device=device, dtype=dtype)
+    b = args.batch_size
+
+    def loss_fn(it, rng):
+        k = int(rng.integers(0, args.num_inference_steps))
+        x, t = source.draw(k, b)
+        eps = teacher_eps(unet, scheduler, x, t, conds, originals)       # 2-3 predictions, one call
+        eps_c, eps_null = eps[0], eps[1]
+        eps_from = eps[2] if args.erase_from else eps_c
+        pred = unet_eps(unet, scheduler, x, t, erase_from.repeat(b))
+        return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, args.negative_guidance))
+
+    out = os.path.join(args.save_path, default_name(args.erase_concept, args.erase_from, args.train_method))
+    meta = {"base_model": args.base_model, "base_fingerprint": base_fingerprint, "method": args.train_method,
+            "concept": args.erase_concept, "erase_from": args.erase_from or args.erase_concept, "args": vars(args),
+            "resolution": res}
+    report = train(loss_fn, params, out, args.iterations, args.lr, meta, seed=args.seed,
+                   mixed_precision=args.mixed_precision, device=device, checkpoint_every=args.checkpoint_every,
+                   resume=args.resume, desc=f"ESD {args.train_method}", extra_report=None)
+    cost = source.cost()
+    forwards_per_it = (cost["sampling_forwards"] / max(1, args.iterations)) + len(conds) * b + b
+    print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
+          f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
+          f"~{forwards_per_it:.0f} UNet forwards/iteration, bank {cost['bank_seconds']} s, "
+          f"peak memory {report['peak_memory_mb']:.0f} MiB")
+    return out

@@ -1,0 +1,97 @@
+"""Prompts: encode once into UNet conditioning (SD and SDXL), and the evaluation CSV format.
+
+CSV columns (the reference ESD format): case_number, prompt, evaluation_seed, and optionally
+negative_prompt and guidance_scale.
+"""
+import csv
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Cond:
+    """UNet conditioning for a batch: hidden states (B, L, D); SDXL adds pooled text (B, P) and time ids (B, 6)."""
+    emb: torch.Tensor
+    pooled: torch.Tensor = None
+    time_ids: torch.Tensor = None
+
+    def __len__(self):
+        return len(self.emb)
+
+    def __getitem__(self, idx):
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Cond(pick(self.emb), pick(self.pooled), pick(self.time_ids))
+
+    def repeat(self, n):
+        """Each row repeated n times along the batch: (B, ...) -> (B * n, ...)."""
+        rep = lambda t: None if t is None else t.repeat_interleave(n, 0)  # noqa: E731
+        return Cond(rep(self.emb), rep(self.pooled), rep(self.time_ids))
+
+    @staticmethod
+    def cat(conds):
+        join = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        return Cond(join([c.emb for c in conds]), join([c.pooled for c in conds]), join([c.time_ids for c in conds]))
+
+    def unet_kwargs(self):
+        kw = {"encoder_hidden_states": self.emb}
+        if self.pooled is not None:
+            kw["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
+        return kw
+
+
+@torch.no_grad()
+def encode(pipe, prompts, resolution=None):
+    """Encode a list of prompts with the pipeline's own text encoder(s); returns a Cond on pipe.device."""
+    prompts = list(prompts)
+    if hasattr(pipe, "text_encoder_2"):                       # SDXL: two encoders + size conditioning
+        emb, _, pooled, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                               do_classifier_free_guidance=False)
+        size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        # add_time_ids = (original size, crop top-left, target size), as the SDXL pipeline builds them
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=emb.dtype, device=emb.device)
+        return Cond(emb, pooled, time_ids.repeat(len(prompts), 1))
+    emb, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                do_classifier_free_guidance=False)
+    return Cond(emb)
+
+
+REQUIRED = ("case_number", "prompt", "evaluation_seed")
+
+
+def read_prompt_csv(path):
+    """Rows of a prompt CSV as dicts with typed fields; one clear error for a malformed file."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; a prompt CSV needs "
+                             f"{', '.join(REQUIRED)} (optional: negative_prompt, guidance_scale)")
+        rows = []
+        for i, r in enumerate(reader, start=2):
+            try:
+                row = {"case_number": int(r["case_number"]), "prompt": r["prompt"],
+                       "evaluation_seed": int(r["evaluation_seed"])}
+                if r.get("negative_prompt"):
+                    row["negative_prompt"] = r["negative_prompt"]
+                if r.get("guidance_scale"):
+                    row["guidance_scale"] = float(r["guidance_scale"])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}, line {i}: {e}; case_number and evaluation_seed must be integers") from e
+            rows.append({**{k: v for k, v in r.items() if k not in row and v not in (None, "")}, **row})
+    cases = [r["case_number"] for r in rows]
+    if len(set(cases)) != len(cases):
+        raise ValueError(f"{path}: case_number values repeat; each row needs its own case_number")
+    return rows
+
+
+def write_prompt_csv(path, rows, extra_columns=()):
+    """Write rows (dicts) in the CSV format above, atomically."""
+    import os
+    cols = list(REQUIRED) + [c for c in ("negative_prompt", "guidance_scale") if any(c in r for r in rows)]
+    cols += [c for c in extra_columns if c not in cols]
+    with open(path + ".tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,87 @@
+"""The bundled toy model and classifier: format, size, offline loading, and their measured bars."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL
+from spatial_erasure.toyart.classifier import evaluate, grid_cells, load_classifier, predict, to_tensor
+from spatial_erasure.toyart.quality import vae_roundtrip
+from spatial_erasure.toyart.world import STYLES, render, render_batch
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_classifier(TOY_CLASSIFIER)
+
+
+def test_model_folder_is_a_standard_safetensors_pipeline_under_40mb():
+    files = [os.path.join(r, f) for r, _, fs in os.walk(TOY_MODEL) for f in fs]
+    names = {os.path.relpath(f, TOY_MODEL) for f in files}
+    for part in ("unet", "vae", "text_encoder"):
+        assert any(n.startswith(part + "/") and n.endswith(".safetensors") for n in names), part
+    assert {"model_index.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".ckpt", ".pth"))]
+    assert sum(os.path.getsize(f) for f in files) <= 40 * 2**20
+
+
+def test_loads_offline_with_plain_diffusers_classes():
+    code = (f"from diffusers import StableDiffusionPipeline as P, StableDiffusionInpaintPipeline as I;"
+            f"P.from_pretrained({TOY_MODEL!r}); I.from_pretrained({TOY_MODEL!r}); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-1000:]
+
+
+def test_classifier_heldout_accuracy(clf):
+    m = evaluate(clf, n=360, seed=30_000)
+    assert m["style_acc"] >= 0.98 and m["subject_acc"] >= 0.98
+    assert m["cell_style_acc"] >= 0.95
+
+
+def test_classifier_sees_the_concept_inside_one_grid_cell(clf):
+    # a Van Gogh image with one photo cell pasted in: that cell reads photo, the others Van Gogh
+    vg, ph = render("Vincent van Gogh", "tree", seed=5), render("photo", "tree", seed=5)
+    img = vg.copy()
+    img[:21, :21] = ph[:21, :21]
+    ps, _, _ = predict(clf, grid_cells(to_tensor(img[None])))
+    labels = [STYLES[i] for i in ps.argmax(1).tolist()]
+    assert labels[0] == "photo" and labels[1:].count("Vincent van Gogh") >= 7
+
+
+def test_vae_round_trip_keeps_styles(clf):
+    pipe = StableDiffusionPipeline.from_pretrained(TOY_MODEL)
+    images, _, st, _ = render_batch(360, seed=40_000)
+    rec = vae_roundtrip(pipe.vae, images)
+    ps, _, _ = predict(clf, to_tensor(rec))
+    assert (ps.argmax(1).numpy() == st).mean() >= 0.97
+    assert pipe.vae.config.scaling_factor > 0
+
+
+def test_inpainting_pipeline_keeps_the_unmasked_latents():
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(TOY_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    img = torch.as_tensor(render("photo", "house", seed=1)).permute(2, 0, 1)[None].float() / 255
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    out = pipe("a painting of a house by Vincent van Gogh", image=img, mask_image=mask, num_inference_steps=10,
+               generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    # outside the mask the blended loop reproduces the source (up to VAE error); inside it repaints
+    outside = np.abs(out - img[0].permute(1, 2, 0).numpy())[mask[0, 0].numpy() == 0].mean()
+    inside = np.abs(out - img[0].permute(1, 2, 0).numpy())[mask[0, 0].numpy() == 1].mean()
+    assert inside > 2 * outside
+
+
+def test_quality_script_meets_every_bar(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "spatial_erasure.toyart.quality", "--out", str(tmp_path),
+                        "--per_style", "16"], capture_output=True, text=True, timeout=1200)
+    with open(tmp_path / "quality.json") as f:
+        report = json.load(f)
+    assert (tmp_path / "samples.png").stat().st_size > 10_000
+    assert report["all_bars_met"], {k: v for k, v in report["bars"].items() if not v["met"]}
+    assert r.returncode == 0 and "MISS" not in r.stdout
