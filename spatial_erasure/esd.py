@@ -11,6 +11,7 @@ regressed onto eps_from - negative_guidance * (eps_c - eps_null).
 import argparse
 import os
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -71,9 +72,10 @@ def main(args):
     seed_everything(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = PRECISIONS[args.mixed_precision] or torch.float32
-    pipe = load_pipeline(args.base_model, device=device, dtype=dtype)
+    pipe = load_pipeline(args.base_model)          # fp32 on the CPU: the fingerprint is that of the file
     print(describe(pipe))
     base_fingerprint = fingerprint(pipe.unet)
+    pipe.to(device=device, dtype=dtype)
     unet, scheduler = pipe.unet, pipe.scheduler
     unet.requires_grad_(False)
     params = select_parameters(unet, args.train_method)
@@ -89,8 +91,11 @@ def main(args):
     concept, erase_from = encode(pipe, [args.erase_concept], res), encode(pipe, [args.erase_from or args.erase_concept], res)
     null = encode(pipe, [""], res)
     conds = [concept, null] + ([erase_from] if args.erase_from else [])
-    source = XtSource(args.xt_source, unet, scheduler, erase_from, null, args.guidance_scale, args.num_inference_steps,
-                      latent, params=originals, bank_size=args.bank_size, seed=args.seed, device=device, dtype=dtype)
+    autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    with autocast:                                 # the bank is built here: fp32 originals meet bf16/fp16 weights
+        source = XtSource(args.xt_source, unet, scheduler, erase_from, null, args.guidance_scale,
+                          args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
+                          seed=args.seed, device=device, dtype=dtype)
     b = args.batch_size
 
     def loss_fn(it, rng):
@@ -106,13 +111,16 @@ def main(args):
     meta = {"base_model": args.base_model, "base_fingerprint": base_fingerprint, "method": args.train_method,
             "concept": args.erase_concept, "erase_from": args.erase_from or args.erase_concept, "args": vars(args),
             "resolution": res}
+    def cost():
+        # UNet forwards per iteration: x_t sampling (2 per guided step) + teacher (len(conds) * b) + student (b)
+        c = source.cost()
+        return {**c, "forwards_per_iteration": round(c["sampling_forwards"] / max(1, args.iterations)
+                                                     + (len(conds) + 1) * b, 1)}
     report = train(loss_fn, params, out, args.iterations, args.lr, meta, seed=args.seed,
                    mixed_precision=args.mixed_precision, device=device, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume, desc=f"ESD {args.train_method}", extra_report=None)
-    cost = source.cost()
-    forwards_per_it = (cost["sampling_forwards"] / max(1, args.iterations)) + len(conds) * b + b
+                   resume=args.resume, desc=f"ESD {args.train_method}", extra_report=cost)
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
-          f"~{forwards_per_it:.0f} UNet forwards/iteration, bank {cost['bank_seconds']} s, "
-          f"peak memory {report['peak_memory_mb']:.0f} MiB")
+          f"~{report['forwards_per_iteration']:.0f} UNet forwards/iteration, bank {report['bank_seconds']} s "
+          f"({report['bank_forwards']} forwards), peak memory {report['peak_memory_mb']:.0f} MiB")
     return out

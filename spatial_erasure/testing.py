@@ -84,3 +84,21 @@ def sd14_unet(device="meta", **overrides):
     """An SD-1.4-architecture UNet with random weights; on the meta device it costs no memory."""
     with torch.device(device):
         return UNet2DConditionModel(**{**SD14_UNET_CONFIG, **overrides})
+
+
+def sd14_pipeline(seed=0):
+    """SD-1.4's UNet (860M parameters, random weights) behind a 1-layer 768-wide text encoder and a
+    tiny 8x-downsampling VAE: real UNet cost for benchmarks, no download."""
+    torch.manual_seed(seed)
+    tok = _tokenizer()
+    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=768, num_hidden_layers=1,
+                         num_attention_heads=12, max_position_embeddings=tok.model_max_length,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        norm_num_groups=4, sample_size=512)
+    return StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(cfg), tokenizer=tok, unet=sd14_unet("cpu"),
+                                   scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                                           beta_schedule="scaled_linear", clip_sample=False,
+                                                           set_alpha_to_one=False),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -72,7 +72,7 @@ def train(loss_fn, params, out_path, iterations, lr, metadata, seed=0, mixed_pre
     report = {**metadata, "iterations_done": iterations, "train_seconds": round(seconds, 2),
               "seconds_per_iteration": round(seconds / max(1, iterations), 4),
               "peak_memory_mb": round(peak_memory_mb(device), 1), "tensors_changed": n_tensors,
-              "parameters_changed": n_params, **(extra_report or {})}
+              "parameters_changed": n_params, **(extra_report() if callable(extra_report) else extra_report or {})}
     save_erasure(out_path, params, report)
     write_json(out_path.replace(".safetensors", "") + ".json", {**report, "losses": losses})
     if os.path.exists(state_path):

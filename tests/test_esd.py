@@ -115,3 +115,13 @@ def test_generate_images_two_processes_each_row_once_and_resumable(tiny_folders,
     manifest = json.loads((tmp_path / "out/base/manifest.json").read_text())
     assert [(d["case_number"], d["image"]) for d in manifest["generated_now"]] == [(3, 1)]
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "out/base/3_1.png")))
+
+
+def test_inference_notebook_runs_top_to_bottom():
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(os.path.join(REPO, "original_esd/esd_inference.ipynb"), as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "erasure file:" in text and "erased:" in text
+    assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))

@@ -1,0 +1,92 @@
+"""Spatial masks: the G x G grid plus a centre square (the paper's 10 masks at G=3), held-out
+shapes (rectangles, circles, strokes), user mask images, and their latent-size versions.
+
+Masks are float tensors (M, 1, H, W) with 1 = inside (the region to erase / inpaint).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def _edges(n, grid):
+    return np.linspace(0, n, grid + 1).round().astype(int)
+
+
+def grid_masks(size, grid=3, center=True):
+    """G*G cells (row-major; they tile the image, each pixel in exactly one) plus, when center, a
+    centred square of half the side: (G*G [+1], 1, size, size)."""
+    if grid < 1 or size < grid:
+        raise ValueError(f"grid {grid} does not fit an image of {size} px; use 1 <= grid <= size")
+    e = _edges(size, grid)
+    masks = []
+    for i in range(grid):
+        for j in range(grid):
+            m = torch.zeros(1, size, size)
+            m[:, e[i]:e[i + 1], e[j]:e[j + 1]] = 1
+            masks.append(m)
+    if center:
+        masks.append(rectangle(size, size // 4, size // 4, size - size // 4, size - size // 4)[0])
+    return torch.stack(masks)
+
+
+def mask_names(grid=3, center=True):
+    return [f"cell{i}{j}" for i in range(grid) for j in range(grid)] + (["center"] if center else [])
+
+
+def rectangle(size, x0, y0, x1, y1):
+    """(1, 1, size, size) with ones in columns x0:x1 and rows y0:y1 (pixels)."""
+    m = torch.zeros(1, 1, size, size)
+    m[..., y0:y1, x0:x1] = 1
+    return m
+
+
+def circle(size, cx, cy, r):
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return (((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2) <= r * r).float()[None, None]
+
+
+def stroke(size, points, width):
+    """A free-form brush stroke through `points` [(x, y), ...] of the given width (pixels)."""
+    y, x = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    m = torch.zeros(size, size, dtype=torch.bool)
+    for (ax, ay), (bx, by) in zip(points, points[1:]):
+        dx, dy = bx - ax, by - ay
+        t = (((x - ax) * dx + (y - ay) * dy) / max(dx * dx + dy * dy, 1e-9)).clamp(0, 1)
+        m |= (x - ax - t * dx) ** 2 + (y - ay - t * dy) ** 2 <= (width / 2) ** 2
+    return m.float()[None, None]
+
+
+def heldout_masks(size, seed=0):
+    """Non-grid masks for spatial evaluation: two random rectangles, a circle, a stroke."""
+    rng = np.random.default_rng(seed)
+    out, names = [], []
+    for k in range(2):
+        w, h = (rng.uniform(0.25, 0.45, 2) * size).astype(int)
+        x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
+        out.append(rectangle(size, x0, y0, x0 + w, y0 + h))
+        names.append(f"rect{k}")
+    out.append(circle(size, size * 0.55, size * 0.45, size * 0.22))
+    names.append("circle")
+    pts = [(size * 0.15, size * 0.7), (size * 0.4, size * 0.35), (size * 0.65, size * 0.6), (size * 0.85, size * 0.25)]
+    out.append(stroke(size, pts, size * 0.14))
+    names.append("stroke")
+    return torch.cat(out), names
+
+
+def read_mask(path, size):
+    """A user mask image (white = inside) resized to size x size and binarised at 50%."""
+    try:
+        img = Image.open(path).convert("L").resize((size, size), Image.BILINEAR)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read mask image {path}: {e}; pass a PNG/JPEG where white marks the region") from e
+    m = torch.as_tensor(np.asarray(img) > 127).float()[None, None]
+    if m.sum() == 0:
+        raise ValueError(f"mask image {path} has no white pixels; white (>127) marks the region to use")
+    return m
+
+
+def to_latent(mask, latent_size):
+    """Pixel masks (M, 1, H, W) -> latent masks (M, 1, h, w): a latent pixel is inside when at least
+    half of the pixels it covers are."""
+    return (F.interpolate(mask, size=(latent_size, latent_size), mode="area") >= 0.5).float()
