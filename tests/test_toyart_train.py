@@ -1,15 +1,16 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 from spatial_erasure.models import architecture, load_pipeline
 
 
-def run_train(out, work, unet_steps):
+def run_train(out, work, unet_steps, *extra):
     cmd = [sys.executable, "-m", "spatial_erasure.toyart.train", "--out", out, "--work_dir", work,
            "--vae_steps", "3", "--vae_batch_size", "4", "--bank_size", "256", "--unet_steps", str(unet_steps),
-           "--unet_channels", "16", "32", "32", "--batch_size", "4", "--checkpoint_every", "2", "--save_every", "2"]
+           "--unet_channels", "16", "32", "32", "--batch_size", "4", "--checkpoint_every", "2", "--save_every", "2", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout + r.stderr
@@ -26,6 +27,13 @@ def test_train_writes_a_standard_pipeline_and_resumes(tmp_path):
         assert json.load(f)["unet_steps_done"] == 4
     assert set(os.listdir(os.path.join(out, "tokenizer"))) >= {"vocab.json", "merges.txt"}
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith((".bin", ".pt", ".ckpt"))]
+    # a later sitting without the work folder continues from the exported pipeline
+    init = str(tmp_path / "sd_copy")
+    shutil.copytree(out, init)
+    log = run_train(out, str(tmp_path / "fresh_work"), 6, "--init_from", init)
+    assert "resumed VAE at step 3" in log and "initialised from" in log and "at UNet step 4" in log
+    with open(os.path.join(out, "training.json")) as f:
+        assert json.load(f)["unet_steps_done"] == 6
     pipe = load_pipeline(out)
     assert architecture(pipe.unet) == "sd" and pipe.tokenizer.model_max_length == 24
     # the VAE's scaling factor makes the latents unit-variance, as SD's 0.18215 does

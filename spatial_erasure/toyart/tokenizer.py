@@ -78,6 +78,7 @@ def build(out, bpe_path):
     if os.path.exists(out):
         shutil.rmtree(out)
     os.replace(tmp, out)
+    os.chmod(out, 0o755)                       # mkdtemp made it private
     return CLIPTokenizer.from_pretrained(out)
 
 

@@ -157,6 +157,7 @@ def parse_args(argv=None):
     a("--seed", type=int, default=0, help="seed for weights, data and noise")
     a("--tokenizer", default=os.path.join(TOY_MODEL, "tokenizer"),
       help="CLIP tokenizer folder to use; when missing it is built (needs `pip install --no-deps open_clip_torch`)")
+    a("--init_from", default=None, help="exported pipeline folder to continue from when --work_dir has no checkpoint")
     a("--vae_steps", type=int, default=3000, help="VAE training steps")
     a("--vae_batch_size", type=int, default=32, help="VAE images per step")
     a("--vae_lr", type=float, default=1e-3, help="VAE learning rate")
@@ -192,6 +193,9 @@ def main(args):
 
     vae = make_vae()
     vae_path = os.path.join(args.work_dir, "vae.safetensors")
+    if args.init_from and not os.path.exists(vae_path):     # continue from an exported pipeline's VAE
+        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").state_dict())
+        save_state(vae_path, {"vae": vae}, None, args.vae_steps)
     train_vae(args, vae, vae_path)
     vae.requires_grad_(False).eval()
     lat, st, su = latent_bank(args, vae, os.path.join(args.work_dir, "bank.safetensors"))
@@ -210,6 +214,17 @@ def main(args):
                                               "ema": ema.shadow_params}, opt)
         ema.optimization_step = step
         print(f"resumed UNet at step {step}")
+    elif args.init_from:
+        # another sitting without --work_dir's checkpoint: start from the exported (EMA) weights at the
+        # step they reached; the optimizer's moments start afresh
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
+        ema = EMAModel(params, decay=args.ema_decay)
+        with open(os.path.join(args.init_from, "training.json")) as f:
+            done = json.load(f)
+        step, extra = done["unet_steps_done"], {"seconds": float(done["unet_seconds"])}
+        ema.optimization_step = step
+        print(f"initialised from {args.init_from} at UNet step {step}")
     lr_sched = get_scheduler("cosine", opt, num_warmup_steps=args.warmup, num_training_steps=args.unet_steps)
     for _ in range(step):
         lr_sched.step()
