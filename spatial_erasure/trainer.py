@@ -44,6 +44,7 @@ def train(loss_fn, params, out_path, iterations, lr, metadata, seed=0, mixed_pre
     dtype = PRECISIONS[mixed_precision]
     autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else nullcontext()
     scaler = torch.amp.GradScaler(enabled=dtype is torch.float16 and str(device).startswith("cuda"))
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     state_path = out_path.replace(".safetensors", "") + ".state.safetensors"
     start_it, losses, seconds0 = 0, [], 0.0
     if resume and os.path.exists(state_path):
