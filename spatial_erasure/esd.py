@@ -73,8 +73,8 @@ def main(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = PRECISIONS[args.mixed_precision] or torch.float32
     pipe = load_pipeline(args.base_model)          # fp32 on the CPU: the fingerprint is that of the file
-    print(describe(pipe))
     base_fingerprint = fingerprint(pipe.unet)
+    print(describe(pipe, base_fingerprint))
     pipe.to(device=device, dtype=dtype)
     unet, scheduler = pipe.unet, pipe.scheduler
     unet.requires_grad_(False)

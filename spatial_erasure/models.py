@@ -96,11 +96,12 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
     return pipe
 
 
-def describe(pipe):
-    """One line naming the model a script uses: where from, architecture, UNet size, fingerprint."""
+def describe(pipe, fp=None):
+    """One line naming the model a script uses: where from, architecture, UNet size, fingerprint
+    (pass `fp` when it is already computed: hashing an 860M-parameter UNet is not free)."""
     n = sum(p.numel() for p in pipe.unet.parameters())
     return (f"model: {pipe.name_or_path} ({architecture(pipe.unet)}, UNet {n / 1e6:.1f}M parameters, "
-            f"{pipe.unet.config.sample_size * pipe.vae_scale_factor}px, fingerprint {fingerprint(pipe.unet)})")
+            f"{pipe.unet.config.sample_size * pipe.vae_scale_factor}px, fingerprint {fp or fingerprint(pipe.unet)})")
 
 
 @torch.no_grad()

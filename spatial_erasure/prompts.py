@@ -4,6 +4,7 @@ CSV columns (the reference ESD format): case_number, prompt, evaluation_seed, an
 negative_prompt and guidance_scale.
 """
 import csv
+import os
 from dataclasses import dataclass
 
 import torch
@@ -87,7 +88,6 @@ def read_prompt_csv(path):
 
 def write_prompt_csv(path, rows, extra_columns=()):
     """Write rows (dicts) in the CSV format above, atomically."""
-    import os
     cols = list(REQUIRED) + [c for c in ("negative_prompt", "guidance_scale") if any(c in r for r in rows)]
     cols += [c for c in extra_columns if c not in cols]
     with open(path + ".tmp", "w", newline="") as f:

@@ -94,12 +94,11 @@ class XtSource:
             self.forwards += 2 * k * batch
         else:
             j = torch.randint(0, len(self.bank), (batch,), generator=self.gen)
-            if self.kind == "cache":
-                x = self.bank[j, k]
-            else:
-                t = at_timestep(self.scheduler, self.n, k, self.device)
-                x = self.scheduler.add_noise(self.bank[j, -1], self._noise(batch), t.expand(batch))
-        return x, at_timestep(self.scheduler, self.n, k, self.device)
+            x = self.bank[j, k] if self.kind == "cache" else None
+        t = at_timestep(self.scheduler, self.n, k, self.device)
+        if x is None:                                     # noise: q(x_t | x_0) from the bank's generations
+            x = self.scheduler.add_noise(self.bank[j, -1], self._noise(batch), t.expand(batch))
+        return x, t
 
     def cost(self):
         return {"xt_source": self.kind, "sampling_forwards": self.forwards, "bank_forwards": self.bank_forwards,

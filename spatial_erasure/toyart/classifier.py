@@ -16,9 +16,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
+from ..checkpoint import atomic_save
+from ..reports import write_json
 from .world import RES, STYLES, SUBJECTS, render_batch
 
 
@@ -155,11 +157,9 @@ def main(argv=None):
     metrics.update(train_seconds=round(time.time() - start, 1), args=vars(args))
     print(json.dumps(metrics, indent=1))
     os.makedirs(args.out, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(args.out, "model.safetensors.tmp"))
-    os.replace(os.path.join(args.out, "model.safetensors.tmp"), os.path.join(args.out, "model.safetensors"))
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({"width": args.width, "styles": STYLES, "subjects": SUBJECTS, "resolution": RES,
-                   "heldout_metrics": metrics}, f, indent=1)
+    atomic_save(model.state_dict(), os.path.join(args.out, "model.safetensors"))
+    write_json(os.path.join(args.out, "config.json"), {"width": args.width, "styles": STYLES, "subjects": SUBJECTS,
+                                                       "resolution": RES, "heldout_metrics": metrics})
 
 
 if __name__ == "__main__":

@@ -23,9 +23,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from .world import vocabulary_text
 
 CLIP_MERGES = 49152 - 256 - 2       # CLIP keeps the first 48,894 merges of the file
-PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-                     .replace(r"[\p{L}]+", r"[^\W\d_]+").replace(r"[\p{N}]", r"\d").replace(r"[^\s\p{L}\p{N}]+", r"[^\s\w]+"),
-                     re.IGNORECASE)
+# CLIP's pre-tokenizer pattern, with \p{L} / \p{N} spelled for Python's re
+PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+""", re.IGNORECASE)
 
 
 def default_bpe_path():

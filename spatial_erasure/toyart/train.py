@@ -27,6 +27,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from ..checkpoint import atomic_save, load_state, save_state
 from ..models import TOY_MODEL
 from .tokenizer import build as build_tokenizer, default_bpe_path
+from .classifier import to_tensor
 from .world import RES, STYLES, SUBJECTS, caption_for, render
 
 MAX_TOKENS = 24   # the world's longest prompt is 14 tokens; 77 would triple cross-attention cost
@@ -62,10 +63,6 @@ def noise_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
-def to_pixels(images):
-    return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def random_scene(rng):
     return STYLES[rng.integers(len(STYLES))], SUBJECTS[rng.integers(len(SUBJECTS))]
 
@@ -81,7 +78,7 @@ def train_vae(args, vae, state_path):
     bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps)
     for step in bar:
         imgs = np.stack([render(*random_scene(rng), rng=rng) for _ in range(args.vae_batch_size)])
-        x = to_pixels(imgs)
+        x = to_tensor(imgs)
         if step % 4:                                  # 3 of 4 steps on crops, 1 on full images
             i, j = rng.integers(0, RES - 32 + 1, 2) // 4 * 4
             x = x[:, :, i:i + 32, j:j + 32]
@@ -109,7 +106,7 @@ def latent_bank(args, vae, path):
     lat, st, su = [], [], []
     for _ in tqdm(range(0, args.bank_size, 256), desc="latent bank"):
         scenes = [random_scene(rng) for _ in range(256)]
-        x = to_pixels(np.stack([render(s, u, rng=rng) for s, u in scenes]))
+        x = to_tensor(np.stack([render(s, u, rng=rng) for s, u in scenes]))
         lat.append(vae.encode(x).latent_dist.mean)
         st += [STYLES.index(s) for s, _ in scenes]
         su += [SUBJECTS.index(u) for _, u in scenes]
@@ -123,8 +120,8 @@ def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
     """Write the standard pipeline folder with the EMA weights, atomically (tmp folder + rename)."""
     ema.store(list(unet.parameters()) + list(text_encoder.parameters()))
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                          beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    sched = DDIMScheduler.from_config(noise_scheduler().config, clip_sample=False, set_alpha_to_one=False,
+                                      steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -266,13 +266,12 @@ def _dabs(lab, rng, palette, shape):
     cy, cx = shape
     choice = rng.random((RES // cy + 1, RES // cx + 1))
     choice = np.repeat(np.repeat(choice, cy, 0), cx, 1)[:RES, :RES]
-    jitter = rng.random((RES // cy + 1, RES // cx + 1))      # offset the grid per row: brick-like
+    rng.random((RES // cy + 1, RES // cx + 1))   # unused draw, kept: the bundled models were trained on this RNG stream
     for region, cols in palette.items():
         m = lab == region
         k = np.minimum((choice * len(cols)).astype(int), len(cols) - 1)
         stack = np.stack(cols)
         img[m] = stack[k[m]]
-    del jitter
     return img
 
 
