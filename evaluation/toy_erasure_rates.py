@@ -12,8 +12,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from spatial_erasure.params import apply_erasure
 from spatial_erasure.reports import image_grid, markdown_table, write_json

@@ -10,28 +10,17 @@ regressed onto eps_from - negative_guidance * (eps_c - eps_null).
 """
 import argparse
 import os
-import random
-from contextlib import nullcontext
 
-import numpy as np
-import torch
-
-from .models import TOY_MODEL, describe, fingerprint, load_pipeline
+from .models import TOY_MODEL
 from .objectives import esd_target, masked_mse, teacher_eps
-from .params import TRAIN_METHODS, select_parameters
+from .params import TRAIN_METHODS
 from .prompts import encode
-from .trainer import PRECISIONS, train
+from .trainer import PRECISIONS, prepare, resolution, seed_everything, train
 from .trajectories import XT_SOURCES, XtSource, unet_eps
 
 SD_DEFAULTS = dict(base_model=TOY_MODEL, lr=5e-5, negative_guidance=2.0, guidance_scale=3.0)
 SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", lr=2e-4, negative_guidance=1.0,
                      guidance_scale=2.0)
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def default_name(concept, erase_from, method):
@@ -70,29 +59,14 @@ def build_parser(defaults, description):
 
 def main(args):
     seed_everything(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = PRECISIONS[args.mixed_precision] or torch.float32
-    pipe = load_pipeline(args.base_model)          # fp32 on the CPU: the fingerprint is that of the file
-    base_fingerprint = fingerprint(pipe.unet)
-    print(describe(pipe, base_fingerprint))
-    pipe.to(device=device, dtype=dtype)
+    st = prepare(args.base_model, args.train_method, args.device, args.mixed_precision)
+    pipe, params, originals, device, dtype = st.pipe, st.params, st.originals, st.device, st.dtype
     unet, scheduler = pipe.unet, pipe.scheduler
-    unet.requires_grad_(False)
-    params = select_parameters(unet, args.train_method)
-    for p in params.values():                      # trained tensors in fp32 whatever the frozen dtype
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    originals = {n: p.detach().clone() for n, p in params.items()}   # the teacher: no second UNet
-
-    res = args.resolution or unet.config.sample_size * pipe.vae_scale_factor
-    if res % pipe.vae_scale_factor:
-        raise SystemExit(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}")
-    latent = (unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
+    res, latent = resolution(pipe, args.resolution)
     concept, erase_from = encode(pipe, [args.erase_concept], res), encode(pipe, [args.erase_from or args.erase_concept], res)
     null = encode(pipe, [""], res)
     conds = [concept, null] + ([erase_from] if args.erase_from else [])
-    autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    with autocast:                                 # the bank is built here: fp32 originals meet bf16/fp16 weights
+    with st.autocast():                            # the bank is built here: fp32 originals meet bf16/fp16 weights
         source = XtSource(args.xt_source, unet, scheduler, erase_from, null, args.guidance_scale,
                           args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
                           seed=args.seed, device=device, dtype=dtype)
@@ -100,7 +74,7 @@ def main(args):
 
     def loss_fn(it, rng):
         k = int(rng.integers(0, args.num_inference_steps))
-        x, t = source.draw(k, b)
+        x, t, _ = source.draw(k, b)
         eps = teacher_eps(unet, scheduler, x, t, conds, originals)       # 2-3 predictions, one call
         eps_c, eps_null = eps[0], eps[1]
         eps_from = eps[2] if args.erase_from else eps_c
@@ -108,7 +82,7 @@ def main(args):
         return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, args.negative_guidance))
 
     out = os.path.join(args.save_path, default_name(args.erase_concept, args.erase_from, args.train_method))
-    meta = {"base_model": args.base_model, "base_fingerprint": base_fingerprint, "method": args.train_method,
+    meta = {"base_model": args.base_model, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
             "concept": args.erase_concept, "erase_from": args.erase_from or args.erase_concept, "args": vars(args),
             "resolution": res}
     def cost():

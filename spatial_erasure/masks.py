@@ -90,3 +90,49 @@ def to_latent(mask, latent_size):
     """Pixel masks (M, 1, H, W) -> latent masks (M, 1, h, w): a latent pixel is inside when at least
     half of the pixels it covers are."""
     return (F.interpolate(mask, size=(latent_size, latent_size), mode="area") >= 0.5).float()
+
+
+def parse_mask(spec, size, grid=3):
+    """A mask from the command line, (1, 1, size, size): a grid cell number 0..G*G-1 or 'center'
+    (the training masks), 'rect:x0,y0,x1,y1' in pixels, or a mask image path (white = inside)."""
+    names = mask_names(grid, True)
+    if spec == "center" or spec.isdigit():
+        k = len(names) - 1 if spec == "center" else int(spec)
+        if k >= len(names) - 1 and spec != "center":
+            raise ValueError(f"grid cell {k} does not exist; use 0..{grid * grid - 1} (row-major) or 'center'")
+        return grid_masks(size, grid, True)[k:k + 1]
+    if spec.startswith("rect:"):
+        try:
+            x0, y0, x1, y1 = (int(v) for v in spec[5:].split(","))
+        except ValueError:
+            raise ValueError(f"bad rectangle {spec!r}; write rect:x0,y0,x1,y1 in pixels, e.g. rect:8,8,40,32") from None
+        if not (0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size):
+            raise ValueError(f"rectangle {spec!r} is empty or outside the {size}x{size} image")
+        return rectangle(size, x0, y0, x1, y1)
+    return read_mask(spec, size)
+
+
+def main(argv=None):
+    """Draw the training masks and the held-out evaluation masks as one PNG."""
+    import argparse
+
+    from .reports import image_grid
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--size", type=int, default=64, help="image size in pixels (default: %(default)s)")
+    p.add_argument("--grid", type=int, default=3, help="G of the G x G grid (default: %(default)s)")
+    p.add_argument("--out", default="results/masks.png", help="PNG to write (default: %(default)s)")
+    args = p.parse_args(argv)
+    train, held = grid_masks(args.size, args.grid), heldout_masks(args.size)
+    inside, outside = np.array([250, 200, 40], np.uint8), np.array([50, 50, 60], np.uint8)
+    to_rgb = lambda m: np.where(m[0].numpy()[..., None] > 0.5, inside, outside)  # noqa: E731
+    names = mask_names(args.grid) + held[1]
+    cells = [to_rgb(m) for m in train] + [to_rgb(m) for m in held[0]]
+    cols = len(train)
+    image_grid([cells[:cols], cells[cols:]], args.out, captions=[names[:cols], names[cols:] + [""] * (2 * cols)],
+               row_labels=["training", "held-out"], title=f"{len(train)} training masks (yellow = erase) and "
+               f"{len(held[0])} held-out masks, {args.size} px")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,12 +7,14 @@ from .trajectories import unet_eps
 
 
 @torch.no_grad()
-def teacher_eps(unet, scheduler, x, t, conds, params):
+def teacher_eps(unet, scheduler, x, t, conds, params, extra=None):
     """Frozen-model noise predictions for each Cond in `conds` at (x, t), in ONE UNet call:
-    batch (len(conds) * B). `params` holds the original values of the trained tensors."""
-    b = len(x)
-    out = unet_eps(unet, scheduler, x.repeat(len(conds), 1, 1, 1), t, Cond.cat([c.repeat(b) if len(c) == 1 else c
-                                                                                for c in conds]), params)
+    batch (len(conds) * B). `params` holds the original values of the trained tensors; `extra`
+    the 9-channel inpainting inputs for x."""
+    b, n = len(x), len(conds)
+    out = unet_eps(unet, scheduler, x.repeat(n, 1, 1, 1), t, Cond.cat([c.repeat(b) if len(c) == 1 else c
+                                                                       for c in conds]), params,
+                   None if extra is None else extra.repeat(n, 1, 1, 1))
     return out.chunk(len(conds))
 
 
@@ -28,3 +30,14 @@ def masked_mse(pred, target, mask=None):
         return F.mse_loss(pred.float(), target.float())
     mask = mask.to(pred.dtype).expand_as(pred)
     return ((pred.float() - target.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+
+def grid_erasure_loss(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0):
+    """Inpainting erasure: inside the mask the student (concept prompt) is steered onto `target`;
+    outside it, it keeps the frozen concept prediction eps_c (weight `outside_weight`); a retain
+    prompt keeps the frozen prediction everywhere (weight `retain_weight`). Returns (loss, parts)."""
+    inside = masked_mse(pred_c, target, mask)
+    outside = masked_mse(pred_c, eps_c, 1 - mask) if outside_weight else pred_c.new_zeros(())
+    retain = masked_mse(pred_r, eps_r) if retain_weight and pred_r is not None else pred_c.new_zeros(())
+    loss = inside + outside_weight * outside + retain_weight * retain
+    return loss, {"inside": inside.item(), "outside": outside.item(), "retain": retain.item()}

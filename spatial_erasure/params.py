@@ -7,6 +7,7 @@ file whose keys, shapes or base model do not match the pipeline it is applied to
 """
 import json
 import os
+from contextlib import contextmanager
 
 import torch
 from safetensors import safe_open
@@ -95,3 +96,18 @@ def apply_erasure(pipe, path, check_base=True):
         for k, v in tensors.items():
             own[k].copy_(v.to(own[k].dtype))
     return meta
+
+
+@contextmanager
+def erased(pipe, path):
+    """`with erased(pipe, path) as meta:` the pipeline with the erasure applied, restored afterwards
+    (only the file's tensors are saved and put back: no second copy of the UNet)."""
+    keys = read_erasure(path)[0].keys()
+    own = dict(pipe.unet.named_parameters())
+    saved = {k: own[k].detach().clone() for k in keys if k in own}
+    try:
+        yield apply_erasure(pipe, path)
+    finally:
+        with torch.no_grad():
+            for k, v in saved.items():
+                own[k].copy_(v)

@@ -7,6 +7,7 @@ import csv
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -90,8 +91,54 @@ def write_prompt_csv(path, rows, extra_columns=()):
     """Write rows (dicts) in the CSV format above, atomically."""
     cols = list(REQUIRED) + [c for c in ("negative_prompt", "guidance_scale") if any(c in r for r in rows)]
     cols += [c for c in extra_columns if c not in cols]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     os.replace(path + ".tmp", path)
+
+
+# Prompt variations for inpainting erasure: (prompt with the concept, its neutral twin without it).
+REAL_TEMPLATES = [("a painting of a {subject} by {concept}", "a painting of a {subject}"),
+                  ("a {subject} in the style of {concept}", "a {subject}"),
+                  ("{concept} style painting of a {subject}", "a painting of a {subject}"),
+                  ("an oil painting of a {subject}, by {concept}", "an oil painting of a {subject}"),
+                  ("artwork of a {subject} inspired by {concept}", "artwork of a {subject}")]
+REAL_SUBJECTS = ["house", "boat", "car", "tree", "mountain", "flower", "city street at night", "cafe terrace",
+                 "portrait of a woman", "wheat field", "river", "bridge", "garden", "village", "harbor",
+                 "starry sky", "bedroom", "still life with fruit", "cat", "church"]
+REAL_RETAIN = ["Claude Monet", "Pablo Picasso", "Leonardo da Vinci", "Andy Warhol", "Katsushika Hokusai",
+               "Rembrandt", "Salvador Dali", "Johannes Vermeer", "Paul Cezanne", "Gustav Klimt"]
+# The toy world: its training phrasings (held-out ones stay for evaluation) and their neutral twins.
+TOY_TEMPLATES = [("a painting of a {subject} by {concept}", "a painting of a {subject}"),
+                 ("{subject} in the style of {concept}", "a {subject}"),
+                 ("{concept}'s {subject}", "a {subject}"),
+                 ("a {subject} painted by {concept}", "a painting of a {subject}"),
+                 ("an artwork of a {subject}, {concept}", "an artwork of a {subject}")]
+
+
+def is_toy(pipe):
+    """The toy world's models (and the fixtures built on them) use the pruned 720-token tokenizer."""
+    return len(pipe.tokenizer) < 1000
+
+
+def concept_variations(concept, n, toy, seed=0):
+    """n rows {prompt, neutral, seed}: templates x subjects, shuffled with `seed`; beyond the distinct
+    pairs, pairs repeat with new source-image seeds (each row is one prompt and one source image)."""
+    from .toyart.world import SUBJECTS
+    templates, subjects = (TOY_TEMPLATES, SUBJECTS) if toy else (REAL_TEMPLATES, REAL_SUBJECTS)
+    pairs = [(t.format(subject=s, concept=concept), z.format(subject=s)) for t, z in templates for s in subjects]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    return [{"case_number": i, "prompt": pairs[order[i % len(pairs)]][0], "neutral": pairs[order[i % len(pairs)]][1],
+             "evaluation_seed": seed * 1000 + i} for i in range(n)]
+
+
+def retain_prompts(concept, toy):
+    """Other artists and styles on every subject, for the retain term (the concept itself excluded)."""
+    from .toyart.world import ARTIST_TEMPLATES, ARTISTS, GENERIC_STYLES, GENERIC_TEMPLATES, SUBJECTS, style_prompt
+    if toy:
+        return [style_prompt(a, s, (ARTIST_TEMPLATES if a in ARTISTS else GENERIC_TEMPLATES)[0])
+                for a in ARTISTS + GENERIC_STYLES if a != concept for s in SUBJECTS]
+    return [t.format(subject=s, concept=a) for a in REAL_RETAIN if a != concept for t, _ in REAL_TEMPLATES[:2]
+            for s in REAL_SUBJECTS[:6]]

@@ -2,10 +2,7 @@
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # pyplot-free: no global backend switch (notebooks keep inline plots)
 
 
 def atomic_write_text(path, text):
@@ -21,18 +18,18 @@ def write_json(path, obj):
 
 
 def save_figure(fig, path, dpi=120):
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib Figure as PNG atomically. Build figures with `Figure(...)`, not pyplot."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, path)
 
 
 def image_grid(images, path, row_labels=None, col_labels=None, captions=None, title=None, cell=1.1):
     """images: nested list [row][col] of uint8 (H, W, 3) arrays (None for empty); labelled PNG grid."""
     rows, cols = len(images), max(len(r) for r in images)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.2, cell * rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(cell * cols + 1.2, cell * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         for j in range(cols):
             ax = axes[i][j]
@@ -55,7 +52,26 @@ def image_grid(images, path, row_labels=None, col_labels=None, captions=None, ti
 
 def markdown_table(rows, columns):
     """rows: list of dicts; a GitHub markdown table with the given column order."""
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "n/a" if v is None else str(v)  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def loss_curve(losses, path, title=None, window=25):
+    """Per-iteration loss (light) and its running mean (dark), log scale, as a PNG."""
+    import numpy as np
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
+    x = np.arange(1, len(losses) + 1)
+    ax.plot(x, losses, color="0.75", lw=0.8, label="loss")
+    if len(losses) >= window:
+        ax.plot(x[window - 1:], np.convolve(losses, np.ones(window) / window, "valid"), color="C0",
+                label=f"mean of {window}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    save_figure(fig, path)

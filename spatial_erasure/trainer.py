@@ -8,20 +8,74 @@ resumable checkpoints beside the output, then the erasure file (changed tensors 
 training log (loss per iteration, wall time, peak memory).
 """
 import os
+import random
 import resource
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
-from .params import count, save_erasure
+from .models import describe, fingerprint, load_pipeline
+from .params import count, save_erasure, select_parameters
 from .reports import write_json
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Student:
+    """A pipeline prepared for erasure training: frozen weights in the compute dtype, the trained
+    tensors (`params`) in fp32 with gradients, and their original values (`originals`, the teacher)."""
+    pipe: object
+    params: dict
+    originals: dict
+    base_fingerprint: str
+    device: str
+    dtype: torch.dtype
+
+    def autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=self.dtype) if self.dtype != torch.float32 \
+            else nullcontext()
+
+
+def prepare(base_model, train_method, device=None, mixed_precision="no", task="text2img"):
+    """Load, fingerprint (fp32, as stored), cast, and select the trained tensors: no second UNet."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = PRECISIONS[mixed_precision] or torch.float32
+    pipe = load_pipeline(base_model, task)         # fp32 on the CPU: the fingerprint is that of the file
+    base_fingerprint = fingerprint(pipe.unet)
+    print(describe(pipe, base_fingerprint))
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()        # .to(dtype) warns about an empty list of fp32 modules
+    pipe.to(device=device, dtype=dtype)
+    diffusers_logging.set_verbosity(level)
+    pipe.unet.requires_grad_(False)
+    params = select_parameters(pipe.unet, train_method)
+    for p in params.values():                      # trained tensors in fp32 whatever the frozen dtype
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    originals = {n: p.detach().clone() for n, p in params.items()}
+    return Student(pipe, params, originals, base_fingerprint, device, dtype)
+
+
+def resolution(pipe, requested=None):
+    """The training resolution (default: the model's native size) and the latent shape for it."""
+    res = requested or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if res % pipe.vae_scale_factor:
+        raise SystemExit(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}")
+    return res, (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
 
 
 def peak_memory_mb(device):

@@ -50,7 +50,7 @@ def test_sdxl_loss_decreases_on_a_fixed_xt(tiny_folders):
     c, null = encode(pipe, ["Vincent van Gogh"]), encode(pipe, [""])
     assert c.pooled is not None and c.time_ids.shape == (1, 6)
     src = XtSource("sample", unet, sched, c, null, 2.0, 10, (4, 16, 16), params=orig)
-    x, t = src.draw(5)
+    x, t, _ = src.draw(5)
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     losses = []
     for _ in range(20):
@@ -82,10 +82,10 @@ def test_cache_source_replays_the_sample_trajectories(tiny_folders):
     cache = XtSource("cache", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), bank_size=2, seed=3)
     assert cache.bank.shape == (2, 7, 4, 16, 16) and cache.cost()["bank_forwards"] == 2 * 6 * 2
     noise = XtSource("noise", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), bank_size=2, seed=3)
-    x, t = noise.draw(2, batch=3)
+    x, t, _ = noise.draw(2, batch=3)
     assert x.shape == (3, 4, 16, 16) and int(t) == int(pipe.scheduler.timesteps[2])
     sample = XtSource("sample", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), seed=3)
-    x, _ = sample.draw(4, batch=2)                    # the same seeded noise as the bank's
+    x, _, _ = sample.draw(4, batch=2)                   # the same seeded noise as the bank's
     assert torch.allclose(x, cache.bank[:, 4], atol=1e-5)
 
 

@@ -63,6 +63,12 @@ def noise_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
+def min_snr_loss(pred, noise, sched, t, gamma):
+    """Epsilon MSE with min-SNR-gamma weighting (Hang et al. 2023): faster convergence."""
+    snr = compute_snr(sched, t)
+    return (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * torch.clamp(snr, max=gamma) / snr).mean()
+
+
 def random_scene(rng):
     return STYLES[rng.integers(len(STYLES))], SUBJECTS[rng.integers(len(SUBJECTS))]
 
@@ -247,10 +253,7 @@ def main(args):
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (len(x0),), generator=gen)
         pred = unet(sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
-        # min-SNR-gamma weighting (Hang et al. 2023): faster convergence for epsilon prediction
-        snr = compute_snr(sched, t)
-        w = torch.clamp(snr, max=args.snr_gamma) / snr
-        loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * w).mean()
+        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

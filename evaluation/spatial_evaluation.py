@@ -1,0 +1,128 @@
+"""Spatial evaluation: does an erasure stop the concept from being painted inside a mask, and what
+happens outside it?
+
+    python evaluation/spatial_evaluation.py --erasures models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors \
+        models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors
+    python evaluation/spatial_evaluation.py --base_model models/toyart-sd-inpainting --erasures FILE ...
+
+Neutral images (held-out photo phrasings, fixed seeds) are inpainted in every grid mask and in
+held-out non-grid masks (rectangles at random positions, a circle, a free-form stroke) with the
+target prompt and with other artists' prompts, by the base model and by each erased model. Per
+model and mask: the share of regions the bundled classifier calls the target style (bounding box of
+the mask, resized), the retain rate of other artists relative to the base model; outside the mask,
+PSNR and max pixel difference of the raw pipeline output (before paste-back: what the model itself
+preserves) and the seam at the mask border after paste-back. Writes spatial.json, spatial.md and
+spatial.png; exits 1 when a bar is missed.
+"""
+import argparse
+import os
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+
+from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
+from spatial_erasure.params import erased, read_erasure
+from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
+from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
+from spatial_erasure.toyart.classifier import load_classifier
+from spatial_erasure.toyart.inpaint_quality import evaluation_masks, neutral_images, region_styles
+from spatial_erasure.toyart.world import ARTISTS, STYLES, SUBJECTS
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--erasures", nargs="*", default=[], help="erasure .safetensors files to compare with the base model")
+    a("--base_model", default=TOY_MODEL, help="toy pipeline folder, 4- or 9-channel (default: bundled toy model)")
+    a("--source_model", default=TOY_MODEL, help="text-to-image model of the neutral images (default: bundled toy)")
+    a("--target", default="Vincent van Gogh", choices=ARTISTS, help="the erased artist (default: %(default)s)")
+    a("--others", nargs="*", default=["Claude Monet", "Pablo Picasso", "Andy Warhol"], choices=ARTISTS,
+      help="other artists inpainted the same way (retain)")
+    a("--subjects", nargs="*", default=["house", "boat", "tree", "flower"], choices=SUBJECTS,
+      help="one neutral image per subject (default: %(default)s)")
+    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
+    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale (default: %(default)s)")
+    a("--seed", type=int, default=7000, help="first seed (default: %(default)s)")
+    a("--max_target_rate", type=float, default=0.15, help="bar, erased models: target inside the mask (default: 0.15)")
+    a("--min_base_rate", type=float, default=0.80, help="bar, base model: target inside the mask (default: 0.80)")
+    a("--min_retain_ratio", type=float, default=0.85,
+      help="bar: other artists' rate, erased / base (default: %(default)s)")
+    a("--output", default="results/spatial", help="output folder (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    for f in args.erasures:
+        read_erasure(f)                       # fail early, in one line, on a bad file
+    clf = load_classifier(TOY_CLASSIFIER)
+    pipe = load_pipeline(args.base_model, task="inpaint")
+    print(describe(pipe))
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    kw = dict(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
+    neutral = neutral_images(args.source_model, args.subjects, args.seed, **kw)
+    masks, names, kinds = evaluation_masks(size, args.seed)
+    seeds = [args.seed + 100 + i for i in range(len(neutral) * len(masks))]
+    artists = [args.target] + [a for a in args.others if a != args.target]
+    models = {"base": None, **{os.path.basename(f).removesuffix(".safetensors"): f for f in args.erasures}}
+    results = {}
+    for label, f in models.items():
+        with erased(pipe, f) if f else nullcontext():
+            results[label] = region_styles(pipe, clf, neutral, masks, args.subjects, artists, seeds, **kw)
+
+    n_mask = len(masks)
+    per_mask = lambda r, a: [(r[a]["pred"].reshape(-1, n_mask)[:, j] == STYLES.index(a)).mean() for j in range(n_mask)]  # noqa: E731
+    rate = lambda r, a: float((r[a]["pred"] == STYLES.index(a)).mean())  # noqa: E731
+    summary, bars = [], {}
+    for label, r in results.items():
+        row = {"model": label, "target_rate": rate(r, args.target)}
+        for a in artists[1:]:             # retain ratio only where the base model paints the artist at all
+            base_rate = rate(results["base"], a)
+            row[f"{a} ratio"] = rate(r, a) / base_rate if base_rate >= args.min_base_rate / 4 else None
+        row["raw_psnr_outside"] = float(np.median(np.concatenate([r[a]["raw_psnr"] for a in artists])))
+        row["raw_maxdiff_outside"] = int(max(r[a]["raw_maxdiff"].max() for a in artists))
+        row["pasted_maxdiff_outside"] = int(max(r[a]["pasted_maxdiff"].max() for a in artists))
+        row["seam"] = float(np.mean(np.concatenate([r[a]["seam"] for a in artists])))
+        summary.append(row)
+        if label == "base":
+            bars["base target_rate"] = (row["target_rate"], f">= {args.min_base_rate}",
+                                        row["target_rate"] >= args.min_base_rate)
+        else:
+            ratios = [row[f"{a} ratio"] for a in artists[1:] if row[f"{a} ratio"] is not None]
+            bars[f"{label} target_rate"] = (row["target_rate"], f"<= {args.max_target_rate}",
+                                            row["target_rate"] <= args.max_target_rate)
+            if ratios:
+                bars[f"{label} min retain ratio"] = (min(ratios), f">= {args.min_retain_ratio}",
+                                                     min(ratios) >= args.min_retain_ratio)
+        bars[f"{label} outside kept"] = (row["pasted_maxdiff_outside"], "== 0", row["pasted_maxdiff_outside"] == 0)
+    mask_rows = [{"mask": nm, "kind": kd, **{lbl: float(per_mask(r, args.target)[j]) for lbl, r in results.items()}}
+                 for j, (nm, kd) in enumerate(zip(names, kinds))]
+
+    os.makedirs(args.output, exist_ok=True)
+    report = {"args": vars(args), "model": describe(pipe), "cases_per_model": len(seeds), "masks": names,
+              "summary": summary, "per_mask_target_rate": mask_rows,
+              "bars": {k: {"value": v, "bar": b, "met": bool(m)} for k, (v, b, m) in bars.items()},
+              "all_bars_met": all(m for _, _, m in bars.values())}
+    write_json(os.path.join(args.output, "spatial.json"), report)
+    cols = ["model", "target_rate"] + [f"{a} ratio" for a in artists[1:]] + \
+        ["raw_psnr_outside", "raw_maxdiff_outside", "pasted_maxdiff_outside", "seam"]
+    md = (f"# Spatial evaluation\n\n{describe(pipe)}\n\n{len(seeds)} cases per model and prompt "
+          f"({len(neutral)} neutral images x {n_mask} masks).\n\n" + markdown_table(summary, cols) +
+          "\n## Target rate inside each mask\n\n" + markdown_table(mask_rows, ["mask", "kind"] + list(results)))
+    atomic_write_text(os.path.join(args.output, "spatial.md"), md)
+    # figure: rows = masks (first neutral image), columns = source + each model's target inpainting
+    rows = [[neutral[0]] + [r[args.target]["pasted"][j] for r in results.values()] for j in range(n_mask)]
+    image_grid(rows, os.path.join(args.output, "spatial.png"), row_labels=names,
+               col_labels=["source"] + list(results), cell=1.0,
+               captions=[[""] + [STYLES[r[args.target]["pred"][j]].split()[-1] for r in results.values()]
+                         for j in range(n_mask)],
+               title=f"{args.target!r} inpainted in each mask (caption: classifier's style of the region)")
+    print(md)
+    for k, (v, b, m) in bars.items():
+        print(f"{'MET ' if m else 'MISS'} {k:50s} {v:.3f} ({b})")
+    print(f"wrote {args.output}/spatial.json, spatial.md, spatial.png")
+    return 0 if report["all_bars_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,205 @@
+"""Inpainting erasure: erase a concept inside spatial masks, training cross-attention only.
+
+Per iteration: a case (prompt variation p with its neutral twin p0, mask M from the G x G grid
+plus centre) and a step k. x_t is the state after k guided steps of the frozen model inpainting
+M on the source image of p0 (generated once) with prompt p: the blended loop for a 4-channel
+UNet, cat(x_t, mask, masked-image latent) for a 9-channel inpainting UNet. One teacher call gives
+eps(p0), eps(p), eps("") and eps(r) for a retain prompt r; the student sees p and r. Loss:
+
+    inside M:   MSE(student(p), eps(p0) - negative_guidance * (eps(p) - eps("")))
+  + outside_weight * outside M: MSE(student(p), eps(p))
+  + retain_weight * MSE(student(r), eps(r))
+
+Presets (`--preset`) set prompts x iterations and the x_t source; any flag overrides them.
+"""
+import argparse
+import os
+
+import torch
+
+from .masks import grid_masks, mask_names, to_latent
+from .models import TOY_MODEL, MODELS_DIR
+from .objectives import esd_target, grid_erasure_loss, teacher_eps
+from .params import TRAIN_METHODS
+from .prompts import Cond, concept_variations, encode, is_toy, retain_prompts, write_prompt_csv
+from .reports import loss_curve
+from .trainer import PRECISIONS, prepare, resolution, seed_everything, train
+from .trajectories import XT_SOURCES, Inpainting, XtSource, denoise, unet_eps
+
+PRESETS = {
+    "basic": dict(num_prompts=5, iterations=10, xt_source="sample", bank_size=16),
+    "efficient": dict(num_prompts=20, iterations=100, xt_source="sample", bank_size=64),
+    "scaled": dict(num_prompts=100, iterations=500, xt_source="cache", bank_size=256),
+}
+# Defaults by model family: the toy model's were measured (README); for real SD, ESD's reference values.
+DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
+            "real": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
+
+
+def build_parser(preset_default="efficient"):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--preset", default=preset_default, choices=list(PRESETS),
+      help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations, xt_source {v['xt_source']}"
+                     for k, v in PRESETS.items()) + " (default: %(default)s)")
+    a("--concept", default="Vincent van Gogh", help="artist or style to erase (default: %(default)s)")
+    a("--base_model", default=TOY_MODEL,
+      help="SD 1.x/2.x or SD-inpainting hub id or folder (default: the bundled toy model)")
+    a("--grid", type=int, default=3, help="G: the G x G grid of masks (default: %(default)s)")
+    a("--center", action=argparse.BooleanOptionalAction, default=True, help="add the centre mask (default: on)")
+    a("--num_prompts", type=int, help="prompt variations (cases: prompts x masks); preset")
+    a("--iterations", type=int, help="training iterations; preset")
+    toy, real = DEFAULTS["toy"], DEFAULTS["real"]
+    a("--lr", type=float, help=f"Adam learning rate (default: {toy['lr']} toy model, {real['lr']} real SD)")
+    a("--negative_guidance", type=float,
+      help=f"eta of the target (default: {toy['negative_guidance']} toy model, {real['negative_guidance']} real SD)")
+    a("--outside_weight", type=float, help="weight of keeping the concept prediction outside the mask "
+                                           f"(default: {toy['outside_weight']})")
+    a("--retain_weight", type=float, help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
+    a("--train_method", default="esd-x", choices=list(TRAIN_METHODS),
+      help="; ".join(f"{k}: {v[0]}" for k, v in TRAIN_METHODS.items()) + " (default: %(default)s)")
+    a("--xt_source", choices=list(XT_SOURCES), help="; ".join(f"{k}: {v}" for k, v in XT_SOURCES.items()) + "; preset")
+    a("--bank_size", type=int, help="trajectories in the bank for xt_source cache/noise; preset")
+    a("--num_inference_steps", type=int, default=50, help="scheduler steps of the k grid (default: %(default)s)")
+    a("--guidance_scale", type=float, default=3.0, help="CFG scale when producing x_t (default: %(default)s)")
+    a("--batch_size", type=int, default=1, help="cases per iteration (default: %(default)s)")
+    a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
+    a("--mixed_precision", default="no", choices=list(PRECISIONS), help="frozen weights' precision (default: no)")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--seed", type=int, default=0, help="seeds prompts, source images, x_t noise and sampling (default: 0)")
+    a("--checkpoint_every", type=int, default=50, help="iterations between checkpoints (default: %(default)s)")
+    a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
+    a("--output", default=None, help="erasure file to write (default: models/grid-{concept}-{preset}-{method}"
+                                     ".safetensors); the JSON report, prompts CSV and loss PNG go beside it")
+    return p
+
+
+def parse_args(argv=None, preset_default="efficient"):
+    args = build_parser(preset_default).parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    for k in ("num_prompts", "iterations", "bank_size", "grid", "batch_size"):
+        if getattr(args, k) < 1:
+            raise SystemExit(f"--{k} must be at least 1, got {getattr(args, k)}")
+    return args
+
+
+def default_output(args):
+    clean = args.concept.strip().replace(" ", "_").replace("/", "_")
+    return os.path.join(MODELS_DIR, f"grid-{clean}-{args.preset}-{args.train_method}.safetensors")
+
+
+@torch.no_grad()
+def masked_latents(vae, z0, pixel_masks, chunk=32):
+    """Latents of the decoded z0 with the mask region blanked (0 in [-1, 1], as diffusers does)."""
+    s = vae.config.scaling_factor
+    out = []
+    for i in range(0, len(z0), chunk):
+        img = vae.decode(z0[i:i + chunk] / s).sample
+        m = pixel_masks[i:i + chunk].to(img.dtype)
+        out.append(vae.encode(img * (m < 0.5)).latent_dist.mode() * s)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def source_latents(st, neutral, null, seeds, res, latent, n_steps, guidance, chunk=32):
+    """The image each neutral twin inpaints into: generated once by the frozen model from its seed
+    (a 9-channel UNet generates with the whole image masked)."""
+    pipe, out = st.pipe, []
+    nine = pipe.unet.config.in_channels == 9
+    for i in range(0, len(seeds), chunk):
+        s = seeds[i:i + chunk]
+        noise = torch.stack([torch.randn(latent, generator=torch.Generator().manual_seed(int(x))) for x in s])
+        noise = noise.to(st.device, st.dtype)
+        inpaint = None
+        if nine:
+            ones = torch.ones(len(s), 1, *latent[1:], device=st.device, dtype=st.dtype)
+            grey = torch.zeros(len(s), 3, res, res, device=st.device, dtype=st.dtype)
+            blank = pipe.vae.encode(grey).latent_dist.mode() * pipe.vae.config.scaling_factor
+            inpaint = Inpainting(torch.zeros_like(noise), ones, blank)
+        out.append(denoise(pipe.unet, pipe.scheduler, noise, neutral[i:i + chunk], null.repeat(len(s)), guidance,
+                           n_steps, n_steps, st.originals, inpaint=inpaint))
+    return torch.cat(out)
+
+
+def main(args):
+    seed_everything(args.seed)
+    out = args.output or default_output(args)
+    if not out.endswith(".safetensors"):
+        raise SystemExit(f"--output {out} must end in .safetensors (the erasure file); reports go beside it")
+    st = prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task="inpaint")
+    pipe, originals = st.pipe, st.originals
+    unet, scheduler, vae = pipe.unet, pipe.scheduler, pipe.vae
+    nine = unet.config.in_channels == 9
+    res, latent = resolution(pipe, args.resolution)
+    toy = is_toy(pipe)
+    for k, v in DEFAULTS["toy" if toy else "real"].items():    # model-family defaults, unless given
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+    rows = concept_variations(args.concept, args.num_prompts, toy, args.seed)
+    stem = out.removesuffix(".safetensors")
+    write_prompt_csv(stem + ".prompts.csv", rows, extra_columns=["neutral"])
+    retain = retain_prompts(args.concept, toy)
+    concept = encode(pipe, [r["prompt"] for r in rows], res)
+    neutral = encode(pipe, [r["neutral"] for r in rows], res)
+    null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)
+
+    pix = grid_masks(res, args.grid, args.center)                          # (M, 1, res, res)
+    lat = to_latent(pix, latent[-1]).to(st.device, st.dtype)               # (M, 1, h, w)
+    n_masks = len(pix)
+    # cases: every (prompt variation, mask) pair
+    v_of = torch.arange(len(rows)).repeat_interleave(n_masks)
+    m_of = torch.arange(n_masks).repeat(len(rows))
+    print(f"{len(rows)} prompt variations x {n_masks} masks = {len(v_of)} cases; generating {len(rows)} source "
+          f"images" + (f", then a bank of {args.bank_size} x_t trajectories" if args.xt_source != "sample" else ""))
+    with st.autocast():
+        z0 = source_latents(st, neutral, null, [r["evaluation_seed"] for r in rows], res, latent,
+                            args.num_inference_steps, args.guidance_scale)
+        cases = Inpainting(z0[v_of], lat[m_of],
+                           masked_latents(vae, z0[v_of], pix[m_of].to(st.device)) if nine else None)
+        source = XtSource(args.xt_source, unet, scheduler, concept[v_of], null, args.guidance_scale,
+                          args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
+                          seed=args.seed, device=st.device, dtype=st.dtype, inpaint=cases)
+    b = args.batch_size
+    parts = []
+
+    def loss_fn(it, rng):
+        k = int(rng.integers(0, args.num_inference_steps))
+        x, t, c = source.draw(k, b)
+        v, m = v_of[c], m_of[c]
+        r = torch.as_tensor(rng.integers(0, len(retain), b))
+        extra = cases[c].extra() if nine else None
+        eps_n, eps_c, eps_null, eps_r = teacher_eps(unet, scheduler, x, t, [neutral[v], concept[v], null, retain_c[r]],
+                                                    originals, extra)
+        pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, x]), t, Cond.cat([concept[v], retain_c[r]]),
+                                  extra=None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
+        loss, p = grid_erasure_loss(pred_c, esd_target(eps_n, eps_c, eps_null, args.negative_guidance), eps_c,
+                                    lat[m], args.outside_weight, pred_r, eps_r, args.retain_weight)
+        parts.append(p)
+        return loss
+
+    def extra_report():
+        c = source.cost()
+        return {**c, "forwards_per_iteration": round(c["sampling_forwards"] / max(1, args.iterations) + 6 * b, 1),
+                "prompts": [{k: r[k] for k in ("prompt", "neutral", "evaluation_seed")} for r in rows],
+                "retain_prompts": retain, "masks": mask_names(args.grid, args.center), "cases": len(v_of),
+                "unet_in_channels": unet.config.in_channels,
+                "loss_parts_last50": {k: round(sum(p[k] for p in parts[-50:]) / max(1, len(parts[-50:])), 6)
+                                      for k in ("inside", "outside", "retain")}}
+
+    meta = {"base_model": args.base_model, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
+            "concept": args.concept, "erase_from": args.concept, "algorithm": "grid-erasure", "preset": args.preset,
+            "args": vars(args), "resolution": res}
+    report = train(loss_fn, st.params, out, args.iterations, args.lr, meta, seed=args.seed,
+                   mixed_precision=args.mixed_precision, device=st.device, checkpoint_every=args.checkpoint_every,
+                   resume=args.resume, desc=f"grid erasure {args.preset}", extra_report=extra_report)
+    loss_curve(report["losses"], stem + ".loss.png",
+               f"grid erasure of {args.concept!r}, preset {args.preset} ({len(rows)} prompts x {n_masks} masks)")
+    print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
+          f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
+          f"~{report['forwards_per_iteration']:.0f} UNet forwards/iteration, bank {report['bank_seconds']} s "
+          f"({report['bank_forwards']} forwards), peak memory {report['peak_memory_mb']:.0f} MiB; "
+          f"report {stem}.json, loss curve {stem}.loss.png, prompts {stem}.prompts.csv")
+    return out

@@ -1,0 +1,187 @@
+"""Fine-tune the toy SD into a 9-channel inpainting model, the way SD-inpainting was made.
+
+The UNet gets 5 extra input channels (mask, masked-image latent), initialised to zero, so it starts
+as the text-to-image model. Training images are composites of one toy scene in two styles: the
+background style everywhere and, inside a random mask (rectangle, ellipse, stroke, grid cell,
+centre, or the whole image), the style the caption names; a third of them use one style only. The
+model learns to paint the prompted style inside the mask and keep the context. Text encoder, VAE,
+tokenizer and scheduler are the toy model's, unchanged (identical files); the UNet is stored in
+fp16 to keep the bundle small.
+
+    python -m spatial_erasure.toyart.train_inpaint --out models/toyart-sd-inpainting
+"""
+import argparse
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from ..checkpoint import atomic_save, load_state, save_state
+from ..masks import circle, grid_masks, rectangle, stroke
+from ..models import MODELS_DIR, TOY_MODEL, load_pipeline
+from .classifier import to_tensor
+from .train import min_snr_loss
+from .world import RES, STYLES, SUBJECTS, caption_for, render
+
+
+def inpainting_unet(unet):
+    """A 9-input-channel copy of a 4-channel UNet: conv_in's 5 new input channels start at zero."""
+    cfg = {**unet.config, "in_channels": 9}
+    new = UNet2DConditionModel.from_config(cfg)
+    sd = unet.state_dict()
+    w = sd["conv_in.weight"]
+    sd["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], 5, *w.shape[2:])], 1)
+    new.load_state_dict(sd)
+    return new
+
+
+def random_mask(rng, size=RES):
+    """One pixel mask (1, size, size): the shapes SD-inpainting trains on, plus the erasure grid."""
+    kind = rng.choice(["rect", "ellipse", "stroke", "cell", "center", "full"], p=[.3, .15, .1, .3, .05, .1])
+    if kind == "rect":
+        w, h = (rng.uniform(0.2, 0.7, 2) * size).astype(int)
+        x0, y0 = rng.integers(0, size - w + 1), rng.integers(0, size - h + 1)
+        return rectangle(size, x0, y0, x0 + w, y0 + h)[0]
+    if kind == "ellipse":
+        return circle(size, *rng.uniform(0.25, 0.75, 2) * size, rng.uniform(0.12, 0.35) * size)[0]
+    if kind == "stroke":
+        return stroke(size, [tuple(p) for p in rng.uniform(0.1, 0.9, (3, 2)) * size], rng.uniform(0.1, 0.2) * size)[0]
+    if kind == "cell":
+        return grid_masks(size, 3, center=False)[rng.integers(9)]
+    if kind == "center":
+        return grid_masks(size, 3, center=True)[-1]
+    return torch.ones(1, size, size)
+
+
+def scene_bank(n, seed, path):
+    """n toy layouts, each rendered in every style with the same seed: (n, styles, 64, 64, 3) uint8."""
+    if os.path.exists(path):
+        t = load_file(path)
+        return t["images"].numpy(), t["subject"].numpy()
+    rng = np.random.default_rng(seed)
+    subjects = rng.integers(len(SUBJECTS), size=n)
+    seeds = rng.integers(2**31, size=n)
+    images = np.stack([np.stack([render(s, SUBJECTS[u], seed=int(z)) for s in STYLES])
+                       for u, z in tqdm(zip(subjects, seeds), total=n, desc="scene bank")])
+    atomic_save({"images": torch.as_tensor(images), "subject": torch.as_tensor(subjects)}, path)
+    return images, subjects
+
+
+def batch(rng, images, subjects, size, same_style=1 / 3, uncond_prob=0.1):
+    """Composite images, pixel masks and captions for one training step."""
+    idx = rng.integers(len(images), size=size)
+    bg = rng.integers(len(STYLES), size=size)
+    fg = np.where(rng.random(size) < same_style, bg, rng.integers(len(STYLES), size=size))
+    masks = torch.stack([random_mask(rng) for _ in range(size)])                       # (B, 1, H, W)
+    m = masks[:, 0, :, :, None].numpy() > 0.5
+    comp = np.where(m, images[idx, fg], images[idx, bg])
+    caps = [caption_for(STYLES[f], SUBJECTS[subjects[i]], rng) if rng.random() >= uncond_prob else ""
+            for f, i in zip(fg, idx)]
+    return to_tensor(comp), masks, caps
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--base_model", default=TOY_MODEL, help="the toy text-to-image pipeline to start from (default: bundled)")
+    a("--out", default=str(MODELS_DIR / "toyart-sd-inpainting"), help="pipeline folder to write")
+    a("--work_dir", default="runs/toyart-sd-inpainting", help="checkpoints and scene bank; rerun to resume")
+    a("--seed", type=int, default=0, help="seed for data and noise (default: %(default)s)")
+    a("--scenes", type=int, default=1200, help="layouts in the scene bank, each in every style (default: %(default)s)")
+    a("--steps", type=int, default=1200, help="fine-tuning steps (default: %(default)s)")
+    a("--batch_size", type=int, default=48, help="images per step (default: %(default)s)")
+    a("--lr", type=float, default=2e-4, help="AdamW learning rate after warmup (default: %(default)s)")
+    a("--warmup", type=int, default=100, help="warmup steps (default: %(default)s)")
+    a("--snr_gamma", type=float, default=5.0, help="min-SNR weighting gamma (default: %(default)s)")
+    a("--ema_decay", type=float, default=0.995, help="EMA decay of the saved weights (default: %(default)s)")
+    a("--checkpoint_every", type=int, default=100, help="steps between checkpoints (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def export(args, pipe, unet, ema, info):
+    """Write a StableDiffusionInpaintPipeline folder atomically: the base's files, the new UNet (fp16)."""
+    tmp = args.out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(args.base_model, tmp, ignore=shutil.ignore_patterns("unet", "README.md", "training.json"))
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    unet.to(torch.float16).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    unet.to(torch.float32)
+    ema.restore(unet.parameters())
+    with open(os.path.join(tmp, "model_index.json")) as f:
+        index = json.load(f)
+    index["_class_name"] = StableDiffusionInpaintPipeline.__name__
+    with open(os.path.join(tmp, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    with open(os.path.join(tmp, "training.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    if os.path.exists(os.path.join(args.out, "README.md")):
+        shutil.copy(os.path.join(args.out, "README.md"), tmp)
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.replace(tmp, args.out)
+
+
+def main(args):
+    torch.manual_seed(args.seed)
+    os.makedirs(args.work_dir, exist_ok=True)
+    pipe = load_pipeline(args.base_model)
+    vae, te, tok = pipe.vae.requires_grad_(False), pipe.text_encoder.requires_grad_(False), pipe.tokenizer
+    unet = inpainting_unet(pipe.unet)
+    images, subjects = scene_bank(args.scenes, args.seed, os.path.join(args.work_dir, "scenes.safetensors"))
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay)
+    state_path = os.path.join(args.work_dir, "unet.safetensors")
+    step, extra = 0, {"seconds": 0.0}
+    if os.path.exists(state_path):
+        step, extra = load_state(state_path, {"unet": unet, "ema": ema.shadow_params}, opt)
+        ema.optimization_step = step
+        print(f"resumed at step {step}")
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    s = vae.config.scaling_factor
+    f = pipe.vae_scale_factor
+    rng = np.random.default_rng(args.seed * 1000 + step)
+    gen = torch.Generator().manual_seed(args.seed * 1000 + step)
+    t_start, seconds0 = time.time(), extra["seconds"]
+    unet.train()
+    bar = tqdm(range(step, args.steps), desc="inpainting unet", initial=step, total=args.steps)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        x, masks, caps = batch(rng, images, subjects, args.batch_size)
+        with torch.no_grad():
+            both = vae.encode(torch.cat([x, x * (masks < 0.5)])).latent_dist.sample(generator=gen) * s
+            z0, masked = both.chunk(2)
+            emb = te(tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids)[0]
+        mlat = F.interpolate(masks, size=(RES // f, RES // f))          # as the pipeline: nearest
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
+        pred = unet(torch.cat([sched.add_noise(z0, noise, t), mlat, masked], 1), t, emb).sample
+        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.step(unet.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save_state(state_path, {"unet": unet, "ema": ema.shadow_params}, opt, done,
+                       {"seconds": seconds0 + time.time() - t_start})
+    info = {"args": vars(args), "steps_done": args.steps, "seconds": round(seconds0 + time.time() - t_start),
+            "base_model": os.path.relpath(args.base_model), "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads()}
+    export(args, pipe, unet, ema, info)
+    print(f"wrote {args.out} ({info['seconds']} s of training)")
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,159 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spatial_erasure.masks import grid_masks, parse_mask, to_latent
+from spatial_erasure.models import load_pipeline
+from spatial_erasure.objectives import grid_erasure_loss
+from spatial_erasure.params import apply_erasure, read_erasure
+from spatial_erasure.prompts import concept_variations, encode, read_prompt_csv
+from spatial_erasure.trajectories import Inpainting, XtSource, denoise, unet_eps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args):
+    return subprocess.run([sys.executable] + args, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_masked_loss_has_zero_gradient_outside_the_mask():
+    torch.manual_seed(0)
+    pred = torch.randn(2, 4, 16, 16, requires_grad=True)
+    target, eps_c = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    mask = to_latent(grid_masks(64)[[4, 9]], 16)                       # centre cell, centre square
+    loss, parts = grid_erasure_loss(pred, target, eps_c, mask, outside_weight=0.0)
+    loss.backward()
+    g = pred.grad.abs().sum(1, keepdim=True)
+    assert (g[mask == 0] == 0).all() and (g[mask == 1] > 0).all()
+    assert parts["outside"] == 0 and parts["inside"] > 0
+    pred.grad = None
+    grid_erasure_loss(pred, target, eps_c, mask, outside_weight=0.5)[0].backward()
+    assert (pred.grad.abs().sum(1, keepdim=True)[mask == 0] > 0).all()   # with a weight, outside pixels learn
+
+
+def test_nine_channel_inputs_match_the_diffusers_inpainting_pipeline(tiny_folders):
+    # our x_t loop for a 9-channel UNet = diffusers' StableDiffusionInpaintPipeline, same noise and inputs
+    pipe = load_pipeline(tiny_folders["sd-inpaint"], task="inpaint")
+    assert pipe.unet.config.in_channels == 9
+    g = torch.Generator().manual_seed(0)
+    noise, masked = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 4, 16, 16, generator=g)
+    pix = grid_masks(32)[[0, 9]]                                       # tiny fixture: 32 px, 16x16 latents
+    lat = F.interpolate(pix, size=(16, 16))                            # the pipeline's (nearest) resize
+    prompts = ["a house by Vincent van Gogh", "a boat"]
+    ours = denoise(pipe.unet, pipe.scheduler, noise, encode(pipe, prompts), encode(pipe, [""]).repeat(2), 4.0, 5, 5,
+                   inpaint=Inpainting(torch.zeros_like(noise), lat, masked))
+    theirs = pipe(prompts, image=torch.zeros(2, 3, 32, 32), mask_image=pix, masked_image_latents=masked,
+                  latents=noise.clone(), guidance_scale=4.0, num_inference_steps=5, output_type="latent").images
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    # and the UNet really sees cat(x_t, mask, masked latent): changing the masked latent changes eps
+    c = encode(pipe, prompts)
+    t = pipe.scheduler.timesteps[2]
+    e1 = unet_eps(pipe.unet, pipe.scheduler, noise, t, c, extra=torch.cat([lat, masked], 1))
+    e2 = unet_eps(pipe.unet, pipe.scheduler, noise, t, c, extra=torch.cat([lat, masked * 0], 1))
+    assert not torch.allclose(e1, e2)
+
+
+def test_blended_loop_keeps_the_known_region(tiny_folders):
+    pipe = load_pipeline(tiny_folders["sd"], task="inpaint")
+    g = torch.Generator().manual_seed(1)
+    noise, z0 = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    lat = to_latent(grid_masks(64)[4:5], 16)
+    c, u = encode(pipe, ["a house"]), encode(pipe, [""])
+    final = denoise(pipe.unet, pipe.scheduler, noise, c, u, 3.0, 6, 6, inpaint=Inpainting(z0, lat))
+    assert torch.equal(final[lat.expand_as(final) == 0], z0[lat.expand_as(z0) == 0])   # outside: z0 exactly
+    plain = denoise(pipe.unet, pipe.scheduler, noise, c, u, 3.0, 6, 6)
+    assert not torch.allclose(final[lat.expand_as(final) == 1], plain[lat.expand_as(plain) == 1])
+
+
+def test_cache_bank_covers_every_case_before_repeating(tiny_folders):
+    pipe = load_pipeline(tiny_folders["sd"], task="inpaint")
+    c = encode(pipe, ["a", "b", "c"])
+    z = torch.zeros(3, 4, 16, 16)
+    src = XtSource("cache", pipe.unet, pipe.scheduler, c, encode(pipe, [""]), 3.0, 4, (4, 16, 16), bank_size=5,
+                   inpaint=Inpainting(z, torch.ones(3, 1, 16, 16)))
+    assert sorted(src.bank_cases[:3].tolist()) == [0, 1, 2] and src.bank.shape == (5, 5, 4, 16, 16)
+    x, t, cases = src.draw(2, batch=4)
+    assert x.shape == (4, 4, 16, 16) and cases.shape == (4,) and set(cases.tolist()) <= {0, 1, 2}
+
+
+def test_prompt_variations_have_neutral_twins():
+    rows = concept_variations("Vincent van Gogh", 40, toy=True, seed=0)
+    assert len(rows) == 40 and len({r["evaluation_seed"] for r in rows}) == 40
+    assert all("Vincent van Gogh" in r["prompt"] and "Vincent van Gogh" not in r["neutral"] for r in rows)
+    assert len({r["prompt"] for r in rows}) == 30                      # 5 phrasings x 6 subjects, then repeats
+    real = concept_variations("Vincent van Gogh", 100, toy=False, seed=0)
+    assert len({r["prompt"] for r in real}) == 100
+
+
+def test_parse_mask_specs():
+    assert torch.equal(parse_mask("4", 64), grid_masks(64)[4:5])
+    assert torch.equal(parse_mask("center", 64), grid_masks(64)[9:10])
+    assert parse_mask("rect:8,8,40,24", 64).sum() == 32 * 16
+    for bad, msg in [("9", "grid cell 9 does not exist"), ("rect:1,2", "bad rectangle"),
+                     ("rect:40,8,8,24", "empty or outside")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_mask(bad, 64)
+
+
+def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
+    out = tmp_path / "grid.safetensors"
+    r = run(["inpainting_erasure/grid_erasure.py", "--preset", "basic", "--output", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    tensors, meta = read_erasure(str(out))
+    assert len(tensors) == 35 and meta["preset"] == "basic" and meta["algorithm"] == "grid-erasure"
+    assert all(k.split(".")[-3] == "attn2" or ".attn2." in k for k in tensors)
+    report = json.loads((tmp_path / "grid.json").read_text())
+    assert len(report["losses"]) == 10 and report["iterations_done"] == 10
+    assert len(report["prompts"]) == 5 and len(report["masks"]) == 10 and report["cases"] == 50
+    assert report["seconds_per_iteration"] > 0 and report["peak_memory_mb"] > 0
+    assert np.isfinite(report["losses"]).all()
+    rows = read_prompt_csv(str(tmp_path / "grid.prompts.csv"))
+    assert len(rows) == 5 and all(r["neutral"] for r in rows)
+    assert (tmp_path / "grid.loss.png").stat().st_size > 1000
+    pipe = load_pipeline()
+    before = {k: v.clone() for k, v in pipe.unet.named_parameters() if k in tensors}
+    apply_erasure(pipe, str(out))
+    assert any(not torch.equal(before[k], dict(pipe.unet.named_parameters())[k]) for k in tensors)
+
+
+def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
+    out = tmp_path / "g9.safetensors"
+    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd-inpaint"], "--preset", "basic",
+             "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache",
+             "--bank_size", "4", "--output", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "g9.json").read_text())
+    assert report["unet_in_channels"] == 9 and report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2
+
+
+def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
+    r = run(["inpainting_erasure/grid_erasure.py", "--preset", "huge"])
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
+    r = run(["inpainting_erasure/grid_erasure.py", "--iterations", "0"])
+    assert r.returncode != 0 and "--iterations must be at least 1" in r.stderr
+
+
+def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
+    from PIL import Image
+    src = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(src).save(tmp_path / "src.png")
+    r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
+             str(tmp_path / "src.png"), "--mask", "rect:4,4,20,12", "--prompt", "a house", "--num_inference_steps", "3",
+             "--output", str(tmp_path / "out")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = np.asarray(Image.open(tmp_path / "out" / "inpainted.png"))
+    inside = np.zeros((32, 32), bool)
+    inside[4:12, 4:20] = True
+    assert (out[~inside] == src[~inside]).all() and (out[inside] != src[inside]).any()
+    assert (tmp_path / "out" / "before_after.png").exists()
+    r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
+             str(tmp_path / "src.png"), "--mask", "rect:4,4", "--prompt", "x", "--output", str(tmp_path / "bad")])
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: bad rectangle")
+    assert not (tmp_path / "bad").exists()
