@@ -157,3 +157,17 @@ def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
              str(tmp_path / "src.png"), "--mask", "rect:4,4", "--prompt", "x", "--output", str(tmp_path / "bad")])
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: bad rectangle")
     assert not (tmp_path / "bad").exists()
+
+
+def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
+    out = tmp_path / "spatial"
+    r = run(["evaluation/spatial_evaluation.py", "--base_model", tiny_folders["sd-inpaint"], "--source_model",
+             tiny_folders["sd"], "--subjects", "house", "--others", "Claude Monet", "--num_inference_steps", "3",
+             "--output", str(out)])
+    assert r.returncode in (0, 1), r.stderr[-2000:]          # 1: a random-weight model misses the bars
+    report = json.loads((out / "spatial.json").read_text())
+    assert report["cases_per_model"] == 14 and len(report["per_mask_target_rate"]) == 14
+    base = report["summary"][0]
+    assert base["model"] == "base" and base["pasted_maxdiff_outside"] == 0 and 0 <= base["target_rate"] <= 1
+    assert report["bars"]["base outside kept"]["met"] and (out / "spatial.png").stat().st_size > 1000
+    assert "| cell00 | grid |" in (out / "spatial.md").read_text()
