@@ -91,14 +91,15 @@ def default_output(args):
 
 
 @torch.no_grad()
-def masked_latents(vae, z0, pixel_masks, chunk=32):
-    """Latents of the decoded z0 with the mask region blanked (0 in [-1, 1], as diffusers does)."""
+def masked_latents(vae, z0, images_of, pixel_masks, chunk=32):
+    """Latents of each case's image with its mask region blanked (0 in [-1, 1], as diffusers does).
+    z0 (V, 4, h, w) is decoded once per image; `images_of` (C,) picks each case's image."""
     s = vae.config.scaling_factor
+    images = torch.cat([vae.decode(z0[i:i + chunk] / s).sample for i in range(0, len(z0), chunk)])
     out = []
-    for i in range(0, len(z0), chunk):
-        img = vae.decode(z0[i:i + chunk] / s).sample
-        m = pixel_masks[i:i + chunk].to(img.dtype)
-        out.append(vae.encode(img * (m < 0.5)).latent_dist.mode() * s)
+    for i in range(0, len(images_of), chunk):
+        m = pixel_masks[i:i + chunk].to(images.dtype)
+        out.append(vae.encode(images[images_of[i:i + chunk]] * (m < 0.5)).latent_dist.mode() * s)
     return torch.cat(out)
 
 
@@ -158,7 +159,7 @@ def main(args):
         z0 = source_latents(st, neutral, null, [r["evaluation_seed"] for r in rows], res, latent,
                             args.num_inference_steps, args.guidance_scale)
         cases = Inpainting(z0[v_of], lat[m_of],
-                           masked_latents(vae, z0[v_of], pix[m_of].to(st.device)) if nine else None)
+                           masked_latents(vae, z0, v_of, pix[m_of].to(st.device)) if nine else None)
         source = XtSource(args.xt_source, unet, scheduler, concept[v_of], null, args.guidance_scale,
                           args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
                           seed=args.seed, device=st.device, dtype=st.dtype, inpaint=cases)
