@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import atomic_save
-from .models import fingerprint
+from .models import MODELS_DIR, TOY_MODEL, fingerprint
 
 # name -> (description, predicate on (parameter name, owning module)); the CLI's choices come from here
 TRAIN_METHODS = {
@@ -66,6 +66,29 @@ def read_erasure(path):
         except json.JSONDecodeError:
             meta[k] = v
     return tensors, meta
+
+
+def recorded_base(meta):
+    """The base model an erasure file's metadata names: its hub id or folder, or, for a file trained in
+    another checkout (absolute path that is not here), the bundled folder of the same name in models/."""
+    base = str(meta.get("base_model") or TOY_MODEL)
+    if os.path.isabs(base) and not os.path.exists(base) and (MODELS_DIR / os.path.basename(base)).is_dir():
+        return str(MODELS_DIR / os.path.basename(base))
+    return base
+
+
+def latest_erasure(concept, folder=MODELS_DIR, text2img=True):
+    """The newest erasure file (by modification time, then name) in `folder` whose metadata names
+    `concept`; with text2img, only files trained on a text-to-image (4-channel) UNet. None if none."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors") and os.path.isfile(path):
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("concept", "").strip('"') == concept and not (text2img and meta.get("unet_in_channels") == "9"):
+                found.append((os.path.getmtime(path), name, path))
+    return max(found)[2] if found else None
 
 
 class ErasureMismatch(ValueError):

@@ -85,3 +85,18 @@ def test_quality_script_meets_every_bar(tmp_path):
     assert (tmp_path / "samples.png").stat().st_size > 10_000
     assert report["all_bars_met"], {k: v for k, v in report["bars"].items() if not v["met"]}
     assert r.returncode == 0 and "MISS" not in r.stdout
+
+
+def test_toy_inpainting_model_is_9_channel_shares_the_toy_components_and_adds_under_10mb():
+    from spatial_erasure.toyart.inpaint_quality import TOY_INPAINTING
+    own = [os.path.join(r, f) for r, _, fs in os.walk(TOY_INPAINTING) for f in fs]   # links not followed
+    assert sum(os.path.getsize(f) for f in own) <= 10 * 2**20
+    for part in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        assert os.path.islink(os.path.join(TOY_INPAINTING, part))
+        assert os.path.samefile(os.path.join(TOY_INPAINTING, part), os.path.join(TOY_MODEL, part))
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(TOY_INPAINTING)
+    assert pipe.unet.config.in_channels == 9 and pipe.unet.dtype == torch.float32
+    base = StableDiffusionPipeline.from_pretrained(TOY_MODEL)
+    w9, w4 = pipe.unet.conv_in.weight, base.unet.conv_in.weight
+    assert w9.shape[1] == 9 and w9[:, 4:].abs().sum() > 0                  # the new channels were trained
+    assert not torch.equal(w9[:, :4], w4)

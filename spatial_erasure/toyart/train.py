@@ -63,10 +63,14 @@ def noise_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
-def min_snr_loss(pred, noise, sched, t, gamma):
-    """Epsilon MSE with min-SNR-gamma weighting (Hang et al. 2023): faster convergence."""
+def min_snr_loss(pred, noise, sched, t, gamma, weight=None):
+    """Epsilon MSE with min-SNR-gamma weighting (Hang et al. 2023): faster convergence. `weight`
+    (broadcastable to pred) weights latent pixels, e.g. the masked region of an inpainting batch."""
     snr = compute_snr(sched, t)
-    return (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * torch.clamp(snr, max=gamma) / snr).mean()
+    se = F.mse_loss(pred, noise, reduction="none")
+    if weight is not None:
+        se = se * weight
+    return (se.mean((1, 2, 3)) * torch.clamp(snr, max=gamma) / snr).mean()
 
 
 def random_scene(rng):

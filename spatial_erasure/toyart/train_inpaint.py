@@ -5,10 +5,11 @@ as the text-to-image model. Training images are composites of one toy scene in t
 background style everywhere and, inside a random mask (rectangle, ellipse, stroke, grid cell,
 centre, or the whole image), the style the caption names; a third of them use one style only. The
 model learns to paint the prompted style inside the mask and keep the context. Text encoder, VAE,
-tokenizer and scheduler are the toy model's, unchanged (identical files); the UNet is stored in
-fp16 to keep the bundle small.
+tokenizer and scheduler are the toy model's, unchanged: relative links to its folders; the UNet is
+stored in fp16 to keep the bundle small.
 
     python -m spatial_erasure.toyart.train_inpaint --out models/toyart-sd-inpainting
+    python -m spatial_erasure.toyart.train_inpaint --device cuda --batch_size 128 --num_workers 8 --time_budget 300
 """
 import argparse
 import json
@@ -88,6 +89,19 @@ def batch(rng, images, subjects, size, same_style=1 / 3, uncond_prob=0.1):
     return to_tensor(comp), masks, caps
 
 
+class Composites(torch.utils.data.IterableDataset):
+    """Endless training batches from `batch`; each DataLoader worker draws from its own seeded stream."""
+
+    def __init__(self, images, subjects, batch_size, seed):
+        self.images, self.subjects, self.batch_size, self.seed = images, subjects, batch_size, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, worker.id if worker else 0])
+        while True:
+            yield batch(rng, self.images, self.subjects, self.batch_size)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -102,7 +116,16 @@ def parse_args(argv=None):
     a("--warmup", type=int, default=100, help="warmup steps (default: %(default)s)")
     a("--snr_gamma", type=float, default=5.0, help="min-SNR weighting gamma (default: %(default)s)")
     a("--ema_decay", type=float, default=0.995, help="EMA decay of the saved weights (default: %(default)s)")
+    a("--mask_weight", type=float, default=1.0,
+      help="loss weight of latent pixels inside the mask, 1 outside (default: %(default)s)")
     a("--checkpoint_every", type=int, default=100, help="steps between checkpoints (default: %(default)s)")
+    a("--time_budget", type=float, default=None,
+      help="stop after this many seconds of training, checkpoint and export; rerun to go on (default: none)")
+    a("--init_unet", default=None,
+      help="start from this 9-channel UNet folder (e.g. a bundled model's unet/) instead of the toy UNet "
+           "with zero-initialised extra channels; ignored when --work_dir holds a checkpoint")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--num_workers", type=int, default=0, help="DataLoader processes composing batches (default: in-process)")
     return p.parse_args(argv)
 
 
@@ -110,7 +133,12 @@ def export(args, pipe, unet, ema, info):
     """Write a StableDiffusionInpaintPipeline folder atomically: the base's files, the new UNet (fp16)."""
     tmp = args.out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(args.base_model, tmp, ignore=shutil.ignore_patterns("unet", "README.md", "training.json"))
+    os.makedirs(tmp)
+    shutil.copy(os.path.join(args.base_model, "model_index.json"), tmp)
+    for name in os.listdir(args.base_model):    # unchanged components: relative links, not copies
+        if os.path.isdir(os.path.join(args.base_model, name)) and name != "unet":
+            target = os.path.relpath(os.path.abspath(os.path.join(args.base_model, name)), os.path.abspath(args.out))
+            os.symlink(target, os.path.join(tmp, name))
     ema.store(unet.parameters())
     ema.copy_to(unet.parameters())
     unet.to(torch.float16).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
@@ -132,9 +160,19 @@ def export(args, pipe, unet, ema, info):
 def main(args):
     torch.manual_seed(args.seed)
     os.makedirs(args.work_dir, exist_ok=True)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = True
     pipe = load_pipeline(args.base_model)
     vae, te, tok = pipe.vae.requires_grad_(False), pipe.text_encoder.requires_grad_(False), pipe.tokenizer
-    unet = inpainting_unet(pipe.unet)
+    vae.to(device), te.to(device)
+    if args.init_unet:
+        unet = UNet2DConditionModel.from_pretrained(args.init_unet, use_safetensors=True).float()
+        if unet.config.in_channels != 9:
+            raise SystemExit(f"--init_unet {args.init_unet} has {unet.config.in_channels} input channels; "
+                             "pass the unet/ folder of a 9-channel inpainting model")
+    else:
+        unet = inpainting_unet(pipe.unet)
+    unet.to(device)
     images, subjects = scene_bank(args.scenes, args.seed, os.path.join(args.work_dir, "scenes.safetensors"))
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
@@ -147,25 +185,28 @@ def main(args):
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     s = vae.config.scaling_factor
     f = pipe.vae_scale_factor
-    rng = np.random.default_rng(args.seed * 1000 + step)
-    gen = torch.Generator().manual_seed(args.seed * 1000 + step)
+    gen = torch.Generator(device).manual_seed(args.seed * 1000 + step)
+    data = iter(torch.utils.data.DataLoader(Composites(images, subjects, args.batch_size, (args.seed, step)),
+                                            batch_size=None, num_workers=args.num_workers))
     t_start, seconds0 = time.time(), extra["seconds"]
     unet.train()
+    done = step
     bar = tqdm(range(step, args.steps), desc="inpainting unet", initial=step, total=args.steps)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
-        x, masks, caps = batch(rng, images, subjects, args.batch_size)
+        x, masks, caps = next(data)
+        x, masks = x.to(device), masks.to(device)
         with torch.no_grad():
             both = vae.encode(torch.cat([x, x * (masks < 0.5)])).latent_dist.sample(generator=gen) * s
             z0, masked = both.chunk(2)
             emb = te(tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids)[0]
+                         return_tensors="pt").input_ids.to(device))[0]
         mlat = F.interpolate(masks, size=(RES // f, RES // f))          # as the pipeline: nearest
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen, device=device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen, device=device)
         pred = unet(torch.cat([sched.add_noise(z0, noise, t), mlat, masked], 1), t, emb).sample
-        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma)
+        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma, weight=1 + (args.mask_weight - 1) * mlat)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -173,11 +214,16 @@ def main(args):
         ema.step(unet.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
-        if done % args.checkpoint_every == 0 or done == args.steps:
+        out_of_time = args.time_budget is not None and time.time() - t_start > args.time_budget
+        if done % args.checkpoint_every == 0 or done == args.steps or out_of_time:
             save_state(state_path, {"unet": unet, "ema": ema.shadow_params}, opt, done,
                        {"seconds": seconds0 + time.time() - t_start})
-    info = {"args": vars(args), "steps_done": args.steps, "seconds": round(seconds0 + time.time() - t_start),
-            "base_model": os.path.relpath(args.base_model), "device": "cuda" if torch.cuda.is_available() else "cpu",
+        if out_of_time:
+            print(f"time budget of {args.time_budget:.0f} s spent at step {done}; rerun to go on")
+            break
+    info = {"args": vars(args), "steps_done": done, "seconds": round(seconds0 + time.time() - t_start),
+            "base_model": os.path.relpath(args.base_model), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads()}
     export(args, pipe, unet, ema, info)
     print(f"wrote {args.out} ({info['seconds']} s of training)")
