@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled toy model (sets up .venv first), about 3 minutes on 2 CPU cores (193 s on a clean clone):
 # erase Van Gogh inside masks (basic preset), inpaint a grid cell before/after with the bundled
-# scaled checkpoint, and measure the bundled ESD-x file's erasure and retention per style.
+# scaled checkpoint, measure the bundled ESD-x file's erasure and retention per style, and show
+# base vs erased images side by side with their Van Gogh scores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +14,6 @@ $PY inpainting_erasure/inpaint.py --source_prompt "a realistic photo of a house"
     --erasure models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors --output results/demo/inpaint
 $PY evaluation/toy_erasure_rates.py --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors \
     --output results/demo/esd-x-rates
+$PY evaluation/simple_vangogh_evaluation.py --prompt "a painting by Vincent van Gogh" --num_tests 5 \
+    --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors --output results/demo/simple_eval
 echo "demo outputs in results/demo/"

@@ -4,6 +4,12 @@ import torch
 from tqdm import tqdm
 
 TOY_STEPS, TOY_GUIDANCE = 20, 5.0   # the toy model's sampling defaults (DDIM), measured in its README
+REAL_STEPS, REAL_GUIDANCE = 50, 7.5  # Stable Diffusion's usual settings (the reference ESD evaluation's)
+
+
+def sampling_defaults(toy, steps=None, guidance=None):
+    """(steps, guidance): the given values, else the toy model's or real SD's defaults."""
+    return (steps or (TOY_STEPS if toy else REAL_STEPS)), (guidance or (TOY_GUIDANCE if toy else REAL_GUIDANCE))
 
 
 @torch.no_grad()

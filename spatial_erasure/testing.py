@@ -102,3 +102,19 @@ def sd14_pipeline(seed=0):
                                                            beta_schedule="scaled_linear", clip_sample=False,
                                                            set_alpha_to_one=False),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def save_tiny_clip(folder, seed=0):
+    """A random-weight CLIPModel (32x32 images) with the toy tokenizer, saved like a hub CLIP: for
+    tests of the real-SD judge (metrics.ClipJudge) without downloading one."""
+    from transformers import CLIPConfig, CLIPModel
+    torch.manual_seed(seed)
+    tok = _tokenizer()
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -1,0 +1,127 @@
+"""One table of erasure methods: how much is erased, what survives, what it costs.
+
+    python evaluation/benchmark.py                       # toy model, every method, ~20 min on 2 CPU cores
+    python evaluation/benchmark.py --methods ESD-x "grid scaled"
+
+Methods: ESD-x, ESD-x-strict, ESD-u (original_esd, the toy settings: lr 7e-4, eta 4, 200
+iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled presets.
+Each is trained with a fixed seed, or reused when its file is already in models/ or in
+--checkpoints (delete a file to retrain it). Each is then judged by the 48-test concept-impact
+assessment (spatial_erasure.impact): UA on the target; IRA (other artists and art styles) and CRA
+(objects and nature) on the rest; a Frechet distance between the judge's features of base and
+erased images of all retain prompts; and, from each file's training report, train seconds,
+seconds per iteration, peak memory, tensors and parameters changed.
+Writes results/benchmark.md and results/benchmark.json; images are cached under --work_dir.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from spatial_erasure import esd, grid_erasure
+from spatial_erasure.impact import assess, load_tests, pooled
+from spatial_erasure.metrics import make_judge
+from spatial_erasure.models import MODELS_DIR, TOY_MODEL, describe, load_pipeline
+from spatial_erasure.params import read_erasure
+from spatial_erasure.prompts import is_toy
+from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
+from spatial_erasure.sampling import sampling_defaults
+
+ESD_TOY = ["--lr", "7e-4", "--negative_guidance", "4", "--iterations", "200", "--xt_source", "sample"]
+METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x", *ESD_TOY]),
+           "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict", *ESD_TOY]),
+           "ESD-u": ("esd", ["--train_method", "esd-u", *ESD_TOY]),
+           "grid basic": ("grid", ["--preset", "basic"]),
+           "grid efficient": ("grid", ["--preset", "efficient"]),
+           "grid scaled": ("grid", ["--preset", "scaled"])}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), help="methods to compare (default: all)")
+    a("--concept", default="Vincent van Gogh", help="the concept every method erases (default: %(default)s)")
+    a("--base_model", default=TOY_MODEL, help="base pipeline (default: the bundled toy model)")
+    a("--seed", type=int, default=0, help="training seed of every method (default: %(default)s)")
+    a("--images_per_test", type=int, default=2, help="seeds per concept-impact test (default: %(default)s)")
+    a("--checkpoints", default="results/benchmark/checkpoints", help="where methods not in models/ are trained")
+    a("--work_dir", default="results/benchmark", help="image cache (default: %(default)s)")
+    a("--output", default="results/benchmark.md", help="markdown table; the JSON goes beside it")
+    return p.parse_args(argv)
+
+
+def checkpoint(name, args):
+    """The method's erasure file: reused from models/ or --checkpoints, else trained into --checkpoints."""
+    kind, flags = METHODS[name]
+    common = ["--base_model", args.base_model, "--seed", str(args.seed)]
+    if kind == "esd":
+        file = esd.default_name(args.concept, None, flags[1])
+        argv = ["--erase_concept", args.concept, *flags, *common, "--save_path", args.checkpoints]
+    else:
+        file = os.path.basename(grid_erasure.default_output(grid_erasure.parse_args(["--concept", args.concept, *flags])))
+        argv = ["--concept", args.concept, *flags, *common, "--output", os.path.join(args.checkpoints, file)]
+    for folder in (MODELS_DIR, args.checkpoints):
+        path = os.path.join(folder, file)
+        if os.path.exists(path) and read_erasure(path)[1].get("args", {}).get("seed", 0) == args.seed:
+            return path, "reused"
+    print(f"training {name}: {' '.join(argv)}")
+    if kind == "esd":
+        return esd.main(esd.build_parser(esd.SD_DEFAULTS, "").parse_args(argv)), "trained"
+    return grid_erasure.main(grid_erasure.parse_args(argv)), "trained"
+
+
+def main(args):
+    t0 = time.time()
+    os.makedirs(args.checkpoints, exist_ok=True)
+    files = {name: checkpoint(name, args) for name in args.methods}
+    pipe = load_pipeline(args.base_model)
+    toy = is_toy(pipe)
+    tests = load_tests("prompts", toy)
+    judge = make_judge(pipe, args.concept)
+    steps, guidance = sampling_defaults(toy)
+    rows = []
+    for name, (path, how) in files.items():
+        meta = read_erasure(path)[1]
+        res = assess(pipe, judge, tests, path, os.path.join(args.work_dir, "images"), args.concept,
+                     args.images_per_test, steps, guidance, {"UA": 0, "IRA": 0, "CRA": 0}, toy=toy)
+        if not rows:    # the base model's own numbers, from the same images
+            rows.append({"method": "base model", **{m: pooled(res, m, "base") for m in ("UA", "IRA", "CRA")},
+                         "FD": 0.0, "train_s": None, "s_per_it": None, "peak_MiB": None, "tensors": 0,
+                         "parameters": 0, "checkpoint": None})
+        rows.append({"method": name, **{m: pooled(res, m) for m in ("UA", "IRA", "CRA")},
+                     "FD": res["retain_fd"], "train_s": meta.get("train_seconds", 0) + meta.get("bank_seconds", 0),
+                     "s_per_it": meta.get("seconds_per_iteration"), "peak_MiB": meta.get("peak_memory_mb"),
+                     "tensors": meta.get("tensors_changed"), "parameters": meta.get("parameters_changed"),
+                     "iterations": meta.get("iterations_done"), "file": os.path.relpath(path), "checkpoint": how})
+        print(f"{name}: UA {rows[-1]['UA']:.3f} IRA {rows[-1]['IRA']:.3f} CRA {rows[-1]['CRA']:.3f} "
+              f"FD {rows[-1]['FD']:.3f}")
+    machine = (f"{torch.cuda.get_device_name()}" if torch.cuda.is_available() else
+               f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    report = {"concept": args.concept, "base_model": describe(pipe), "judge": judge.name, "seed": args.seed,
+              "tests": len(res["rows"]), "images_per_test": args.images_per_test, "machine": machine,
+              "seconds": round(time.time() - t0), "rows": rows}
+    write_json(os.path.splitext(args.output)[0] + ".json", report)
+    cols = ["method", "UA", "IRA", "CRA", "FD", "train_s", "s_per_it", "peak_MiB", "tensors", "parameters",
+            "checkpoint"]
+    table = markdown_table([{**r, "parameters": f"{r['parameters']:,}",
+                             "train_s": None if r["train_s"] is None else f"{r['train_s']:.0f}",
+                             "peak_MiB": None if r["peak_MiB"] is None else round(r["peak_MiB"])} for r in rows], cols)
+    md = (f"# Benchmark: erasing {args.concept!r}\n\n`python evaluation/benchmark.py` on {machine}, "
+          f"{report['seconds']} s in all (training included for methods marked trained). Base: {describe(pipe)}. "
+          f"Judge: {judge.name}; {report['tests']} concept-impact tests x {args.images_per_test} seeds.\n\n"
+          "UA: share of target images not recognised as the target. IRA: other artists and art styles still "
+          "recognised as themselves. CRA: objects and nature scenes whose subject is still recognised. FD: Frechet "
+          "distance between the judge's features of base and erased images of every retain prompt (0 = "
+          "identical). train_s: training plus x_t bank seconds, from each file's report (on the machine that "
+          "trained it); tensors and parameters: what the erasure file changes.\n\n" + table)
+    atomic_write_text(args.output, md)
+    print(table)
+    print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json in {report['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,131 @@
+"""The 48-test concept-impact assessment: is the target gone, and did everything else survive?
+
+    python evaluation/concept_impact.py --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors
+
+Five categories, one prompt CSV each in prompts/ (toy_*.csv for the toy world, the others for real
+SD): target concept (8 tests), other artists (10), art styles (10), general objects (10), nature
+scenes (10). Each test is a prompt drawn with fixed seeds by the base model and by the erased one.
+Per test: the concept score (probability of the target, from the toy classifier or CLIP zero-shot),
+the judge's style and subject, and how similar the base and erased images are (toy: pixel PSNR
+and classifier-feature cosine distance; real SD: also LPIPS when the `lpips` package and its
+weights are available). Per category, in UnlearnCanvas's terms:
+- target: UA, the share of images no longer recognised as the target (pass: >= --min_ua);
+- other artists, art styles: IRA, the share still recognised as their own style (>= --min_ira);
+- objects, nature: CRA, the share whose subject is still recognised (>= --min_cra).
+Writes report.md (tables, a thumbnail grid per category), concept_impact.json and summary.png;
+exits 1 if a category fails. Images are cached: a rerun only generates what is missing.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from spatial_erasure.impact import assess, load_tests
+from spatial_erasure.metrics import make_judge
+from spatial_erasure.models import ModelLoadError, describe, load_pipeline
+from spatial_erasure.params import ErasureMismatch, latest_erasure, read_erasure, recorded_base
+from spatial_erasure.prompts import is_toy
+from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
+from spatial_erasure.sampling import sampling_defaults
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--erasure", default=None, help="erasure .safetensors file (default: the newest in models/ for --concept)")
+    a("--concept", default="Vincent van Gogh", help="the erased concept (default: %(default)s)")
+    a("--base_model", default=None, help="base pipeline (default: the one the erasure file was trained on)")
+    a("--prompts_dir", default="prompts", help="folder of the five CSVs (default: %(default)s)")
+    a("--images_per_test", type=int, default=2, help="seeds per test, from its evaluation_seed (default: 2)")
+    a("--num_inference_steps", type=int, default=None, help="sampling steps (default: toy 20, real SD 50)")
+    a("--guidance_scale", type=float, default=None, help="CFG scale (default: toy 5.0, real SD 7.5)")
+    a("--clip_model", default="openai/clip-vit-large-patch14", help="CLIP for real SD (default: %(default)s)")
+    a("--min_ua", type=float, default=0.85, help="pass: target category UA (default: %(default)s)")
+    a("--min_ira", type=float, default=0.80, help="pass: other artists and art styles (default: %(default)s)")
+    a("--min_cra", type=float, default=0.80, help="pass: objects and nature subjects (default: %(default)s)")
+    a("--device", default="cpu", help="torch device (default: %(default)s)")
+    a("--output", default=None, help="output folder (default: results/concept_impact/<erasure file stem>)")
+    return p.parse_args(argv)
+
+
+def summary_figure(summary, path, title):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
+    x = np.arange(len(summary))
+    ax.bar(x - 0.2, [s["base"] for s in summary], 0.4, label="base", color="0.6")
+    ax.bar(x + 0.2, [s["erased"] for s in summary], 0.4, label="erased", color="C3")
+    for i, s in enumerate(summary):
+        ax.plot([i - 0.45, i + 0.45], [s["threshold"]] * 2, color="k", lw=1, ls="--")
+    ax.set_xticks(x, [f"{s['category']}\n{s['metric']}" for s in summary], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("UA / retain accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    save_figure(fig, path)
+
+
+def main(args):
+    erasure = args.erasure or latest_erasure(args.concept)
+    if erasure is None:
+        raise SystemExit(f"no erasure file for {args.concept!r} in models/; pass --erasure FILE")
+    try:
+        meta = read_erasure(erasure)[1]
+        pipe = load_pipeline(args.base_model or recorded_base(meta), device=args.device)
+    except (FileNotFoundError, ModelLoadError) as e:
+        raise SystemExit(str(e))
+    toy = is_toy(pipe)
+    try:
+        tests = load_tests(args.prompts_dir, toy)
+    except ValueError as e:
+        raise SystemExit(str(e))
+    stem = os.path.basename(erasure).removesuffix(".safetensors")
+    out = args.output or os.path.join("results", "concept_impact", stem)
+    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    styles = [r["expected_style"] for _, _, _, rows in tests for r in rows if r.get("expected_style")]
+    subjects = [r["expected_subject"] for _, _, _, rows in tests for r in rows if r.get("expected_subject")]
+    judge = make_judge(pipe, args.concept, args.clip_model, styles=styles, subjects=subjects)
+    print(f"{describe(pipe)}\nerasure: {erasure}; judge: {judge.name}; "
+          f"{sum(len(r) for *_, r in tests)} tests x {args.images_per_test} seeds")
+    try:
+        res = assess(pipe, judge, tests, erasure, os.path.join(out, "images"), args.concept, args.images_per_test,
+                     steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, toy=toy)
+    except ErasureMismatch as e:
+        raise SystemExit(str(e))
+    rows, summary = res["rows"], res["summary"]
+    for category, metric, by, _ in tests:
+        first = [x["first_image"] for x in rows if x["category"] == category]
+        image_grid([[res["base"][i] for i in first], [res["after"][i] for i in first]],
+                   os.path.join(out, f"{category.replace(' ', '_')}.png"), row_labels=["base", "erased"],
+                   col_labels=[str(x["case"]) for x in rows if x["category"] == category],
+                   captions=[[res["labels"][by][w][i].split()[-1] for i in first] for w in (0, 1)],
+                   title=f"{category}: first seed of each test (caption: judge's {by})")
+
+    report = {"erasure": erasure, "concept": args.concept, "method": meta.get("method"), "base_model": describe(pipe),
+              "judge": judge.name, "num_inference_steps": steps, "guidance_scale": guidance,
+              "images_per_test": args.images_per_test, "tests": len(rows), "summary": summary, "rows": rows,
+              "retain_frechet_distance": res["retain_fd"],
+              "all_pass": all(s["pass"] for s in summary)}
+    write_json(os.path.join(out, "concept_impact.json"), report)
+    summary_figure(summary, os.path.join(out, "summary.png"), f"{stem}: base vs erased (dashed: pass threshold)")
+    cols = ["category", "metric", "tests", "base", "erased", "threshold", "pass", "concept_score_base",
+            "concept_score_erased", "psnr", "feature_distance"]
+    md = [f"# Concept impact: {stem}\n", f"Erasure `{erasure}` ({meta.get('method')}, concept {args.concept!r}) on "
+          f"{describe(pipe)}; judge: {judge.name}; {len(rows)} tests x {args.images_per_test} seeds, {steps} steps, "
+          f"guidance {guidance}. UA = share of target images not recognised as the target; IRA/CRA = share of other "
+          "prompts still recognised (style / subject). PSNR and feature distance: base vs erased image, same seed.\n",
+          markdown_table(summary, cols), "![summary](summary.png)\n"]
+    for category, *_ in tests:
+        md += [f"## {category}\n", f"![{category}]({category.replace(' ', '_')}.png)\n",
+               markdown_table([x for x in rows if x["category"] == category],
+                              ["case", "prompt", "expected", "base_score", "erased_score", "base_label",
+                               "erased_label", "psnr", "feature_distance", "lpips"])]
+    atomic_write_text(os.path.join(out, "report.md"), "\n".join(md))
+    print(markdown_table(summary, cols[:7]))
+    print(f"{'all categories pass' if report['all_pass'] else 'some categories FAIL'}; wrote {out}/report.md, "
+          "concept_impact.json, summary.png")
+    return 0 if report["all_pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
