@@ -35,12 +35,11 @@ def cache():
 @pytest.fixture(scope="module")
 def toy_unet(cache):
     analyse(ESD, cache=cache)
-    (entry,) = cache.values()
-    return entry["unet"]
+    return cache[os.path.realpath(TOY_MODEL)]["unet"]
 
 
 def write_file(path, cache, tensors, **meta):
-    (entry,) = cache.values()
+    entry = cache[os.path.realpath(TOY_MODEL)]   # other tests may cache other bases (the 9-channel toy model)
     save_erasure(str(path), tensors, {"base_model": TOY_MODEL, "base_fingerprint": entry["fingerprint"],
                                       "method": "esd-x", "concept": "test", **meta})
     return str(path)
