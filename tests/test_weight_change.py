@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from spatial_erasure.models import TOY_MODEL
+from spatial_erasure.params import read_erasure
 from spatial_erasure.params import save_erasure, select_parameters
 from spatial_erasure.testing import SD14_UNET_CONFIG, sd14_unet
 from spatial_erasure.weight_change import analyse, block_of, expected_tensors, group, projection_of, tensor_changes
@@ -35,11 +36,17 @@ def cache():
 @pytest.fixture(scope="module")
 def toy_unet(cache):
     analyse(ESD, cache=cache)
-    return cache[os.path.realpath(TOY_MODEL)]["unet"]
+    return toy_entry(cache)["unet"]
+
+
+def toy_entry(cache):
+    """The toy base's cache entry, found by the fingerprint the ESD file records (its key is a path)."""
+    want = read_erasure(ESD)[1]["base_fingerprint"]
+    return next(e for e in cache.values() if e["fingerprint"] == want)
 
 
 def write_file(path, cache, tensors, **meta):
-    entry = cache[os.path.realpath(TOY_MODEL)]   # other tests may cache other bases (the 9-channel toy model)
+    entry = toy_entry(cache)           # other tests may cache other bases (the 9-channel toy model)
     save_erasure(str(path), tensors, {"base_model": TOY_MODEL, "base_fingerprint": entry["fingerprint"],
                                       "method": "esd-x", "concept": "test", **meta})
     return str(path)
