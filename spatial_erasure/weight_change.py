@@ -178,15 +178,14 @@ def analyse(path, base_model=None, check_base=True, cache=None):
     key = os.path.realpath(base) if os.path.isdir(base) else base     # one load per base, however it is spelled
     if key not in cache:
         unet = load_base_unet(base)
-        cache[key] = {"state": {k: v.detach() for k, v in unet.state_dict().items()}, "fingerprint": fingerprint(unet),
-                      "unet": unet}
+        cache[key] = {"fingerprint": fingerprint(unet), "unet": unet}
     entry = cache[key]
     recorded = meta.get("base_fingerprint")
     if check_base and recorded and recorded != entry["fingerprint"]:
         raise ErasureMismatch(f"{path} was trained on {meta.get('base_model', '?')} (UNet fingerprint {recorded}) but "
                               f"{base} has fingerprint {entry['fingerprint']}; pass the matching --base_model "
                               "(or --no_check_base)")
-    rows = tensor_changes(entry["state"], tensors)
+    rows = tensor_changes(entry["unet"].state_dict(), tensors)
     method = meta.get("method")
     try:
         selected = select_parameters(entry["unet"], method)
