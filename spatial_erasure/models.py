@@ -106,7 +106,7 @@ def describe(pipe, fp=None):
 
 @torch.no_grad()
 def fingerprint(unet):
-    """A short hash of the UNet's weights: names, shapes and a few statistics of every tensor.
+    """A short hash of the UNet's (or any module's) weights: names, shapes and a few statistics of every tensor.
 
     Cheap on an 860M-parameter UNet (no full byte hash) yet different for any two trained models;
     erasure files record it so they can refuse to be applied to another base model.

@@ -9,7 +9,8 @@ from spatial_erasure.models import architecture, load_pipeline
 
 def run_train(out, work, unet_steps, *extra):
     cmd = [sys.executable, "-m", "spatial_erasure.toyart.train", "--out", out, "--work_dir", work,
-           "--vae_steps", "3", "--vae_batch_size", "4", "--bank_size", "256", "--unet_steps", str(unet_steps),
+           "--vae_steps", "3", "--vae_batch_size", "4", "--decoder_steps", "2", "--decoder_scenes", "3",
+           "--bank_size", "256", "--unet_steps", str(unet_steps),
            "--unet_channels", "16", "32", "32", "--batch_size", "4", "--checkpoint_every", "2", "--save_every", "2", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -22,7 +23,7 @@ def test_train_writes_a_standard_pipeline_and_resumes(tmp_path):
     with open(os.path.join(out, "training.json")) as f:
         assert json.load(f)["unet_steps_done"] == 2
     log = run_train(out, work, 4)                       # same command, more steps: resumes, VAE done
-    assert "resumed VAE at step 3" in log and "resumed UNet at step 2" in log
+    assert "resumed VAE at step 3" in log and "resumed decoder at step 2" in log and "resumed UNet at step 2" in log
     with open(os.path.join(out, "training.json")) as f:
         assert json.load(f)["unet_steps_done"] == 4
     assert set(os.listdir(os.path.join(out, "tokenizer"))) >= {"vocab.json", "merges.txt"}
@@ -31,7 +32,7 @@ def test_train_writes_a_standard_pipeline_and_resumes(tmp_path):
     init = str(tmp_path / "sd_copy")
     shutil.copytree(out, init)
     log = run_train(out, str(tmp_path / "fresh_work"), 6, "--init_from", init)
-    assert "resumed VAE at step 3" in log and "initialised from" in log and "at UNet step 4" in log
+    assert "resumed VAE at step 3" in log and "resumed decoder at step 2" in log and "initialised from" in log and "at UNet step 4" in log
     with open(os.path.join(out, "training.json")) as f:
         assert json.load(f)["unet_steps_done"] == 6
     pipe = load_pipeline(out)

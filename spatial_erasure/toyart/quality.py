@@ -12,27 +12,22 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from ..models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from ..reports import image_grid, write_json
 from ..sampling import TOY_GUIDANCE, TOY_STEPS, generate
 from .classifier import evaluate, load_classifier, predict, to_tensor
+from .vae import roundtrip
 from .world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for, render_batch
 
 BARS = {"classifier_style_acc": 0.98, "classifier_subject_acc": 0.98, "classifier_cell_style_acc": 0.95,
         "vae_roundtrip_style_acc": 0.97, "min_generated_style_acc": 0.90, "generated_subject_acc": 0.80}
 
 
-@torch.no_grad()
-def vae_roundtrip(vae, images, batch=128):
+def vae_roundtrip(vae, images):
     """Encode and decode uint8 images through the VAE (latent mean); returns uint8 images."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = to_tensor(images[i:i + batch]).to(vae.device, vae.dtype)
-        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-        out.append(((rec.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out)
+    rec = roundtrip(vae, to_tensor(images))
+    return ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def style_rates(pipe, clf, styles, per_style, seed, steps=TOY_STEPS, guidance=TOY_GUIDANCE, heldout=True):

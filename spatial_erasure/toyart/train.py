@@ -1,4 +1,5 @@
-"""Train the toy art world's Stable Diffusion from scratch: VAE, then text encoder + UNet.
+"""Train the toy art world's Stable Diffusion from scratch: VAE (then its decoder on mixed styles),
+then text encoder + UNet.
 
 The result is a standard diffusers StableDiffusionPipeline folder (safetensors), the default
 `--base_model` of every script. Training checkpoints to `--work_dir` every few minutes and resumes
@@ -28,17 +29,11 @@ from ..checkpoint import atomic_save, load_state, save_state
 from ..models import TOY_MODEL
 from .tokenizer import build as build_tokenizer, default_bpe_path
 from .classifier import to_tensor
+from .composites import scene_bank
+from .vae import make_vae, random_scene, train_vae, tune_decoder
 from .world import RES, STYLES, SUBJECTS, caption_for, render
 
 MAX_TOKENS = 24   # the world's longest prompt is 14 tokens; 77 would triple cross-attention cost
-
-
-def make_vae():
-    # 3 blocks = 2 downsamples: 64x64x3 -> 16x16x4; no mid attention, so it is fully convolutional
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64),
-                         layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RES,
-                         mid_block_add_attention=False)
 
 
 def make_text_encoder(tokenizer):
@@ -71,39 +66,6 @@ def min_snr_loss(pred, noise, sched, t, gamma, weight=None):
     if weight is not None:
         se = se * weight
     return (se.mean((1, 2, 3)) * torch.clamp(snr, max=gamma) / snr).mean()
-
-
-def random_scene(rng):
-    return STYLES[rng.integers(len(STYLES))], SUBJECTS[rng.integers(len(SUBJECTS))]
-
-
-def train_vae(args, vae, state_path):
-    """Stage 1: reconstruction on 32x32 crops (the VAE is fully convolutional) with an edge loss."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0)
-    step = 0
-    if os.path.exists(state_path):
-        step, _ = load_state(state_path, {"vae": vae}, opt)
-        print(f"resumed VAE at step {step}")
-    rng = np.random.default_rng(args.seed + step)
-    bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps)
-    for step in bar:
-        imgs = np.stack([render(*random_scene(rng), rng=rng) for _ in range(args.vae_batch_size)])
-        x = to_tensor(imgs)
-        if step % 4:                                  # 3 of 4 steps on crops, 1 on full images
-            i, j = rng.integers(0, RES - 32 + 1, 2) // 4 * 4
-            x = x[:, :, i:i + 32, j:j + 32]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        grad = lambda t: (t[..., 1:, :] - t[..., :-1, :], t[..., :, 1:] - t[..., :, :-1])  # noqa: E731
-        edge = sum(F.l1_loss(a, b) for a, b in zip(grad(rec), grad(x)))
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + edge + args.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps:
-            save_state(state_path, {"vae": vae}, opt, step + 1)
-    return vae
 
 
 @torch.no_grad()
@@ -169,6 +131,9 @@ def parse_args(argv=None):
     a("--vae_batch_size", type=int, default=32, help="VAE images per step")
     a("--vae_lr", type=float, default=1e-3, help="VAE learning rate")
     a("--kl_weight", type=float, default=1e-6, help="KL weight of the VAE loss (SD uses ~1e-6)")
+    a("--decoder_steps", type=int, default=1500, help="decoder fine-tuning steps on mixed-style composites")
+    a("--decoder_lr", type=float, default=3e-4, help="decoder fine-tuning peak learning rate (cosine)")
+    a("--decoder_scenes", type=int, default=600, help="layouts (each in every style) the composites are cut from")
     a("--bank_size", type=int, default=40_000, help="procedural images encoded once for UNet training")
     a("--unet_steps", type=int, default=6000, help="UNet + text encoder steps")
     a("--unet_channels", type=int, nargs=3, default=[48, 96, 96], help="UNet block widths")
@@ -204,6 +169,12 @@ def main(args):
         vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").state_dict())
         save_state(vae_path, {"vae": vae}, None, args.vae_steps)
     train_vae(args, vae, vae_path)
+    dec_path = os.path.join(args.work_dir, "decoder.safetensors")
+    if args.init_from and not os.path.exists(dec_path):     # the exported VAE's decoder is already tuned
+        save_state(dec_path, {"vae": vae}, None, args.decoder_steps)
+    images, subjects = scene_bank(args.decoder_scenes, args.seed, os.path.join(args.work_dir, "scenes.safetensors"))
+    tune_decoder(vae, images, subjects, args.decoder_steps, dec_path, args.decoder_lr, args.vae_batch_size,
+                 seed=args.seed, checkpoint_every=args.checkpoint_every)
     vae.requires_grad_(False).eval()
     lat, st, su = latent_bank(args, vae, os.path.join(args.work_dir, "bank.safetensors"))
     scale = 1.0 / lat.std().item()
