@@ -104,11 +104,16 @@ def main(args):
     pipe = load_pipeline(args.base_model)
     vae, te, tok = pipe.vae.requires_grad_(False), pipe.text_encoder.requires_grad_(False), pipe.tokenizer
     vae.to(device), te.to(device)
+    earlier = None    # the record of the run a continuation starts from, kept in the new record
     if args.init_unet:
         unet = UNet2DConditionModel.from_pretrained(args.init_unet, use_safetensors=True).float()
         if unet.config.in_channels != 9:
             raise SystemExit(f"--init_unet {args.init_unet} has {unet.config.in_channels} input channels; "
                              "pass the unet/ folder of a 9-channel inpainting model")
+        record = os.path.join(os.path.dirname(os.path.abspath(args.init_unet)), "training.json")
+        if os.path.exists(record):
+            with open(record) as f:
+                earlier = json.load(f)
     else:
         unet = inpainting_unet(pipe.unet)
     unet.to(device)
@@ -160,10 +165,11 @@ def main(args):
         if out_of_time:
             print(f"time budget of {args.time_budget:.0f} s spent at step {done}; rerun to go on")
             break
-    info = {"args": vars(args), "steps_done": done, "seconds": round(seconds0 + time.time() - t_start),
+    run_args = {k: os.path.relpath(v) if k in ("base_model", "out") else v for k, v in vars(args).items()}
+    info = {"args": run_args, "steps_done": done, "seconds": round(seconds0 + time.time() - t_start),
             "base_model": os.path.relpath(args.base_model), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "continues": earlier}
     export(args, pipe, unet, ema, info)
     print(f"wrote {args.out} ({info['seconds']} s of training)")
 
