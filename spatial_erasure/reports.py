@@ -1,6 +1,7 @@
 """Figures and tables: labelled image grids, JSON and markdown written atomically."""
 import json
 import os
+import textwrap
 
 from matplotlib.figure import Figure  # pyplot-free: no global backend switch (notebooks keep inline plots)
 
@@ -28,7 +29,7 @@ def save_figure(fig, path, dpi=120):
 def image_grid(images, path, row_labels=None, col_labels=None, captions=None, title=None, cell=1.1):
     """images: nested list [row][col] of uint8 (H, W, 3) arrays (None for empty); labelled PNG grid."""
     rows, cols = len(images), max(len(r) for r in images)
-    fig = Figure(figsize=(cell * cols + 1.2, cell * rows + 0.6))
+    fig = Figure(figsize=(cell * cols + 1.2, cell * rows + 0.6), layout="constrained")  # no gap under the title
     axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         for j in range(cols):
@@ -44,7 +45,7 @@ def image_grid(images, path, row_labels=None, col_labels=None, captions=None, ti
             if row_labels and j == 0:
                 ax.set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
             if col_labels and i == 0:
-                ax.set_title(col_labels[j], fontsize=7)
+                ax.set_title(textwrap.fill(col_labels[j], 18), fontsize=7)   # long model names wrap
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

@@ -100,3 +100,11 @@ def test_toy_inpainting_model_is_9_channel_shares_the_toy_components_and_adds_un
     w9, w4 = pipe.unet.conv_in.weight, base.unet.conv_in.weight
     assert w9.shape[1] == 9 and w9[:, 4:].abs().sum() > 0                  # the new channels were trained
     assert not torch.equal(w9[:, :4], w4)
+
+
+def test_classifier_ceiling_is_full_in_grid_cells_and_lower_in_the_thin_stroke():
+    from spatial_erasure.toyart.inpaint_quality import classifier_ceiling, evaluation_masks
+    masks, names, _ = evaluation_masks(64, 3000)
+    ceiling = dict(zip(names, classifier_ceiling(load_classifier(TOY_CLASSIFIER), masks, ["house", "tree"], 3000)))
+    assert len(ceiling) == 14 and min(ceiling[f"cell{i}{j}"] for i in range(3) for j in range(3)) >= 0.9
+    assert ceiling["stroke"] < 0.9          # a stroke's bounding box is mostly photo: the classifier's limit
