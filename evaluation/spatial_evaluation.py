@@ -76,6 +76,7 @@ def main(args):
     summary, bars = [], {}
     for label, r in results.items():
         row = {"model": label, "target_rate": rate(r, args.target)}
+        row.update({f"{a} rate": rate(r, a) for a in artists[1:]})
         for a in artists[1:]:             # retain ratio only where the base model paints the artist at all
             base_rate = rate(results["base"], a)
             row[f"{a} ratio"] = rate(r, a) / base_rate if base_rate >= args.min_base_rate / 4 else None
@@ -108,6 +109,8 @@ def main(args):
         ["raw_psnr_outside", "raw_maxdiff_outside", "pasted_maxdiff_outside", "seam"]
     md = (f"# Spatial evaluation\n\n{describe(pipe)}\n\n{len(seeds)} cases per model and prompt "
           f"({len(neutral)} neutral images x {n_mask} masks).\n\n" + markdown_table(summary, cols) +
+          "\n## Rate inside the mask, by prompted artist\n\n" +
+          markdown_table(summary, ["model", "target_rate"] + [f"{a} rate" for a in artists[1:]]) +
           "\n## Target rate inside each mask\n\n" + markdown_table(mask_rows, ["mask", "kind"] + list(results)))
     atomic_write_text(os.path.join(args.output, "spatial.md"), md)
     # figure: rows = masks (first neutral image), columns = source + each model's target inpainting

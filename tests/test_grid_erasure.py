@@ -171,3 +171,4 @@ def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
     assert base["model"] == "base" and base["pasted_maxdiff_outside"] == 0 and 0 <= base["target_rate"] <= 1
     assert report["bars"]["base outside kept"]["met"] and (out / "spatial.png").stat().st_size > 1000
     assert "| cell00 | grid |" in (out / "spatial.md").read_text()
+    assert 0 <= base["Claude Monet rate"] <= 1 and "by prompted artist" in (out / "spatial.md").read_text()
