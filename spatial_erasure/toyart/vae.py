@@ -101,9 +101,8 @@ def tune_decoder(vae, images, subjects, steps, state_path, lr=3e-4, batch_size=3
     if os.path.exists(state_path):
         step, _ = load_state(state_path, {"vae": vae}, opt)
         print(f"resumed decoder at step {step}")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s / steps, 1.0))))
-    for _ in range(step):
-        sched.step()
+    start = step      # the schedule counts from the resumed step: no catch-up stepping before opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min((s + start) / steps, 1.0))))
     rng = np.random.default_rng([seed, step])
     gen = torch.Generator(vae.device).manual_seed(seed * 1000 + step)
     t0 = time.time()
