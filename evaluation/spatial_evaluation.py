@@ -78,8 +78,8 @@ def main(args):
         row = {"model": label, "target_rate": rate(r, args.target)}
         row.update({f"{a} rate": rate(r, a) for a in artists[1:]})
         for a in artists[1:]:             # retain ratio only where the base model paints the artist at all
-            base_rate = rate(results["base"], a)
-            row[f"{a} ratio"] = rate(r, a) / base_rate if base_rate >= args.min_base_rate / 4 else None
+            base_rate = summary[0][f"{a} rate"] if summary else row[f"{a} rate"]     # base is the first row
+            row[f"{a} ratio"] = row[f"{a} rate"] / base_rate if base_rate >= args.min_base_rate / 4 else None
         row["raw_psnr_outside"] = float(np.median(np.concatenate([r[a]["raw_psnr"] for a in artists])))
         row["raw_maxdiff_outside"] = int(max(r[a]["raw_maxdiff"].max() for a in artists))
         row["pasted_maxdiff_outside"] = int(max(r[a]["pasted_maxdiff"].max() for a in artists))
