@@ -3,18 +3,21 @@
 Per iteration: a case (prompt variation p with its neutral twin p0, mask M from the G x G grid
 plus centre) and a step k. x_t is the state after k guided steps of the frozen model inpainting
 M on the source image of p0 (generated once) with prompt p: the blended loop for a 4-channel
-UNet, cat(x_t, mask, masked-image latent) for a 9-channel inpainting UNet. One teacher call gives
-eps(p0), eps(p), eps("") and eps(r) for a retain prompt r; the student sees p and r. Loss:
+UNet, cat(x_t, mask, masked-image latent) for a 9-channel inpainting UNet. A retain prompt r (another
+artist or style) is inpainted the same way, from its own trajectory (`--retain_xt own`), giving x_t^r.
+One teacher call gives eps(p0), eps(p), eps("") at x_t and eps(r) at x_t^r; the student sees p and r.
+Loss:
 
     inside M:   MSE(student(p), eps(p0) - negative_guidance * (eps(p) - eps("")))
   + outside_weight * outside M: MSE(student(p), eps(p))
-  + retain_weight * MSE(student(r), eps(r))
+  + retain_weight * MSE(student(r, x_t^r), eps(r, x_t^r))
 
 Presets (`--preset`) set prompts x iterations and the x_t source; any flag overrides them.
 """
 import argparse
 import os
 
+import numpy as np
 import torch
 
 from .masks import grid_masks, mask_names, to_latent
@@ -27,10 +30,14 @@ from .trainer import PRECISIONS, prepare, resolution, seed_everything, train
 from .trajectories import XT_SOURCES, Inpainting, XtSource, denoise, unet_eps
 
 PRESETS = {
-    "basic": dict(num_prompts=5, iterations=10, xt_source="sample", bank_size=16),
-    "efficient": dict(num_prompts=20, iterations=100, xt_source="sample", bank_size=64),
-    "scaled": dict(num_prompts=100, iterations=500, xt_source="cache", bank_size=256),
+    "basic": dict(num_prompts=5, iterations=10, xt_source="sample", bank_size=16, retain_bank_size=4),
+    "efficient": dict(num_prompts=20, iterations=100, xt_source="sample", bank_size=64, retain_bank_size=16),
+    "scaled": dict(num_prompts=100, iterations=500, xt_source="cache", bank_size=256, retain_bank_size=64),
 }
+RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second bank of --retain_bank_size, or "
+                    "sampled per iteration)",
+             "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
+                        "visits)"}
 # Defaults by model family: the toy model's were measured (README); for real SD, ESD's reference values.
 DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
             "real": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
@@ -60,6 +67,9 @@ def build_parser(preset_default="efficient"):
       help="; ".join(f"{k}: {v[0]}" for k, v in TRAIN_METHODS.items()) + " (default: %(default)s)")
     a("--xt_source", choices=list(XT_SOURCES), help="; ".join(f"{k}: {v}" for k, v in XT_SOURCES.items()) + "; preset")
     a("--bank_size", type=int, help="trajectories in the bank for xt_source cache/noise; preset")
+    a("--retain_xt", default="own", choices=list(RETAIN_XT),
+      help="x_t of the retain term: " + "; ".join(f"{k}: {v}" for k, v in RETAIN_XT.items()) + " (default: own)")
+    a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
     a("--num_inference_steps", type=int, default=50, help="scheduler steps of the k grid (default: %(default)s)")
     a("--guidance_scale", type=float, default=3.0, help="CFG scale when producing x_t (default: %(default)s)")
     a("--batch_size", type=int, default=1, help="cases per iteration (default: %(default)s)")
@@ -79,7 +89,7 @@ def parse_args(argv=None, preset_default="efficient"):
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    for k in ("num_prompts", "iterations", "bank_size", "grid", "batch_size"):
+    for k in ("num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size"):
         if getattr(args, k) < 1:
             raise SystemExit(f"--{k} must be at least 1, got {getattr(args, k)}")
     return args
@@ -153,8 +163,11 @@ def main(args):
     # cases: every (prompt variation, mask) pair
     v_of = torch.arange(len(rows)).repeat_interleave(n_masks)
     m_of = torch.arange(n_masks).repeat(len(rows))
+    r_of = torch.as_tensor(np.random.default_rng(args.seed + 1).integers(0, len(retain), len(v_of)))  # retain prompt
+    own = args.retain_weight > 0 and args.retain_xt == "own"
     print(f"{len(rows)} prompt variations x {n_masks} masks = {len(v_of)} cases; generating {len(rows)} source "
-          f"images" + (f", then a bank of {args.bank_size} x_t trajectories" if args.xt_source != "sample" else ""))
+          f"images" + (f", then a bank of {args.bank_size} x_t trajectories" if args.xt_source != "sample" else "")
+          + (f" and {args.retain_bank_size} retain ones" if own and args.xt_source != "sample" else ""))
     with st.autocast():
         z0 = source_latents(st, neutral, null, [r["evaluation_seed"] for r in rows], res, latent,
                             args.num_inference_steps, args.guidance_scale)
@@ -163,6 +176,11 @@ def main(args):
         source = XtSource(args.xt_source, unet, scheduler, concept[v_of], null, args.guidance_scale,
                           args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
                           seed=args.seed, device=st.device, dtype=st.dtype, inpaint=cases)
+        # the retain prompt r_of[c] inpainting case c's image and mask, from its own trajectory
+        retain_source = XtSource(args.xt_source, unet, scheduler, retain_c[r_of], null, args.guidance_scale,
+                                 args.num_inference_steps, latent, params=originals,
+                                 bank_size=args.retain_bank_size, seed=args.seed + 1, device=st.device,
+                                 dtype=st.dtype, inpaint=cases) if own else None
     b = args.batch_size
     parts = []
 
@@ -170,12 +188,17 @@ def main(args):
         k = int(rng.integers(0, args.num_inference_steps))
         x, t, c = source.draw(k, b)
         v, m = v_of[c], m_of[c]
-        r = torch.as_tensor(rng.integers(0, len(retain), b))
-        extra = cases[c].extra() if nine else None
-        eps_n, eps_c, eps_null, eps_r = teacher_eps(unet, scheduler, x, t, [neutral[v], concept[v], null, retain_c[r]],
-                                                    originals, extra)
-        pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, x]), t, Cond.cat([concept[v], retain_c[r]]),
-                                  extra=None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
+        if own:
+            xr, _, cr = retain_source.draw(k, b)
+            r = r_of[cr]
+        else:
+            xr, cr, r = x, c, torch.as_tensor(rng.integers(0, len(retain), b))
+        extra, extra_r = (cases[c].extra(), cases[cr].extra()) if nine else (None, None)
+        eps_n, eps_c, eps_null, eps_r = teacher_eps(unet, scheduler, [x, x, x, xr], t,
+                                                    [neutral[v], concept[v], null, retain_c[r]], originals,
+                                                    [extra, extra, extra, extra_r])
+        pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, xr]), t, Cond.cat([concept[v], retain_c[r]]),
+                                  extra=None if extra is None else torch.cat([extra, extra_r])).chunk(2)
         loss, p = grid_erasure_loss(pred_c, esd_target(eps_n, eps_c, eps_null, args.negative_guidance), eps_c,
                                     lat[m], args.outside_weight, pred_r, eps_r, args.retain_weight)
         parts.append(p)
@@ -183,7 +206,10 @@ def main(args):
 
     def extra_report():
         c = source.cost()
-        return {**c, "forwards_per_iteration": round(c["sampling_forwards"] / max(1, args.iterations) + 6 * b, 1),
+        rc = retain_source.cost() if own else {}
+        sampling = c["sampling_forwards"] + rc.get("sampling_forwards", 0)
+        return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": args.retain_xt,
+                "forwards_per_iteration": round(sampling / max(1, args.iterations) + 6 * b, 1),
                 "prompts": [{k: r[k] for k in ("prompt", "neutral", "evaluation_seed")} for r in rows],
                 "retain_prompts": retain, "masks": mask_names(args.grid, args.center), "cases": len(v_of),
                 "unet_in_channels": unet.config.in_channels,
@@ -201,6 +227,8 @@ def main(args):
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
           f"~{report['forwards_per_iteration']:.0f} UNet forwards/iteration, bank {report['bank_seconds']} s "
-          f"({report['bank_forwards']} forwards), peak memory {report['peak_memory_mb']:.0f} MiB; "
+          f"({report['bank_forwards']} forwards)"
+          + (f" + retain bank {report['retain_bank_seconds']} s" if report.get("retain_bank_size") else "")
+          + f", peak memory {report['peak_memory_mb']:.0f} MiB; "
           f"report {stem}.json, loss curve {stem}.loss.png, prompts {stem}.prompts.csv")
     return out

@@ -8,14 +8,17 @@ from .trajectories import unet_eps
 
 @torch.no_grad()
 def teacher_eps(unet, scheduler, x, t, conds, params, extra=None):
-    """Frozen-model noise predictions for each Cond in `conds` at (x, t), in ONE UNet call:
-    batch (len(conds) * B). `params` holds the original values of the trained tensors; `extra`
-    the 9-channel inpainting inputs for x."""
-    b, n = len(x), len(conds)
-    out = unet_eps(unet, scheduler, x.repeat(n, 1, 1, 1), t, Cond.cat([c.repeat(b) if len(c) == 1 else c
-                                                                       for c in conds]), params,
-                   None if extra is None else extra.repeat(n, 1, 1, 1))
-    return out.chunk(len(conds))
+    """Frozen-model noise predictions for each Cond in `conds`, in ONE UNet call: batch
+    (len(conds) * B). `x` (B, 4, h, w) is shared by every Cond, or a list with one x per Cond (e.g.
+    the retain prompt at its own x_t); `extra`, the 9-channel inpainting inputs, likewise. `params`
+    holds the original values of the trained tensors."""
+    n = len(conds)
+    xs = list(x) if isinstance(x, (list, tuple)) else [x] * n
+    extras = list(extra) if isinstance(extra, (list, tuple)) else [extra] * n
+    b = len(xs[0])
+    out = unet_eps(unet, scheduler, torch.cat(xs), t, Cond.cat([c.repeat(b) if len(c) == 1 else c for c in conds]),
+                   params, None if extras[0] is None else torch.cat(extras))
+    return out.chunk(n)
 
 
 def esd_target(eps_from, eps_c, eps_null, negative_guidance):

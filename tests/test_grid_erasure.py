@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from spatial_erasure.masks import grid_masks, parse_mask, to_latent
 from spatial_erasure.models import load_pipeline
-from spatial_erasure.objectives import grid_erasure_loss
+from spatial_erasure.objectives import grid_erasure_loss, teacher_eps
 from spatial_erasure.params import apply_erasure, read_erasure
 from spatial_erasure.prompts import concept_variations, encode, read_prompt_csv
 from spatial_erasure.trajectories import Inpainting, XtSource, denoise, unet_eps
@@ -131,6 +131,25 @@ def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "g9.json").read_text())
     assert report["unet_in_channels"] == 9 and report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2
+    # the retain prompts get their own bank of inpainting trajectories (basic preset: 4)
+    assert report["retain_xt"] == "own" and report["retain_bank_forwards"] == 2 * 4 * 4
+    assert report["retain_bank_size"] == 4
+
+
+def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
+    """The retain prompt is scored at its own x_t in the same batched call as the concept's."""
+    pipe = load_pipeline(tiny_folders["sd-inpaint"])
+    unet, sched = pipe.unet, pipe.scheduler
+    sched.set_timesteps(4)
+    t = sched.timesteps[1]
+    g = torch.Generator().manual_seed(0)
+    x, xr = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 4, 16, 16, generator=g)
+    e, er = torch.randn(2, 5, 16, 16, generator=g), torch.randn(2, 5, 16, 16, generator=g)
+    a, b = encode(pipe, ["a house", "a boat"]), encode(pipe, ["a tree"])
+    both = teacher_eps(unet, sched, [x, xr], t, [a, b], None, [e, er])
+    alone = teacher_eps(unet, sched, x, t, [a], None, e)[0], teacher_eps(unet, sched, xr, t, [b], None, er)[0]
+    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(both, alone))
+    assert not torch.allclose(both[1], teacher_eps(unet, sched, x, t, [b], None, e)[0], atol=1e-3)
 
 
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
