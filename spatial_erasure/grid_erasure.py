@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .masks import grid_masks, mask_names, to_latent
 from .models import TOY_MODEL, MODELS_DIR
@@ -119,7 +120,7 @@ def source_latents(st, neutral, null, seeds, res, latent, n_steps, guidance, chu
     (a 9-channel UNet generates with the whole image masked)."""
     pipe, out = st.pipe, []
     nine = pipe.unet.config.in_channels == 9
-    for i in range(0, len(seeds), chunk):
+    for i in tqdm(range(0, len(seeds), chunk), desc="source images", unit="chunk", leave=False):
         s = seeds[i:i + chunk]
         noise = torch.stack([torch.randn(latent, generator=torch.Generator().manual_seed(int(x))) for x in s])
         noise = noise.to(st.device, st.dtype)
@@ -180,7 +181,7 @@ def main(args):
         retain_source = XtSource(args.xt_source, unet, scheduler, retain_c[r_of], null, args.guidance_scale,
                                  args.num_inference_steps, latent, params=originals,
                                  bank_size=args.retain_bank_size, seed=args.seed + 1, device=st.device,
-                                 dtype=st.dtype, inpaint=cases) if own else None
+                                 dtype=st.dtype, inpaint=cases, desc="retain x_t bank") if own else None
     b = args.batch_size
     parts = []
 

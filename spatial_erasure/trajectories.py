@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call
+from tqdm import tqdm
 
 from .prompts import Cond
 
@@ -95,7 +96,7 @@ class XtSource:
     (an Inpainting with C rows) makes every trajectory an inpainting of its case's image."""
 
     def __init__(self, kind, unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape,
-                 params=None, bank_size=8, seed=0, device="cpu", dtype=torch.float32, inpaint=None):
+                 params=None, bank_size=8, seed=0, device="cpu", dtype=torch.float32, inpaint=None, desc="x_t bank"):
         if kind not in XT_SOURCES:
             raise ValueError(f"unknown xt_source {kind!r}; choose one of {', '.join(XT_SOURCES)}")
         self.kind, self.unet, self.scheduler, self.params = kind, unet, scheduler, params
@@ -105,7 +106,7 @@ class XtSource:
         self.forwards, self.bank_forwards, self.bank_seconds = 0, 0, 0.0
         self.bank = None
         if kind != "sample":
-            self._build_bank(bank_size)
+            self._build_bank(bank_size, desc)
 
     def _noise(self, b):
         return torch.randn((b,) + self.shape, generator=self.gen).to(self.device, self.dtype)
@@ -120,15 +121,19 @@ class XtSource:
         return denoise(self.unet, self.scheduler, noise, self.cond[cases], self.uncond[:1].repeat(len(noise)),
                        self.guidance, self.n, k, self.params, record, inpaint)
 
-    def _build_bank(self, size, chunk=64):
+    def _build_bank(self, size, desc, chunk=64):
         start = time.time()
         # every case once before any repeats (a bank as large as the cases covers them all)
         c = len(self.cond)
         self.bank_cases = torch.zeros(size, dtype=torch.long) if c == 1 else torch.cat(
             [torch.randperm(c, generator=self.gen) for _ in range(-(-size // c))])[:size]
         noise = self._noise(size)
-        parts = [torch.stack(self._run(noise[i:i + chunk], self.bank_cases[i:i + chunk], self.n, record=True), 1)
-                 for i in range(0, size, chunk)]
+        parts = []
+        with tqdm(total=size, desc=desc, unit="trajectory", leave=False) as bar:
+            for i in range(0, size, chunk):
+                parts.append(torch.stack(self._run(noise[i:i + chunk], self.bank_cases[i:i + chunk], self.n,
+                                                   record=True), 1))
+                bar.update(len(parts[-1]))
         self.bank = torch.cat(parts)                                     # (size, n+1, 4, h, w)
         self.bank_forwards = 2 * self.n * size
         self.bank_seconds = time.time() - start

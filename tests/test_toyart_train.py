@@ -31,10 +31,13 @@ def test_train_writes_a_standard_pipeline_and_resumes(tmp_path):
     # a later sitting without the work folder continues from the exported pipeline
     init = str(tmp_path / "sd_copy")
     shutil.copytree(out, init)
-    log = run_train(out, str(tmp_path / "fresh_work"), 6, "--init_from", init)
+    # ... here with half of each batch from mixed-style composites and a fresh learning-rate schedule
+    log = run_train(out, str(tmp_path / "fresh_work"), 6, "--init_from", init, "--composite_share", "0.5",
+                    "--lr_restart")
     assert "resumed VAE at step 3" in log and "resumed decoder at step 2" in log and "initialised from" in log and "at UNet step 4" in log
     with open(os.path.join(out, "training.json")) as f:
-        assert json.load(f)["unet_steps_done"] == 6
+        info = json.load(f)
+    assert info["unet_steps_done"] == 6 and info["args"]["composite_share"] == 0.5
     pipe = load_pipeline(out)
     assert architecture(pipe.unet) == "sd" and pipe.tokenizer.model_max_length == 24
     # the VAE's scaling factor makes the latents unit-variance, as SD's 0.18215 does

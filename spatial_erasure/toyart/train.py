@@ -26,10 +26,11 @@ from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..checkpoint import atomic_save, load_state, save_state
+from ..masks import to_latent
 from ..models import TOY_MODEL
 from .tokenizer import build as build_tokenizer, default_bpe_path
 from .classifier import to_tensor
-from .composites import scene_bank
+from .composites import batch as composite_batch, scene_bank
 from .vae import make_vae, random_scene, train_vae, tune_decoder
 from .world import RES, STYLES, SUBJECTS, caption_for, render
 
@@ -143,6 +144,13 @@ def parse_args(argv=None):
     a("--uncond_prob", type=float, default=0.1, help="share of captions dropped to '' (for guidance)")
     a("--snr_gamma", type=float, default=5.0, help="min-SNR loss weighting gamma")
     a("--ema_decay", type=float, default=0.999, help="EMA decay of the saved weights")
+    a("--composite_share", type=float, default=0.0,
+      help="share of each UNet batch drawn from mixed-style composites (one scene, the caption's style inside a "
+           "random mask, another style outside), so that the UNet learns a style can fill only a region, which "
+           "the 4-channel blended inpainting loop needs; 0 = single-style images only, the bundled model")
+    a("--composite_mask_weight", type=float, default=3.0, help="loss weight inside a composite's mask (default: 3)")
+    a("--lr_restart", action="store_true",
+      help="with --init_from: a fresh warmup + cosine schedule over the remaining steps, not the old one's tail")
     a("--checkpoint_every", type=int, default=250, help="steps between resumable checkpoints")
     a("--save_every", type=int, default=1000, help="steps between pipeline exports to --out")
     return p.parse_args(argv)
@@ -178,6 +186,8 @@ def main(args):
     vae.requires_grad_(False).eval()
     lat, st, su = latent_bank(args, vae, os.path.join(args.work_dir, "bank.safetensors"))
     scale = 1.0 / lat.std().item()
+    if args.init_from:      # go on in the exported model's latent scale, whatever the bank's size
+        scale = AutoencoderKL.load_config(args.init_from, subfolder="vae")["scaling_factor"]
     vae.register_to_config(scaling_factor=scale)
     lat = lat * scale                                            # unit-variance latents, as SD's 0.18215
 
@@ -186,7 +196,7 @@ def main(args):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema = EMAModel(params, decay=args.ema_decay)
     state_path = os.path.join(args.work_dir, "unet.safetensors")
-    step, extra = 0, {"seconds": 0.0}
+    step, extra = 0, {"seconds": 0.0, "lr_from": 0}
     if os.path.exists(state_path):
         step, extra = load_state(state_path, {"unet": unet, "text_encoder": text_encoder,
                                               "ema": ema.shadow_params}, opt)
@@ -200,11 +210,13 @@ def main(args):
         ema = EMAModel(params, decay=args.ema_decay)
         with open(os.path.join(args.init_from, "training.json")) as f:
             done = json.load(f)
-        step, extra = done["unet_steps_done"], {"seconds": float(done["unet_seconds"])}
+        step = done["unet_steps_done"]
+        extra = {"seconds": float(done["unet_seconds"]), "lr_from": step if args.lr_restart else 0}
         ema.optimization_step = step
         print(f"initialised from {args.init_from} at UNet step {step}")
-    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=args.warmup, num_training_steps=args.unet_steps)
-    for _ in range(step):
+    lr_from = extra.get("lr_from", 0)            # where the current learning-rate schedule began
+    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=args.warmup, num_training_steps=args.unet_steps - lr_from)
+    for _ in range(step - lr_from):
         lr_sched.step()
     sched = noise_scheduler()
     rng = np.random.default_rng(args.seed * 1000 + step)
@@ -224,11 +236,20 @@ def main(args):
                 for i in idx.tolist()]
         ids = tokenizer(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                         return_tensors="pt").input_ids
-        x0 = lat[idx]
+        x0, weight = lat[idx], None
+        n_comp = int(round(args.composite_share * args.batch_size))
+        if n_comp:       # the last n_comp rows become composites: caption names the style inside the mask
+            comp, masks, comp_caps = composite_batch(rng, images, subjects, n_comp, uncond_prob=args.uncond_prob)
+            with torch.no_grad():
+                x0 = torch.cat([x0[:-n_comp], vae.encode(comp).latent_dist.mean * scale])
+            ids = torch.cat([ids[:-n_comp], tokenizer(comp_caps, padding="max_length", max_length=MAX_TOKENS,
+                                                      truncation=True, return_tensors="pt").input_ids])
+            weight = torch.ones(len(x0), 1, *x0.shape[2:])
+            weight[-n_comp:] += (args.composite_mask_weight - 1) * to_latent(masks, x0.shape[-1])
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (len(x0),), generator=gen)
         pred = unet(sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
-        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma)
+        loss = min_snr_loss(pred, noise, sched, t, args.snr_gamma, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -240,7 +261,7 @@ def main(args):
         if done % args.checkpoint_every == 0 or done == args.unet_steps:
             step = done
             save_state(state_path, {"unet": unet, "text_encoder": text_encoder, "ema": ema.shadow_params}, opt,
-                       done, {"seconds": seconds0 + time.time() - t_start})
+                       done, {"seconds": seconds0 + time.time() - t_start, "lr_from": lr_from})
         if done % args.save_every == 0 or done == args.unet_steps:
             step = done
             save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info())
