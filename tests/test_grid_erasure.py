@@ -136,6 +136,17 @@ def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
     assert report["retain_bank_size"] == 4
 
 
+def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path):
+    out = tmp_path / "g4.safetensors"
+    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd"], "--preset", "basic",
+             "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache",
+             "--bank_size", "4", "--retain_xt", "concept", "--output", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "g4.json").read_text())
+    assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report
+    assert report["unet_in_channels"] == 4 and report["loss_parts_last50"]["retain"] > 0
+
+
 def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
     """The retain prompt is scored at its own x_t in the same batched call as the concept's."""
     pipe = load_pipeline(tiny_folders["sd-inpaint"])
