@@ -196,7 +196,7 @@ def main(args):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema = EMAModel(params, decay=args.ema_decay)
     state_path = os.path.join(args.work_dir, "unet.safetensors")
-    step, extra = 0, {"seconds": 0.0, "lr_from": 0}
+    step, extra = 0, {"seconds": 0.0}
     if os.path.exists(state_path):
         step, extra = load_state(state_path, {"unet": unet, "text_encoder": text_encoder,
                                               "ema": ema.shadow_params}, opt)
@@ -227,25 +227,24 @@ def main(args):
     info = lambda: {"args": vars(args), "unet_steps_done": step, "unet_seconds": round(  # noqa: E731
         seconds0 + time.time() - t_start), "machine": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, {'cuda' if torch.cuda.is_available() else 'cpu'}"}
+    n_comp = int(round(args.composite_share * args.batch_size))     # composite rows per batch
     bar = tqdm(range(step, args.unet_steps), desc="unet", initial=step, total=args.unet_steps)
     unet.train()
     text_encoder.train()
     for step in bar:
-        idx = torch.as_tensor(rng.integers(0, len(lat), args.batch_size))
+        idx = torch.as_tensor(rng.integers(0, len(lat), args.batch_size - n_comp))
         caps = [caption_for(STYLES[st[i]], SUBJECTS[su[i]], rng) if rng.random() >= args.uncond_prob else ""
                 for i in idx.tolist()]
-        ids = tokenizer(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                        return_tensors="pt").input_ids
         x0, weight = lat[idx], None
-        n_comp = int(round(args.composite_share * args.batch_size))
-        if n_comp:       # the last n_comp rows become composites: caption names the style inside the mask
+        if n_comp:       # the last n_comp rows are composites: the caption names the style inside the mask
             comp, masks, comp_caps = composite_batch(rng, images, subjects, n_comp, uncond_prob=args.uncond_prob)
             with torch.no_grad():
-                x0 = torch.cat([x0[:-n_comp], vae.encode(comp).latent_dist.mean * scale])
-            ids = torch.cat([ids[:-n_comp], tokenizer(comp_caps, padding="max_length", max_length=MAX_TOKENS,
-                                                      truncation=True, return_tensors="pt").input_ids])
+                x0 = torch.cat([x0, vae.encode(comp).latent_dist.mean * scale])
+            caps += comp_caps
             weight = torch.ones(len(x0), 1, *x0.shape[2:])
             weight[-n_comp:] += (args.composite_mask_weight - 1) * to_latent(masks, x0.shape[-1])
+        ids = tokenizer(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                        return_tensors="pt").input_ids
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (len(x0),), generator=gen)
         pred = unet(sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
