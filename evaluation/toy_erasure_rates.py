@@ -50,7 +50,8 @@ def main(args):
     print(f"applied {args.erasure}: {meta.get('method')} erasing {meta.get('concept')!r}")
     erased = judge()
     rows = [{"style": s, "base": base["generated_style_acc"][s], "erased": erased["generated_style_acc"][s],
-             "role": "target" if s == args.target else "retain"} for s in STYLES]
+             "role": "target" if s == args.target else "retain", "base subject": base["subject_acc_by_style"][s],
+             "erased subject": erased["subject_acc_by_style"][s]} for s in STYLES]
     rows.append({"style": "(subjects)", "base": base["generated_subject_acc"], "erased": erased["generated_subject_acc"],
                  "role": "subject"})
     target = erased["generated_style_acc"][args.target]
@@ -72,7 +73,7 @@ def main(args):
                captions=[[STYLES[base["style_pred"][k]].split()[-1] for k in pick],
                          [STYLES[erased["style_pred"][k]].split()[-1] for k in pick]],
                title=f"{os.path.basename(args.erasure)}: first image per style (caption: classifier's style)")
-    print(markdown_table(rows, ["style", "role", "base", "erased"]))
+    print(markdown_table(rows, ["style", "role", "base", "erased", "base subject", "erased subject"]))
     for k, b in bars.items():
         print(f"{'MET ' if b['met'] else 'MISS'} {k:16s} {b['value']:.3f} ({b['bar']})")
     print(f"wrote {out}/rates.json and grid.png")

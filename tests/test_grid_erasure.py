@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spatial_erasure.grid_erasure import fill_family_defaults, parse_args
 from spatial_erasure.masks import grid_masks, parse_mask, to_latent
 from spatial_erasure.models import load_pipeline
 from spatial_erasure.objectives import grid_erasure_loss, teacher_eps
@@ -112,6 +113,7 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     report = json.loads((tmp_path / "grid.json").read_text())
     assert len(report["losses"]) == 10 and report["iterations_done"] == 10
     assert len(report["prompts"]) == 5 and len(report["masks"]) == 10 and report["cases"] == 50
+    assert report["global_cases"] == 0
     assert report["seconds_per_iteration"] > 0 and report["peak_memory_mb"] > 0
     assert np.isfinite(report["losses"]).all()
     rows = read_prompt_csv(str(tmp_path / "grid.prompts.csv"))
@@ -127,9 +129,11 @@ def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
     out = tmp_path / "g9.safetensors"
     r = run(["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd-inpaint"], "--preset", "basic",
              "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache",
-             "--bank_size", "4", "--output", str(out)])
+             "--bank_size", "4", "--global_share", "0.1", "--output", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "g9.json").read_text())
+    # 2 prompts x 10 grid masks + round(0.1 / 0.9 * 20) = 2 cases with the whole image masked
+    assert report["cases"] == 2 * 10 + 2 and report["global_cases"] == 2 and report["masks"][-1] == "whole image"
     assert report["unet_in_channels"] == 9 and report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2
     # the retain prompts get their own bank of inpainting trajectories (basic preset: 4)
     assert report["retain_xt"] == "own" and report["retain_bank_forwards"] == 2 * 4 * 4
@@ -143,6 +147,7 @@ def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path)
              "--bank_size", "4", "--retain_xt", "concept", "--output", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "g4.json").read_text())
+    assert report["cases"] == 2 * 10 and report["global_cases"] == 0 and len(report["masks"]) == 10
     assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report
     assert report["unet_in_channels"] == 4 and report["loss_parts_last50"]["retain"] > 0
 
@@ -163,11 +168,22 @@ def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
     assert not torch.allclose(both[1], teacher_eps(unet, sched, x, t, [b], None, e)[0], atol=1e-3)
 
 
+def test_family_defaults_fill_only_missing_flags():
+    assert fill_family_defaults(parse_args(["--preset", "scaled"]), toy=True).lr == 3e-4
+    assert fill_family_defaults(parse_args(["--preset", "basic"]), toy=True).lr == 7e-4
+    args = fill_family_defaults(parse_args(["--preset", "scaled", "--lr", "1e-3"]), toy=True)
+    assert args.lr == 1e-3 and args.negative_guidance == 4.0
+    real = fill_family_defaults(parse_args(["--preset", "scaled"]), toy=False)
+    assert real.lr == 5e-5 and real.negative_guidance == 2.0
+
+
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "huge"])
     assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
     r = run(["inpainting_erasure/grid_erasure.py", "--iterations", "0"])
     assert r.returncode != 0 and "--iterations must be at least 1" in r.stderr
+    r = run(["inpainting_erasure/grid_erasure.py", "--global_share", "1"])
+    assert r.returncode != 0 and "--global_share must be in [0, 1)" in r.stderr
 
 
 def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):

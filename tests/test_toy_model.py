@@ -11,8 +11,8 @@ from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL
 from spatial_erasure.toyart.classifier import evaluate, grid_cells, load_classifier, predict, to_tensor
-from spatial_erasure.toyart.quality import vae_roundtrip
-from spatial_erasure.toyart.world import STYLES, render, render_batch
+from spatial_erasure.toyart.quality import style_rates, vae_roundtrip
+from spatial_erasure.toyart.world import STYLES, SUBJECTS, render, render_batch
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,12 @@ def test_classifier_ceiling_is_full_in_grid_cells_and_lower_in_the_thin_stroke()
     ceiling = dict(zip(names, classifier_ceiling(load_classifier(TOY_CLASSIFIER), masks, ["house", "tree"], 3000)))
     assert len(ceiling) == 14 and min(ceiling[f"cell{i}{j}"] for i in range(3) for j in range(3)) >= 0.9
     assert ceiling["stroke"] < 0.9          # a stroke's bounding box is mostly photo: the classifier's limit
+
+
+def test_style_rates_report_subjects_per_style(clf):
+    from spatial_erasure.models import load_pipeline
+    r = style_rates(load_pipeline(), clf, ["Vincent van Gogh", "photo"], 3, seed=0, steps=8)
+    by = r["subject_acc_by_style"]
+    assert set(by) == {"Vincent van Gogh", "photo"} and all(0 <= v <= 1 for v in by.values())
+    hits = r["subject_pred"] == np.array([SUBJECTS.index(u) for _, u in r["jobs"]])
+    assert by["photo"] == hits[3:].mean() and np.isclose(np.mean(list(by.values())), r["generated_subject_acc"])

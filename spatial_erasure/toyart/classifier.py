@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from ..checkpoint import atomic_save
+from ..inpainting import crop_regions
 from ..reports import write_json
 from .world import RES, STYLES, SUBJECTS, render_batch
 
@@ -108,6 +109,12 @@ def predict(model, x, batch=256):
     outs = [model(x[i:i + batch], return_features=True) for i in range(0, len(x), batch)]
     st, su, f = (torch.cat(o) for o in zip(*outs))
     return st.softmax(-1), su.softmax(-1), f
+
+
+def region_style(model, x, masks):
+    """The classifier's style (index into STYLES) of each masked region: x (N, 3, H, W) in [-1, 1],
+    masks (N, H, W) bool; the region is its bounding box, resized to the classifier's input."""
+    return predict(model, crop_regions(x, masks, RES))[0].argmax(1).numpy()
 
 
 def evaluate(model, n=900, seed=10_000):

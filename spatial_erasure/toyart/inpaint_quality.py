@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import torch
 
-from ..inpainting import crop_regions, inpaint, outside_stats, seam
+from ..inpainting import inpaint, outside_stats, seam
 from ..masks import grid_masks, heldout_masks, mask_names
 from ..models import MODELS_DIR, TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from ..reports import image_grid, write_json
 from ..sampling import TOY_GUIDANCE, TOY_STEPS, generate
-from .classifier import load_classifier, predict, to_tensor
+from .classifier import load_classifier, predict, region_style, to_tensor
 from .world import ARTISTS, ARTIST_TEMPLATES_HELDOUT, GENERIC_TEMPLATES_HELDOUT, PHOTO_TEMPLATES_HELDOUT, STYLES, \
     render, style_prompt
 
@@ -55,8 +55,8 @@ def classifier_ceiling(clf, masks, subjects, seed):
     out = []
     for m in masks > 0.5:
         mk = np.repeat(m[None], len(fg["photo"]), 0)
-        hits = [(predict(clf, crop_regions(to_tensor(np.where(mk[..., None], fg[s], fg["photo"])), mk, 64))[0]
-                 .argmax(1) == k).float().mean() for k, s in enumerate(STYLES)]
+        hits = [(region_style(clf, to_tensor(np.where(mk[..., None], fg[s], fg["photo"])), mk) == k).mean()
+                for k, s in enumerate(STYLES)]
         out.append(float(np.mean(hits)))
     return out
 
@@ -70,10 +70,9 @@ def region_styles(pipe, clf, neutral, masks, subjects, styles, seeds, **kw):
     for style in styles:
         prompts = [region_prompt(style, s) for s in subjects for _ in range(n_mask)]
         raw, pasted = inpaint(pipe, images, mk, prompts, seeds, desc=f"inpainting {style}", **kw)
-        ps, _, _ = predict(clf, crop_regions(to_tensor(pasted), mk > 0.5, 64))
         maxdiff, psnr = outside_stats(images, raw, mk)
         kept, _ = outside_stats(images, pasted, mk)
-        out[style] = {"pred": ps.argmax(1).numpy(), "raw_maxdiff": maxdiff, "raw_psnr": psnr,
+        out[style] = {"pred": region_style(clf, to_tensor(pasted), mk > 0.5), "raw_maxdiff": maxdiff, "raw_psnr": psnr,
                       "pasted_maxdiff": kept, "seam": seam(pasted, images, mk), "pasted": pasted}
     return out
 

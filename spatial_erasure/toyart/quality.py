@@ -45,8 +45,9 @@ def style_rates(pipe, clf, styles, per_style, seed, steps=TOY_STEPS, guidance=TO
     confusions = {s: {STYLES[j]: int(c) for j, c in enumerate(np.bincount(
         style_pred[true_style == STYLES.index(s)], minlength=len(STYLES))) if c and j != STYLES.index(s)}
         for s in styles}
+    by_style = {s: float((subj_pred == true_subj)[true_style == STYLES.index(s)].mean()) for s in styles}
     return {"generated_style_acc": rate, "generated_subject_acc": float((subj_pred == true_subj).mean()),
-            "confusions": confusions, "prompts": prompts, "images": images, "jobs": jobs,
+            "subject_acc_by_style": by_style, "confusions": confusions, "prompts": prompts, "images": images, "jobs": jobs,
             "style_pred": style_pred, "subject_pred": subj_pred}
 
 

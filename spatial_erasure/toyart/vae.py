@@ -25,11 +25,10 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from ..checkpoint import load_state, save_state
-from ..inpainting import crop_regions
 from ..masks import grid_masks
 from ..models import TOY_CLASSIFIER, TOY_MODEL
 from ..reports import write_json
-from .classifier import load_classifier, predict, to_tensor
+from .classifier import load_classifier, predict, region_style, to_tensor
 from .composites import batch, scene_bank
 from .world import RES, STYLES, SUBJECTS, render, render_batch
 
@@ -153,8 +152,7 @@ def composite_check(vae, clf, images, background="photo"):
         mk = masks.repeat_interleave(len(images), 0).numpy()
         x = to_tensor(comp)
         for name, y in (("pasted", x), ("roundtrip", roundtrip(vae, x))):
-            ps, _, _ = predict(clf, crop_regions(y, mk, RES))
-            report[name][style] = float((ps.argmax(1) == k).float().mean())
+            report[name][style] = float((region_style(clf, y, mk) == k).mean())
         ps, _, _ = predict(clf, roundtrip(vae, to_tensor(images[:, k])))
         report["full_image_roundtrip"][style] = float((ps.argmax(1) == k).float().mean())
     report["cases_per_style"] = len(images) * len(masks)
