@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the bundled toy model (sets up .venv first), about 5 minutes on 2 CPU cores (277 s on a clean clone, 2026-11-29):
+# The main job on the bundled toy model (sets up .venv first), about 4-5 minutes on 2 CPU cores (231 s on a clean clone, 2026-11-29):
 # erase Van Gogh inside masks (basic preset), inpaint a grid cell before/after with the bundled
 # scaled checkpoint, measure the bundled ESD-x file's erasure and retention per style, and show
 # base vs erased images side by side with their Van Gogh scores.
