@@ -118,8 +118,8 @@ def main(args):
           "UA: share of target images not recognised as the target. IRA: other artists and art styles still "
           "recognised as themselves. CRA: objects and nature scenes whose subject is still recognised. FD: Frechet "
           "distance between the judge's features of base and erased images of every retain prompt (0 = "
-          "identical). train_s: training plus x_t bank (and retain bank) seconds, from each file's report (on the machine that "
-          "trained it); tensors and parameters: what the erasure file changes.\n\n" + table)
+          "identical). train_s: training plus x_t bank (and retain bank) seconds, from each file's report (on "
+          "the machine that trained it); tensors and parameters: what the erasure file changes.\n\n" + table)
     atomic_write_text(args.output, md)
     print(table)
     print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json in {report['seconds']} s")

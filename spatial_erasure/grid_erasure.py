@@ -48,7 +48,6 @@ DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, reta
             "real": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
 # The scaled preset's 500 iterations are 2.5x ESD-x's 200: at 7e-4 they overshoot (subjects 62%); 3e-4 (README).
 TOY_PRESET_LR = {"scaled": 3e-4}
-GLOBAL_SHARE = 0.0
 
 
 def build_parser(preset_default="efficient"):
@@ -62,7 +61,7 @@ def build_parser(preset_default="efficient"):
       help="SD 1.x/2.x or SD-inpainting hub id or folder (default: the bundled toy model)")
     a("--grid", type=int, default=3, help="G: the G x G grid of masks (default: %(default)s)")
     a("--center", action=argparse.BooleanOptionalAction, default=True, help="add the centre mask (default: on)")
-    a("--global_share", type=float, default=GLOBAL_SHARE,
+    a("--global_share", type=float, default=0.0,
       help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only) "
            "(default: %(default)s)")
     a("--num_prompts", type=int, help="prompt variations (cases: prompts x masks); preset")

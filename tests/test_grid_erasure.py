@@ -125,13 +125,17 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     assert any(not torch.equal(before[k], dict(pipe.unet.named_parameters())[k]) for k in tensors)
 
 
-def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
-    out = tmp_path / "g9.safetensors"
-    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd-inpaint"], "--preset", "basic",
-             "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache",
-             "--bank_size", "4", "--global_share", "0.1", "--output", str(out)])
+def tiny_grid_erasure(model, out, *flags):
+    """Two iterations of the basic preset on a tiny fixture (2 prompts, 4 steps, a cache bank of 4): the report."""
+    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", model, "--preset", "basic", "--iterations", "2",
+             "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache", "--bank_size", "4",
+             *flags, "--output", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
-    report = json.loads((tmp_path / "g9.json").read_text())
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
+    report = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "g9.safetensors", "--global_share", "0.1")
     # 2 prompts x 10 grid masks + round(0.1 / 0.9 * 20) = 2 cases with the whole image masked
     assert report["cases"] == 2 * 10 + 2 and report["global_cases"] == 2 and report["masks"][-1] == "whole image"
     assert report["unet_in_channels"] == 9 and report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2
@@ -141,12 +145,7 @@ def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
 
 
 def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path):
-    out = tmp_path / "g4.safetensors"
-    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd"], "--preset", "basic",
-             "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache",
-             "--bank_size", "4", "--retain_xt", "concept", "--output", str(out)])
-    assert r.returncode == 0, r.stderr[-2000:]
-    report = json.loads((tmp_path / "g4.json").read_text())
+    report = tiny_grid_erasure(tiny_folders["sd"], tmp_path / "g4.safetensors", "--retain_xt", "concept")
     assert report["cases"] == 2 * 10 and report["global_cases"] == 0 and len(report["masks"]) == 10
     assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report
     assert report["unet_in_channels"] == 4 and report["loss_parts_last50"]["retain"] > 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL
+from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, load_pipeline
 from spatial_erasure.toyart.classifier import evaluate, grid_cells, load_classifier, predict, to_tensor
 from spatial_erasure.toyart.quality import style_rates, vae_roundtrip
 from spatial_erasure.toyart.world import STYLES, SUBJECTS, render, render_batch
@@ -111,7 +111,6 @@ def test_classifier_ceiling_is_full_in_grid_cells_and_lower_in_the_thin_stroke()
 
 
 def test_style_rates_report_subjects_per_style(clf):
-    from spatial_erasure.models import load_pipeline
     r = style_rates(load_pipeline(), clf, ["Vincent van Gogh", "photo"], 3, seed=0, steps=8)
     by = r["subject_acc_by_style"]
     assert set(by) == {"Vincent van Gogh", "photo"} and all(0 <= v <= 1 for v in by.values())

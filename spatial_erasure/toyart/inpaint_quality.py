@@ -70,9 +70,10 @@ def region_styles(pipe, clf, neutral, masks, subjects, styles, seeds, **kw):
     for style in styles:
         prompts = [region_prompt(style, s) for s in subjects for _ in range(n_mask)]
         raw, pasted = inpaint(pipe, images, mk, prompts, seeds, desc=f"inpainting {style}", **kw)
+        pred = region_style(clf, to_tensor(pasted), mk > 0.5)
         maxdiff, psnr = outside_stats(images, raw, mk)
         kept, _ = outside_stats(images, pasted, mk)
-        out[style] = {"pred": region_style(clf, to_tensor(pasted), mk > 0.5), "raw_maxdiff": maxdiff, "raw_psnr": psnr,
+        out[style] = {"pred": pred, "raw_maxdiff": maxdiff, "raw_psnr": psnr,
                       "pasted_maxdiff": kept, "seam": seam(pasted, images, mk), "pasted": pasted}
     return out
 

@@ -45,9 +45,10 @@ def style_rates(pipe, clf, styles, per_style, seed, steps=TOY_STEPS, guidance=TO
     confusions = {s: {STYLES[j]: int(c) for j, c in enumerate(np.bincount(
         style_pred[true_style == STYLES.index(s)], minlength=len(STYLES))) if c and j != STYLES.index(s)}
         for s in styles}
-    by_style = {s: float((subj_pred == true_subj)[true_style == STYLES.index(s)].mean()) for s in styles}
-    return {"generated_style_acc": rate, "generated_subject_acc": float((subj_pred == true_subj).mean()),
-            "subject_acc_by_style": by_style, "confusions": confusions, "prompts": prompts, "images": images, "jobs": jobs,
+    subj_hit = subj_pred == true_subj
+    return {"generated_style_acc": rate, "generated_subject_acc": float(subj_hit.mean()),
+            "subject_acc_by_style": {s: float(subj_hit[true_style == STYLES.index(s)].mean()) for s in styles},
+            "confusions": confusions, "prompts": prompts, "images": images, "jobs": jobs,
             "style_pred": style_pred, "subject_pred": subj_pred}
 
 
