@@ -52,10 +52,10 @@ def main(args):
     models = [("toy", TOY_MODEL, [])]
     tmp = None
     if args.sd14:
-        from spatial_erasure.testing import sd14_pipeline
+        from spatial_erasure.architectures import save_pipeline
         tmp = tempfile.TemporaryDirectory()
-        sd14_pipeline().save_pretrained(tmp.name, safe_serialization=True)
-        models.append((f"sd14-arch@{args.resolution}px", tmp.name, ["--resolution", str(args.resolution)]))
+        folder = save_pipeline("sd14", os.path.join(tmp.name, "sd14"))     # fp16 on disk, loaded as fp32
+        models.append((f"sd14-arch@{args.resolution}px", folder, ["--resolution", str(args.resolution)]))
     rows = []
     for name, folder, extra in models:
         for source in XT_SOURCES:

@@ -2,6 +2,8 @@
 
     python evaluation/benchmark.py                       # toy model, every method, ~20 min on 2 CPU cores
     python evaluation/benchmark.py --methods ESD-x "grid scaled"
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+        evaluation/benchmark.py ...      # 2 processes, the images split between them
 
 Methods: ESD-x, ESD-x-strict, ESD-u (original_esd, the toy settings: lr 7e-4, eta 4, 200
 iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled presets.
@@ -12,6 +14,9 @@ assessment (spatial_erasure.impact): UA on the target; IRA (other artists and ar
 erased images of all retain prompts; and, from each file's training report, train seconds,
 seconds per iteration, peak memory, tensors and parameters changed.
 Writes results/benchmark.md and results/benchmark.json; images are cached under --work_dir.
+Under `accelerate launch` the images are split between the processes (spatial_erasure.distributed;
+the same numbers as one process for existing files, while training is data parallel and so not the
+one-process run) and the main process alone reports and writes.
 """
 import argparse
 import os
@@ -22,6 +27,7 @@ import time
 import torch
 
 from spatial_erasure import esd, grid_erasure
+from spatial_erasure.distributed import process_state
 from spatial_erasure.impact import assess, load_tests, pooled
 from spatial_erasure.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, TOY_MODEL, describe, load_pipeline
@@ -70,7 +76,7 @@ def checkpoint(name, args):
         path = os.path.join(folder, file)
         if os.path.exists(path) and read_erasure(path)[1].get("args", {}).get("seed", 0) == args.seed:
             return path, "reused"
-    print(f"training {name}: {' '.join(argv)}")
+    process_state().print(f"training {name}: {' '.join(argv)}")
     if kind == "esd":
         return esd.main(esd.build_parser(esd.SD_DEFAULTS, "").parse_args(argv)), "trained"
     return grid_erasure.main(grid_erasure.parse_args(argv)), "trained"
@@ -79,6 +85,7 @@ def checkpoint(name, args):
 def main(args):
     t0 = time.time()
     os.makedirs(args.checkpoints, exist_ok=True)
+    state = process_state()
     files = {name: checkpoint(name, args) for name in args.methods}
     pipe = load_pipeline(args.base_model)
     toy = is_toy(pipe)
@@ -99,8 +106,10 @@ def main(args):
                      "s_per_it": meta.get("seconds_per_iteration"), "peak_MiB": meta.get("peak_memory_mb"),
                      "tensors": meta.get("tensors_changed"), "parameters": meta.get("parameters_changed"),
                      "iterations": meta.get("iterations_done"), "file": os.path.relpath(path), "checkpoint": how})
-        print(f"{name}: UA {rows[-1]['UA']:.3f} IRA {rows[-1]['IRA']:.3f} CRA {rows[-1]['CRA']:.3f} "
-              f"FD {rows[-1]['FD']:.3f}")
+        state.print(f"{name}: UA {rows[-1]['UA']:.3f} IRA {rows[-1]['IRA']:.3f} CRA {rows[-1]['CRA']:.3f} "
+                    f"FD {rows[-1]['FD']:.3f}")
+    if not state.is_main_process:     # every process holds every number; the main one writes
+        return 0
     machine = (f"{torch.cuda.get_device_name()}" if torch.cuda.is_available() else
                f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     report = {"concept": args.concept, "base_model": describe(pipe), "judge": judge.name, "seed": args.seed,

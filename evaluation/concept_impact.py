@@ -1,6 +1,8 @@
 """The 48-test concept-impact assessment: is the target gone, and did everything else survive?
 
     python evaluation/concept_impact.py --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+        evaluation/concept_impact.py --erasure FILE --device cuda    # 2 GPUs; no CUDA, no --device: 2 CPU processes
 
 Five categories, one prompt CSV each in prompts/ (toy_*.csv for the toy world, the others for real
 SD): target concept (8 tests), other artists (10), art styles (10), general objects (10), nature
@@ -13,7 +15,9 @@ weights are available). Per category, in UnlearnCanvas's terms:
 - other artists, art styles: IRA, the share still recognised as their own style (>= --min_ira);
 - objects, nature: CRA, the share whose subject is still recognised (>= --min_cra).
 Writes report.md (tables, a thumbnail grid per category), concept_impact.json and summary.png;
-exits 1 if a category fails. Images are cached: a rerun only generates what is missing.
+exits 1 if a category fails. Images are cached: a rerun only generates what is missing. Under
+`accelerate launch` the images are split between the processes, each on its own GPU with --device
+cuda (spatial_erasure.distributed), and the main process alone writes.
 """
 import argparse
 import os
@@ -21,6 +25,7 @@ import sys
 
 import numpy as np
 
+from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.impact import assess, load_tests
 from spatial_erasure.metrics import make_judge
 from spatial_erasure.models import ModelLoadError, describe, load_pipeline
@@ -71,7 +76,7 @@ def main(args):
         raise SystemExit(f"no erasure file for {args.concept!r} in models/; pass --erasure FILE")
     try:
         meta = read_erasure(erasure)[1]
-        pipe = load_pipeline(args.base_model or recorded_base(meta), device=args.device)
+        pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
     except (FileNotFoundError, ModelLoadError) as e:
         raise SystemExit(str(e))
     toy = is_toy(pipe)
@@ -85,13 +90,16 @@ def main(args):
     styles = [r["expected_style"] for _, _, _, rows in tests for r in rows if r.get("expected_style")]
     subjects = [r["expected_subject"] for _, _, _, rows in tests for r in rows if r.get("expected_subject")]
     judge = make_judge(pipe, args.concept, args.clip_model, styles=styles, subjects=subjects)
-    print(f"{describe(pipe)}\nerasure: {erasure}; judge: {judge.name}; "
-          f"{sum(len(r) for *_, r in tests)} tests x {args.images_per_test} seeds")
+    state = process_state()
+    state.print(f"{describe(pipe)}\nerasure: {erasure}; judge: {judge.name}; "
+                f"{sum(len(r) for *_, r in tests)} tests x {args.images_per_test} seeds")
     try:
         res = assess(pipe, judge, tests, erasure, os.path.join(out, "images"), args.concept, args.images_per_test,
                      steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, toy=toy)
     except ErasureMismatch as e:
         raise SystemExit(str(e))
+    if not state.is_main_process:     # every process holds every image and verdict; the main one writes
+        return 0
     rows, summary = res["rows"], res["summary"]
     for category, metric, by, _ in tests:
         first = [x["first_image"] for x in rows if x["category"] == category]

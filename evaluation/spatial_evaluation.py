@@ -4,6 +4,8 @@ happens outside it?
     python evaluation/spatial_evaluation.py --erasures models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors \
         models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors
     python evaluation/spatial_evaluation.py --base_model models/toyart-sd-inpainting --erasures FILE ...
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+        evaluation/spatial_evaluation.py --erasures FILE ...      # 2 CPU processes, the same numbers as one
 
 Neutral images (held-out photo phrasings, fixed seeds) are inpainted in every grid mask and in
 held-out non-grid masks (rectangles at random positions, a circle, a free-form stroke) with the
@@ -12,7 +14,8 @@ model and mask: the share of regions the bundled classifier calls the target sty
 the mask, resized), the retain rate of other artists relative to the base model; outside the mask,
 PSNR and max pixel difference of the raw pipeline output (before paste-back: what the model itself
 preserves) and the seam at the mask border after paste-back. Writes spatial.json, spatial.md and
-spatial.png; exits 1 when a bar is missed.
+spatial.png; exits 1 when a bar is missed. Under `accelerate launch` the images are split between
+the processes (spatial_erasure.distributed); the main process alone reports and writes.
 """
 import argparse
 import os
@@ -21,6 +24,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from spatial_erasure.distributed import process_state
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from spatial_erasure.params import erased, read_erasure
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
@@ -57,7 +61,8 @@ def main(args):
         read_erasure(f)                       # fail early, in one line, on a bad file
     clf = load_classifier(TOY_CLASSIFIER)
     pipe = load_pipeline(args.base_model, task="inpaint")
-    print(describe(pipe))
+    state = process_state()
+    state.print(describe(pipe))
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     kw = dict(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
     neutral = neutral_images(args.source_model, args.subjects, args.seed, **kw)
@@ -69,6 +74,8 @@ def main(args):
     for label, f in models.items():
         with erased(pipe, f) if f else nullcontext():
             results[label] = region_styles(pipe, clf, neutral, masks, args.subjects, artists, seeds, **kw)
+    if not state.is_main_process:     # every process holds every image and verdict; the main one reports
+        return 0
 
     n_mask = len(masks)
     per_mask = lambda r, a: [(r[a]["pred"].reshape(-1, n_mask)[:, j] == STYLES.index(a)).mean() for j in range(n_mask)]  # noqa: E731

@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from PIL import Image
 from tqdm import tqdm
 
+from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.models import TOY_MODEL, describe, load_pipeline
 from spatial_erasure.params import apply_erasure
 from spatial_erasure.prompts import read_prompt_csv
@@ -43,9 +43,8 @@ def parse_args(argv=None):
 
 
 def main(args):
-    # cpu=True keeps a CPU-only `accelerate launch --multi_gpu` from giving every process all the rows
-    state = PartialState(cpu=not torch.cuda.is_available())
-    device = args.device or (state.device if torch.cuda.is_available() else "cpu")
+    state = process_state()
+    device = process_device(args.device)
     rows = read_prompt_csv(args.prompts_path)
     pipe = load_pipeline(args.base_model, device=device)
     name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")

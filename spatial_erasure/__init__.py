@@ -1,7 +1,8 @@
 """spatial_erasure: concept erasure for Stable Diffusion, with spatial control.
 
 Modules: models (load_pipeline), checkpoint (resumable safetensors state), sampling (seeded
-generation), reports (figures, tables), testing (tiny pipelines), toyart (the bundled toy world).
+generation), distributed (generation split across `accelerate launch` processes), reports
+(figures, tables), testing (tiny pipelines), toyart (the bundled toy world).
 """
 import os
 

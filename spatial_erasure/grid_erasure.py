@@ -20,6 +20,7 @@ Presets (`--preset`) set prompts x iterations and the x_t source; any flag overr
 """
 import argparse
 import os
+import time
 
 import numpy as np
 import torch
@@ -31,14 +32,15 @@ from .objectives import esd_target, grid_erasure_loss, teacher_eps
 from .params import TRAIN_METHODS
 from .prompts import Cond, concept_variations, encode, is_toy, retain_prompts, write_prompt_csv
 from .reports import loss_curve
-from .trainer import PRECISIONS, prepare, resolution, seed_everything, train
-from .trajectories import XT_SOURCES, Inpainting, XtSource, denoise, unet_eps
+from .trainer import add_runtime_args, forward_equivalents, prepare_from_args, resolution, seed_everything, train
+from .trajectories import XT_SOURCES, Inpainting, batch_timesteps, denoise, make_source, unet_eps
 
 PRESETS = {
-    "basic": dict(num_prompts=5, iterations=10, xt_source="sample", bank_size=16, retain_bank_size=4),
-    "efficient": dict(num_prompts=20, iterations=100, xt_source="sample", bank_size=64, retain_bank_size=16),
-    "scaled": dict(num_prompts=100, iterations=500, xt_source="cache", bank_size=256, retain_bank_size=64),
+    "basic": dict(num_prompts=5, iterations=10, xt_source="stream", bank_size=16, retain_bank_size=4),
+    "efficient": dict(num_prompts=20, iterations=100, xt_source="stream", bank_size=64, retain_bank_size=16),
+    "scaled": dict(num_prompts=100, iterations=500, xt_source="stream", bank_size=256, retain_bank_size=64),
 }
+STREAM_WIDTH = 16  # xt_source stream: trajectories alive per source (concept, retain); 4 lost Warhol (docs/real_size.md)
 RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second bank of --retain_bank_size, or "
                     "sampled per iteration)",
              "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
@@ -81,17 +83,19 @@ def build_parser(preset_default="efficient"):
     a("--retain_xt", default="own", choices=list(RETAIN_XT),
       help="x_t of the retain term: " + "; ".join(f"{k}: {v}" for k, v in RETAIN_XT.items()) + " (default: own)")
     a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
+    a("--stream_width", type=int, default=STREAM_WIDTH,
+      help="trajectories kept alive by xt_source stream, for the concept and (--retain_xt own) the retain prompts; at "
+           "least --batch_size (default: %(default)s)")
     a("--num_inference_steps", type=int, default=50, help="scheduler steps of the k grid (default: %(default)s)")
     a("--guidance_scale", type=float, default=3.0, help="CFG scale when producing x_t (default: %(default)s)")
     a("--batch_size", type=int, default=1, help="cases per iteration (default: %(default)s)")
     a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
-    a("--mixed_precision", default="no", choices=list(PRECISIONS), help="frozen weights' precision (default: no)")
-    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a("--seed", type=int, default=0, help="seeds prompts, source images, x_t noise and sampling (default: 0)")
     a("--checkpoint_every", type=int, default=50, help="iterations between checkpoints (default: %(default)s)")
     a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
     a("--output", default=None, help="erasure file to write (default: models/grid-{concept}-{preset}-{method}"
                                      ".safetensors); the JSON report, prompts CSV and loss PNG go beside it")
+    add_runtime_args(p)
     return p
 
 
@@ -100,7 +104,7 @@ def parse_args(argv=None, preset_default="efficient"):
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    for k in ("num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size"):
+    for k in ("num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size", "stream_width"):
         if getattr(args, k) < 1:
             raise SystemExit(f"--{k} must be at least 1, got {getattr(args, k)}")
     if not 0 <= args.global_share < 1:
@@ -150,8 +154,8 @@ def source_latents(st, neutral, null, seeds, res, latent, n_steps, guidance, chu
             grey = torch.zeros(len(s), 3, res, res, device=st.device, dtype=st.dtype)
             blank = pipe.vae.encode(grey).latent_dist.mode() * pipe.vae.config.scaling_factor
             inpaint = Inpainting(torch.zeros_like(noise), ones, blank)
-        out.append(denoise(pipe.unet, pipe.scheduler, noise, neutral[i:i + chunk], null.repeat(len(s)), guidance,
-                           n_steps, n_steps, st.originals, inpaint=inpaint))
+        out.append(denoise(st.teacher_unet, pipe.scheduler, noise, neutral[i:i + chunk], null.repeat(len(s)), guidance,
+                           n_steps, n_steps, st.teacher_params, inpaint=inpaint))
     return torch.cat(out)
 
 
@@ -160,9 +164,10 @@ def main(args):
     out = args.output or default_output(args)
     if not out.endswith(".safetensors"):
         raise SystemExit(f"--output {out} must end in .safetensors (the erasure file); reports go beside it")
-    st = prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task="inpaint")
-    pipe, originals = st.pipe, st.originals
+    st = prepare_from_args(args, task="inpaint")
+    pipe, main_process = st.pipe, st.state.is_main_process
     unet, scheduler, vae = pipe.unet, pipe.scheduler, pipe.vae
+    teacher, originals = st.teacher_unet, st.teacher_params
     nine = unet.config.in_channels == 9
     res, latent = resolution(pipe, args.resolution)
     toy = is_toy(pipe)
@@ -170,11 +175,13 @@ def main(args):
 
     rows = concept_variations(args.concept, args.num_prompts, toy, args.seed)
     stem = out.removesuffix(".safetensors")
-    write_prompt_csv(stem + ".prompts.csv", rows, extra_columns=["neutral"])
+    if main_process:
+        write_prompt_csv(stem + ".prompts.csv", rows, extra_columns=["neutral"])
     retain = retain_prompts(args.concept, toy)
     concept = encode(pipe, [r["prompt"] for r in rows], res)
     neutral = encode(pipe, [r["neutral"] for r in rows], res)
     null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)
+    st.offload("text_encoder")
 
     pix = grid_masks(res, args.grid, args.center)                          # (M, 1, res, res)
     names, n_masks = mask_names(args.grid, args.center), len(pix)
@@ -189,40 +196,53 @@ def main(args):
     lat = to_latent(pix, latent[-1]).to(st.device, st.dtype)               # (M [+1], 1, h, w)
     r_of = torch.as_tensor(np.random.default_rng(args.seed + 1).integers(0, len(retain), len(v_of)))  # retain prompt
     own = args.retain_weight > 0 and args.retain_xt == "own"
-    print(f"{len(rows)} prompt variations x {n_masks} masks" + (f" + {n_global} whole-image" if n_global else "")
-          + f" = {len(v_of)} cases; generating {len(rows)} source "
-          f"images" + (f", then a bank of {args.bank_size} x_t trajectories" if args.xt_source != "sample" else "")
-          + (f" and {args.retain_bank_size} retain ones" if own and args.xt_source != "sample" else ""))
+    banked = args.xt_source in ("cache", "noise")
+    if main_process:
+        print(f"{len(rows)} prompt variations x {n_masks} masks" + (f" + {n_global} whole-image" if n_global else "")
+              + f" = {len(v_of)} cases; generating {len(rows)} source images"
+              + (f", then a bank of {args.bank_size} x_t trajectories" if banked else "")
+              + (f" and {args.retain_bank_size} retain ones" if own and banked else ""))
+    start = time.time()
     with st.autocast():
         z0 = source_latents(st, neutral, null, [r["evaluation_seed"] for r in rows], res, latent,
                             args.num_inference_steps, args.guidance_scale)
         cases = Inpainting(z0[v_of], lat[m_of],
                            masked_latents(vae, z0, v_of, pix[m_of].to(st.device)) if nine else None)
-        source = XtSource(args.xt_source, unet, scheduler, concept[v_of], null, args.guidance_scale,
-                          args.num_inference_steps, latent, params=originals, bank_size=args.bank_size,
-                          seed=args.seed, device=st.device, dtype=st.dtype, inpaint=cases)
+        st.offload("vae")
+        source_seconds = time.time() - start
+        common = dict(params=originals, width=args.stream_width, device=st.device, dtype=st.dtype, inpaint=cases)
+        source = make_source(args.xt_source, teacher, scheduler, concept[v_of], null, args.guidance_scale,
+                             args.num_inference_steps, latent, bank_size=args.bank_size,
+                             seed=st.process_seed(args.seed), desc="x_t", **common)
         # the retain prompt r_of[c] inpainting case c's image and mask, from its own trajectory
-        retain_source = XtSource(args.xt_source, unet, scheduler, retain_c[r_of], null, args.guidance_scale,
-                                 args.num_inference_steps, latent, params=originals,
-                                 bank_size=args.retain_bank_size, seed=args.seed + 1, device=st.device,
-                                 dtype=st.dtype, inpaint=cases, desc="retain x_t bank") if own else None
+        retain_source = make_source(args.xt_source, teacher, scheduler, retain_c[r_of], null, args.guidance_scale,
+                                    args.num_inference_steps, latent, bank_size=args.retain_bank_size,
+                                    seed=st.process_seed(args.seed + 1), desc="retain x_t", **common) if own else None
     b = args.batch_size
     parts = []
+    # a streamed retain trajectory also needs eps("") at its own x_t to move on: one more row in the teacher call
+    retain_null = own and retain_source.streams
 
     def loss_fn(it, rng):
-        k = int(rng.integers(0, args.num_inference_steps))
+        k = source.pick_step(rng)
         x, t, c = source.draw(k, b)
         v, m = v_of[c], m_of[c]
         if own:
-            xr, _, cr = retain_source.draw(k, b)
+            xr, tr, cr = retain_source.draw(k, b)
             r = r_of[cr]
         else:
-            xr, cr, r = x, c, torch.as_tensor(rng.integers(0, len(retain), b))
+            xr, tr, cr, r = x, t, c, torch.as_tensor(rng.integers(0, len(retain), b))
         extra, extra_r = (cases[c].extra(), cases[cr].extra()) if nine else (None, None)
-        eps_n, eps_c, eps_null, eps_r = teacher_eps(unet, scheduler, [x, x, x, xr], t,
-                                                    [neutral[v], concept[v], null, retain_c[r]], originals,
-                                                    [extra, extra, extra, extra_r])
-        pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, xr]), t, Cond.cat([concept[v], retain_c[r]]),
+        n = 4 + retain_null                        # eps(p0), eps(p), eps("") at x; eps(r) [and eps("")] at x_r
+        eps = teacher_eps(teacher, scheduler, [x, x, x, xr, xr][:n], [t, t, t, tr, tr][:n],
+                          [neutral[v], concept[v], null, retain_c[r], null][:n], originals,
+                          [extra, extra, extra, extra_r, extra_r][:n])
+        eps_n, eps_c, eps_null, eps_r = eps[:4]
+        source.advance(eps_c, eps_null)
+        if retain_null:
+            retain_source.advance(eps_r, eps[4])
+        pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, xr]), batch_timesteps([t, tr], b),
+                                  Cond.cat([concept[v], retain_c[r]]),
                                   extra=None if extra is None else torch.cat([extra, extra_r])).chunk(2)
         loss, p = grid_erasure_loss(pred_c, esd_target(eps_n, eps_c, eps_null, args.negative_guidance), eps_c,
                                     lat[m], args.outside_weight, pred_r, eps_r, args.retain_weight)
@@ -234,7 +254,10 @@ def main(args):
         rc = retain_source.cost() if own else {}
         sampling = c["sampling_forwards"] + rc.get("sampling_forwards", 0)
         return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": args.retain_xt,
-                "forwards_per_iteration": round(sampling / max(1, args.iterations) + 6 * b, 1),
+                **forward_equivalents(sampling, args.iterations, teacher_rows=(4 + retain_null) * b,
+                                      student_rows=2 * b, rows=b, checkpointing=args.gradient_checkpointing),
+                "source_images": len(rows), "source_forwards": 2 * args.num_inference_steps * len(rows),
+                "source_seconds": round(source_seconds, 2),
                 "prompts": [{k: r[k] for k in ("prompt", "neutral", "evaluation_seed")} for r in rows],
                 "retain_prompts": retain, "masks": names, "cases": len(v_of), "global_cases": n_global,
                 "unet_in_channels": unet.config.in_channels,
@@ -244,15 +267,18 @@ def main(args):
     meta = {"base_model": args.base_model, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
             "concept": args.concept, "erase_from": args.concept, "algorithm": "grid-erasure", "preset": args.preset,
             "args": vars(args), "resolution": res}
-    report = train(loss_fn, st.params, out, args.iterations, args.lr, meta, seed=args.seed,
-                   mixed_precision=args.mixed_precision, device=st.device, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume, desc=f"grid erasure {args.preset}", extra_report=extra_report)
+    report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
+                   checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"grid erasure {args.preset}",
+                   extra_report=extra_report)
+    if not main_process:
+        return out
     loss_curve(report["losses"], stem + ".loss.png",
                f"grid erasure of {args.concept!r}, preset {args.preset} ({len(rows)} prompts x {n_masks} masks)")
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
-          f"~{report['forwards_per_iteration']:.0f} UNet forwards/iteration, bank {report['bank_seconds']} s "
-          f"({report['bank_forwards']} forwards)"
+          f"{report['forward_equivalents_per_iteration']:.1f} UNet forward-equivalents/iteration, x_t "
+          + (f"stream warm-up {report['warmup_seconds']} s" if args.xt_source == "stream"
+             else f"bank {report['bank_seconds']} s ({report['bank_forwards']} forwards)")
           + (f" + retain bank {report['retain_bank_seconds']} s" if report.get("retain_bank_size") else "")
           + f", peak memory {report['peak_memory_mb']:.0f} MiB; "
           f"report {stem}.json, loss curve {stem}.loss.png, prompts {stem}.prompts.csv")

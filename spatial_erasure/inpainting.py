@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
+from .distributed import map_batches
 from .sampling import TOY_GUIDANCE, TOY_STEPS
 
 
@@ -24,17 +24,15 @@ def inpaint(pipe, images, masks, prompts, seeds, num_inference_steps=TOY_STEPS, 
         raise ValueError(f"{n} images, {len(masks)} masks, {len(prompts)} prompts, {len(seeds)} seeds: give one each")
     masks = np.asarray(masks).reshape(n, *np.asarray(images).shape[1:3]) > 0.5
     h, w = masks.shape[1:]
-    raw = []
-    starts = range(0, n, batch_size)
-    for i in tqdm(starts, desc=desc, disable=desc is None or len(starts) < 2):
-        sl = slice(i, i + batch_size)
+
+    def batch(sl):
         gens = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds[sl]]
         out = pipe(list(prompts[sl]), image=[Image.fromarray(im) for im in images[sl]],
                    mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in masks[sl]], height=h, width=w,
                    generator=gens, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                    strength=1.0, output_type="np").images
-        raw.append((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
-    raw = np.concatenate(raw)
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    raw = map_batches(batch, n, batch_size, desc)     # split across processes under `accelerate launch`
     pasted = np.where(masks[..., None], raw, images)
     return raw, pasted
 

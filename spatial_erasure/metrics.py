@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .distributed import process_state
 from .models import TOY_CLASSIFIER, fingerprint
 from .prompts import REAL_RETAIN, REAL_SUBJECTS, is_toy
 from .sampling import generate
@@ -180,7 +181,10 @@ def cached_generate(pipe, prompts, seeds, folder, tag, num_inference_steps, guid
     if todo:
         new = generate(pipe, [prompts[i] for i in todo], [seeds[i] for i in todo], num_inference_steps,
                        guidance_scale, desc=desc)
-        for i, im in zip(todo, new):
-            Image.fromarray(im).save(names[i] + ".tmp.png")
-            os.replace(names[i] + ".tmp.png", names[i])
+        state = process_state()
+        if state.is_main_process:     # every process has every image (generate gathers); one writes
+            for i, im in zip(todo, new):
+                Image.fromarray(im).save(names[i] + ".tmp.png")
+                os.replace(names[i] + ".tmp.png", names[i])
+        state.wait_for_everyone()     # all files in place before any process reads them or lists `todo` again
     return np.stack([np.asarray(Image.open(n).convert("RGB")) for n in names])

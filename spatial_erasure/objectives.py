@@ -3,20 +3,21 @@ import torch
 import torch.nn.functional as F
 
 from .prompts import Cond
-from .trajectories import unet_eps
+from .trajectories import batch_timesteps, unet_eps
 
 
 @torch.no_grad()
 def teacher_eps(unet, scheduler, x, t, conds, params, extra=None):
     """Frozen-model noise predictions for each Cond in `conds`, in ONE UNet call: batch
     (len(conds) * B). `x` (B, 4, h, w) is shared by every Cond, or a list with one x per Cond (e.g.
-    the retain prompt at its own x_t); `extra`, the 9-channel inpainting inputs, likewise. `params`
-    holds the original values of the trained tensors."""
+    the retain prompt at its own x_t); `t` (a scalar, or (B,) for stream rows at different steps)
+    and `extra`, the 9-channel inpainting inputs, likewise. `params` holds the original values of
+    the trained tensors (None when `unet` is itself the frozen copy)."""
     n = len(conds)
-    xs = list(x) if isinstance(x, (list, tuple)) else [x] * n
-    extras = list(extra) if isinstance(extra, (list, tuple)) else [extra] * n
+    xs, ts, extras = ([v] * n if not isinstance(v, (list, tuple)) else list(v) for v in (x, t, extra))
     b = len(xs[0])
-    out = unet_eps(unet, scheduler, torch.cat(xs), t, Cond.cat([c.repeat(b) if len(c) == 1 else c for c in conds]),
+    out = unet_eps(unet, scheduler, torch.cat(xs), batch_timesteps(ts, b),
+                   Cond.cat([c.repeat(b) if len(c) == 1 else c for c in conds]),
                    params, None if extras[0] is None else torch.cat(extras))
     return out.chunk(n)
 

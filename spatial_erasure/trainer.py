@@ -6,7 +6,12 @@
 tensors the optimizer sees. Adam at a constant learning rate (as ESD), a tqdm bar with the loss,
 resumable checkpoints beside the output, then the erasure file (changed tensors only) and a JSON
 training log (loss per iteration, wall time, peak memory).
+
+Data-parallel under `accelerate launch`: every process draws its own x_t (seeds offset by the
+process index, `Student.process_seed`), gradients of the trained tensors are averaged, and the
+main process alone writes checkpoints, the erasure file and the log.
 """
+import copy
 import os
 import random
 import resource
@@ -17,15 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import reduce
 from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
+from .distributed import process_device, process_state
 from .models import describe, fingerprint, load_pipeline
 from .params import count, save_erasure, select_parameters
 from .reports import write_json
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+TEACHERS = {"originals": "the trained UNet called with the original values of the trained tensors (no second UNet)",
+            "copy": "a second full frozen UNet, as the reference ESD code keeps (for memory comparisons)"}
 
 
 def seed_everything(seed):
@@ -37,37 +47,91 @@ def seed_everything(seed):
 @dataclass
 class Student:
     """A pipeline prepared for erasure training: frozen weights in the compute dtype, the trained
-    tensors (`params`) in fp32 with gradients, and their original values (`originals`, the teacher)."""
+    tensors (`params`) in fp32 with gradients, and the teacher: `teacher_unet` called with
+    `teacher_params` (the trained UNet with the original values of its trained tensors, kept in
+    the compute dtype; or, with teacher="copy", a second frozen UNet and None)."""
     pipe: object
     params: dict
-    originals: dict
+    teacher_unet: object
+    teacher_params: dict
     base_fingerprint: str
     device: str
     dtype: torch.dtype
+    state: PartialState
+    load_peak_mb: float = 0.0
 
     def autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=self.dtype) if self.dtype != torch.float32 \
             else nullcontext()
 
+    def process_seed(self, seed):
+        """Each data-parallel process draws its own x_t; process 0 keeps `seed` (single-process runs unchanged)."""
+        return seed + 1000 * self.state.process_index
 
-def prepare(base_model, train_method, device=None, mixed_precision="no", task="text2img"):
-    """Load, fingerprint (fp32, as stored), cast, and select the trained tensors: no second UNet."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    def offload(self, *names):
+        """Move pipeline parts whose work is done (text encoders, VAE) off the GPU."""
+        if torch.device(self.device).type != "cpu":
+            for name in names:
+                if getattr(self.pipe, name, None) is not None:
+                    getattr(self.pipe, name).to("cpu")
+            torch.cuda.empty_cache()
+
+
+def prepare(base_model, train_method, device=None, mixed_precision="no", task="text2img", teacher="originals",
+            gradient_checkpointing=False, channels_last=False, compile=False):
+    """Load, fingerprint (fp32, as stored), cast, and select the trained tensors: no second UNet
+    unless teacher="copy". The trained tensors keep their stored fp32 values (they never pass
+    through bf16); their originals are kept in the compute dtype, the precision the teacher runs in."""
+    state, device = process_state(), str(process_device(device))
     dtype = PRECISIONS[mixed_precision] or torch.float32
     pipe = load_pipeline(base_model, task)         # fp32 on the CPU: the fingerprint is that of the file
     base_fingerprint = fingerprint(pipe.unet)
-    print(describe(pipe, base_fingerprint))
+    if state.is_main_process:
+        print(describe(pipe, base_fingerprint))
+    params = select_parameters(pipe.unet, train_method)
+    stored = {n: p.data for n, p in params.items()}
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()        # .to(dtype) warns about an empty list of fp32 modules
     pipe.to(device=device, dtype=dtype)
     diffusers_logging.set_verbosity(level)
     pipe.unet.requires_grad_(False)
-    params = select_parameters(pipe.unet, train_method)
-    for p in params.values():                      # trained tensors in fp32 whatever the frozen dtype
-        p.data = p.data.float()
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    second = copy.deepcopy(pipe.unet) if teacher == "copy" else None
+    for n, p in params.items():                    # trained tensors in fp32 whatever the frozen dtype
+        p.data = stored[n].to(device)
         p.requires_grad_(True)
-    originals = {n: p.detach().clone() for n, p in params.items()}
-    return Student(pipe, params, originals, base_fingerprint, device, dtype)
+    del stored
+    originals = None if second is not None else {n: p.detach().to(dtype).clone() for n, p in params.items()}
+    if gradient_checkpointing:                     # the student's forward only: the teacher runs without grad
+        pipe.unet.enable_gradient_checkpointing()
+    if compile:
+        for unet in [pipe.unet] + ([second] if second is not None else []):
+            unet.compile()
+    # the peak from here on is training's; loading maps the safetensors file on top of the model
+    return Student(pipe, params, second or pipe.unet, originals, base_fingerprint, device, dtype, state,
+                   load_peak_mb=round(reset_peak_memory(device), 1))
+
+
+def add_runtime_args(parser):
+    """Flags of how (not what) a trainer runs: device, precision, memory savers, teacher form."""
+    a = parser.add_argument
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu; under accelerate launch, "
+                                     "each process's own)")
+    a("--mixed_precision", default="no", choices=list(PRECISIONS),
+      help="frozen weights and compute in this precision; trained tensors stay fp32 (default: no)")
+    a("--gradient_checkpointing", action="store_true", help="recompute the student's activations in the backward "
+                                                            "pass (less memory, ~1 more forward)")
+    a("--channels_last", action="store_true", help="UNet weights and activations in channels-last memory format")
+    a("--compile", action="store_true", help="torch.compile the UNet (GPU; the first iterations compile)")
+    a("--teacher", default="originals", choices=list(TEACHERS),
+      help="; ".join(f"{k}: {v}" for k, v in TEACHERS.items()) + " (default: originals)")
+
+
+def prepare_from_args(args, task="text2img"):
+    """prepare() with the runtime flags of add_runtime_args."""
+    return prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
+                   args.gradient_checkpointing, args.channels_last, args.compile)
 
 
 def resolution(pipe, requested=None):
@@ -79,25 +143,59 @@ def resolution(pipe, requested=None):
 
 
 def peak_memory_mb(device):
-    """Peak GPU memory allocated (CUDA) or peak resident memory of this process (CPU), in MiB."""
+    """Peak GPU memory allocated (CUDA) or peak resident memory of this process (CPU), in MiB, since
+    the last reset_peak_memory (on Linux; elsewhere since the process started)."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
-def train(loss_fn, params, out_path, iterations, lr, metadata, seed=0, mixed_precision="no", device="cpu",
-          checkpoint_every=50, resume=True, log_every=1, desc="erasing", extra_report=None):
-    """Run the loop; returns the report dict also written to out_path with .json instead of .safetensors."""
+def reset_peak_memory(device):
+    """Start a new peak-memory window (after loading, so the peak is that of training); returns the
+    peak so far, which includes loading (a safetensors file is mapped while it is read)."""
+    before = peak_memory_mb(device)
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        try:                                       # Linux: "5" resets this process's VmHWM to its current RSS
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+    return before
+
+
+def forward_equivalents(sampling_forwards, iterations, teacher_rows, student_rows, rows=None, checkpointing=False):
+    """UNet cost per iteration: `forwards_per_iteration` (x_t sampling averaged over the run, the
+    batched teacher's rows, the student's rows) and `forward_equivalents_per_iteration`, which also
+    counts the student's backward as 2 forwards (3 with gradient checkpointing, which recomputes the
+    forward); `_per_row` divides by the x_t rows (cases) trained per iteration."""
+    sampling = sampling_forwards / max(1, iterations)
+    fe = sampling + teacher_rows + student_rows * (4 if checkpointing else 3)
+    return {"forwards_per_iteration": round(sampling + teacher_rows + student_rows, 2),
+            "training_forward_equivalents": fe - sampling,
+            "forward_equivalents_per_iteration": round(fe, 2),
+            "forward_equivalents_per_row": round(fe / (rows or student_rows), 2)}
+
+
+def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_every=50, resume=True, log_every=1,
+          desc="erasing", extra_report=None):
+    """Run the loop on the Student `st`; returns the report dict, also written to out_path with .json
+    instead of .safetensors (by the main process; every process returns it)."""
+    params, device, main = st.params, st.device, st.state.is_main_process
     for name, p in params.items():
         if p.dtype != torch.float32:
             raise ValueError(f"trainable tensor {name} is {p.dtype}; keep trained tensors fp32 (Adam drops "
                              "small updates on bf16 weights)")
     names = list(params)
     opt = torch.optim.Adam([params[n] for n in names], lr=lr)
-    dtype = PRECISIONS[mixed_precision]
-    autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else nullcontext()
-    scaler = torch.amp.GradScaler(enabled=dtype is torch.float16 and str(device).startswith("cuda"))
+    scaler = torch.amp.GradScaler(enabled=st.dtype is torch.float16 and str(device).startswith("cuda"))
+    parallel = st.state.num_processes > 1
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     state_path = out_path.replace(".safetensors", "") + ".state.safetensors"
     start_it, losses, seconds0 = 0, [], 0.0
@@ -105,31 +203,43 @@ def train(loss_fn, params, out_path, iterations, lr, metadata, seed=0, mixed_pre
         start_it, extra = load_state(state_path, {"params": [params[n] for n in names]}, opt)
         losses, seconds0 = extra["losses"], extra["seconds"]
         print(f"resuming from {state_path} at iteration {start_it}")
-    rng = np.random.default_rng(seed + start_it)
-    torch.manual_seed(seed + start_it)
+    rng = np.random.default_rng(st.process_seed(seed) + start_it)
+    torch.manual_seed(st.process_seed(seed) + start_it)
     t0 = time.time()
-    bar = tqdm(range(start_it, iterations), desc=desc, initial=start_it, total=iterations)
+    bar = tqdm(range(start_it, iterations), desc=desc, initial=start_it, total=iterations, disable=not main)
     for it in bar:
-        with autocast:
+        with st.autocast():
             loss = loss_fn(it, rng)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if parallel:                               # data-parallel: every process steps with the mean gradient
+            for p in params.values():
+                p.grad = reduce(p.grad, "mean")
+            loss = reduce(loss.detach(), "mean")
         scaler.step(opt)
         scaler.update()
         losses.append(float(loss.detach()))
         if it % log_every == 0:
             bar.set_postfix(loss=f"{losses[-1]:.5f}")
-        if checkpoint_every and (it + 1) % checkpoint_every == 0 and it + 1 < iterations:
+        if main and checkpoint_every and (it + 1) % checkpoint_every == 0 and it + 1 < iterations:
             save_state(state_path, {"params": [params[n] for n in names]}, opt, it + 1,
                        {"losses": losses, "seconds": seconds0 + time.time() - t0})
     seconds = seconds0 + time.time() - t0
+    if parallel:                                   # every process must end with the same tensors (mean gradients)
+        total = torch.stack([p.detach().double().sum() for p in params.values()]).sum().reshape(1)
+        spread = float(reduce(total, "sum") / st.state.num_processes - total)
+        if abs(spread) > 1e-6 * max(1.0, abs(float(total))):
+            raise RuntimeError(f"data-parallel processes diverged (checksum spread {spread:.3g}); report this")
     n_tensors, n_params = count(params)
-    report = {**metadata, "iterations_done": iterations, "train_seconds": round(seconds, 2),
-              "seconds_per_iteration": round(seconds / max(1, iterations), 4),
-              "peak_memory_mb": round(peak_memory_mb(device), 1), "tensors_changed": n_tensors,
+    report = {**metadata, "iterations_done": iterations, "processes": st.state.num_processes,
+              "train_seconds": round(seconds, 2), "seconds_per_iteration": round(seconds / max(1, iterations), 4),
+              "peak_memory_mb": round(peak_memory_mb(device), 1), "load_peak_memory_mb": st.load_peak_mb,
+              "tensors_changed": n_tensors,
               "parameters_changed": n_params, **(extra_report() if callable(extra_report) else extra_report or {})}
-    save_erasure(out_path, params, report)
-    write_json(out_path.replace(".safetensors", "") + ".json", {**report, "losses": losses})
-    if os.path.exists(state_path):
-        os.remove(state_path)
+    if main:
+        save_erasure(out_path, params, report)
+        write_json(out_path.replace(".safetensors", "") + ".json", {**report, "losses": losses})
+        if os.path.exists(state_path):
+            os.remove(state_path)
+    st.state.wait_for_everyone()
     return {**report, "losses": losses}

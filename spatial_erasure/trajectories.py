@@ -5,7 +5,10 @@ for k scheduler steps; costs 2k UNet forwards per iteration (k ~ 25 on average a
 `cache`: run `bank_size` full frozen trajectories once, keep x at every step, draw (trajectory,
 k) per iteration; the frozen model never changes, so these are the same states `sample` would
 visit with the bank's seeds. `noise`: forward-noise the bank's final latents to t with the
-scheduler, q(x_t | x_0). The bank's cost (seconds, forwards) is counted and reported.
+scheduler, q(x_t | x_0). `stream`: keep `width` frozen-model trajectories alive beside training
+and advance each one guided step per iteration with the teacher's own eps(p) and eps("") (the
+two predictions a guided sampling step needs, which the ESD target computes anyway): the same
+states as `sample`, no bank, ~0 extra forwards. Every source counts its cost (seconds, forwards).
 """
 import time
 from dataclasses import dataclass
@@ -18,15 +21,59 @@ from .prompts import Cond
 
 XT_SOURCES = {"sample": "run the frozen model k guided steps from seeded noise (faithful; ~2k forwards/iteration)",
               "cache": "draw x_t from a bank of frozen-model trajectories built once (every step kept)",
-              "noise": "forward-noise the bank's generated latents to t with the scheduler (q(x_t|x_0))"}
+              "noise": "forward-noise the bank's generated latents to t with the scheduler (q(x_t|x_0))",
+              "stream": "frozen-model trajectories advanced one guided step per iteration with the teacher's own "
+                        "predictions (the same states as sample; no bank)"}
+
+
+def _forget_step(scheduler):
+    """Index-tracking schedulers (Euler) look the sigma up from t again on their next call."""
+    if hasattr(scheduler, "_step_index"):
+        scheduler._step_index = None
+
+
+def _per_timestep(fn, x, t, *rest):
+    """fn(x, t, *rest) for a scalar t, or row groups of equal t for a per-row t (B,): schedulers
+    take one timestep per call, while stream rows sit at different steps."""
+    if t.ndim == 0:
+        return fn(x, t, *rest)
+    out = torch.empty_like(x)
+    for tv in t.unique():
+        rows = t == tv
+        out[rows] = fn(x[rows], tv, *(r[rows] for r in rest))
+    return out
+
+
+def scale_input(scheduler, x, t):
+    """scheduler.scale_model_input for a scalar or per-row t (Euler divides by sqrt(sigma^2 + 1))."""
+    def scale(x, t):
+        _forget_step(scheduler)
+        return scheduler.scale_model_input(x, t)
+    return _per_timestep(scale, x, t)
+
+
+def guided_step(scheduler, x, t, eps_c, eps_u, guidance):
+    """One classifier-free-guided scheduler step from x at t (scalar or per row)."""
+    def step(x, t, e):
+        _forget_step(scheduler)
+        return scheduler.step(e, t, x).prev_sample
+    return _per_timestep(step, x, t, eps_u + guidance * (eps_c - eps_u))
+
+
+def batch_timesteps(ts, b):
+    """The t of a batch made of blocks of b rows, block i at ts[i] (a scalar or (b,)): the shared
+    scalar when every block has the same one, else one timestep per row (len(ts) * b,)."""
+    if all(t.ndim == 0 for t in ts) and all(bool(t == ts[0]) for t in ts):
+        return ts[0]
+    return torch.cat([t.reshape(-1).expand(b) for t in ts])
 
 
 def unet_eps(unet, scheduler, x, t, cond, params=None, extra=None):
     """Noise prediction at (x, t). Inputs go through scheduler.scale_model_input (Euler divides by
     sqrt(sigma^2 + 1)); `params` ({name: tensor}) overrides weights, e.g. the frozen originals.
     `extra` (B, 5, h, w) is appended after scaling, as the SD-inpainting pipeline does for its
-    9-channel UNet: cat(x_t, mask, masked-image latent)."""
-    xin = scheduler.scale_model_input(x, t)
+    9-channel UNet: cat(x_t, mask, masked-image latent). t is a scalar or one timestep per row."""
+    xin = scale_input(scheduler, x, t)
     if extra is not None:
         xin = torch.cat([xin, extra.to(xin.dtype)], 1)
     if params is None:
@@ -37,10 +84,8 @@ def unet_eps(unet, scheduler, x, t, cond, params=None, extra=None):
 def at_timestep(scheduler, num_inference_steps, k, device):
     """Reset the scheduler to its k-th timestep (so Euler's scale_model_input uses that sigma); returns t."""
     scheduler.set_timesteps(num_inference_steps, device=device)
-    t = scheduler.timesteps[k]
-    if hasattr(scheduler, "_step_index"):       # index-tracking schedulers: look the sigma up from t
-        scheduler._step_index = None
-    return t
+    _forget_step(scheduler)
+    return scheduler.timesteps[k]
 
 
 @torch.no_grad()
@@ -56,7 +101,7 @@ def denoise(unet, scheduler, noise, cond, uncond, guidance, num_inference_steps,
     states = [x]
     for i, t in enumerate(scheduler.timesteps[:k]):
         e_u, e_c = unet_eps(unet, scheduler, torch.cat([x, x]), t, both, params, extra).chunk(2)
-        x = scheduler.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+        x = guided_step(scheduler, x, t, e_c, e_u, guidance)
         if inpaint is not None and inpaint.masked is None:
             x = inpaint.blend(x, scheduler, i + 1, noise)
         if record:
@@ -82,18 +127,41 @@ class Inpainting:
 
     def blend(self, x, scheduler, i, noise):
         """4-channel blended loop (as diffusers' inpainting pipeline): outside the mask, x becomes z0
-        noised to the state after step i (z0 itself after the last step)."""
+        noised to the state after step i (an int, or one per row; z0 itself after the last step)."""
         ts = scheduler.timesteps
-        known = self.z0 if i >= len(ts) else scheduler.add_noise(self.z0, noise, ts[i:i + 1].expand(len(x)))
+        i = torch.as_tensor(i).expand(len(x))
+        _forget_step(scheduler)                   # Euler's add_noise would use its current step for all rows
+        known = scheduler.add_noise(self.z0, noise, ts[i.clamp(max=len(ts) - 1).cpu()])
+        known = torch.where((i >= len(ts)).view(-1, 1, 1, 1).to(x.device), self.z0, known)
         return self.mask * x + (1 - self.mask) * known
 
 
+def make_source(kind, unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape, params=None,
+                bank_size=8, width=1, seed=0, device="cpu", dtype=torch.float32, inpaint=None, desc="x_t"):
+    """The x_t source `kind` (a key of XT_SOURCES): a Stream of `width` trajectories, or an XtSource
+    (with a bank of `bank_size` trajectories for cache/noise)."""
+    if kind == "stream":
+        return Stream(unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape, params, width,
+                      seed, device, inpaint=inpaint, desc=desc)
+    return XtSource(kind, unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape, params,
+                    bank_size, seed, device, dtype, inpaint, desc)
+
+
 class XtSource:
-    """Draws (x_t, t) for a sampled step k; counts UNet forwards (a guided pass counts 2).
+    """Draws (x_t, t) for a step k; counts UNet forwards (a guided pass counts 2).
 
     `cond` holds C cases (ESD: one prompt); each trajectory belongs to a case, and `draw` also
     returns the case index of every row, so a caller can pick the matching targets. `inpaint`
-    (an Inpainting with C rows) makes every trajectory an inpainting of its case's image."""
+    (an Inpainting with C rows) makes every trajectory an inpainting of its case's image.
+
+    The training loop is the same for every source:
+
+        k = source.pick_step(rng)            # uniform k; None for a stream (it knows its steps)
+        x, t, cases = source.draw(k, batch)
+        ... teacher call: eps(p) and eps("") at x, among the target's predictions ...
+        source.advance(eps_p, eps_null)      # a stream moves its trajectories on; others ignore it
+    """
+    streams = False
 
     def __init__(self, kind, unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape,
                  params=None, bank_size=8, seed=0, device="cpu", dtype=torch.float32, inpaint=None, desc="x_t bank"):
@@ -105,8 +173,8 @@ class XtSource:
         self.gen = torch.Generator("cpu").manual_seed(seed)
         self.forwards, self.bank_forwards, self.bank_seconds = 0, 0, 0.0
         self.bank = None
-        if kind != "sample":
-            self._build_bank(bank_size, desc)
+        if kind in ("cache", "noise"):
+            self._build_bank(bank_size, desc + " bank")
 
     def _noise(self, b):
         return torch.randn((b,) + self.shape, generator=self.gen).to(self.device, self.dtype)
@@ -138,6 +206,13 @@ class XtSource:
         self.bank_forwards = 2 * self.n * size
         self.bank_seconds = time.time() - start
 
+    def pick_step(self, rng):
+        """The step k of the next draw, uniform over the scheduler's grid."""
+        return int(rng.integers(0, self.n))
+
+    def advance(self, eps_c, eps_u):
+        """Only a stream uses the teacher's predictions to move on."""
+
     def draw(self, k, batch=1):
         """x at timesteps[k] (batch, 4, h, w), t, and each row's case index (batch,); the scheduler is
         left positioned at step k."""
@@ -157,3 +232,101 @@ class XtSource:
     def cost(self):
         return {"xt_source": self.kind, "sampling_forwards": self.forwards, "bank_forwards": self.bank_forwards,
                 "bank_seconds": round(self.bank_seconds, 2), "bank_size": 0 if self.bank is None else len(self.bank)}
+
+
+class Stream(XtSource):
+    """`width` frozen-model trajectories, advanced one guided step per iteration with the teacher's
+    own eps(p) and eps("") at x_t: the states `sample` visits with the same noise, but no bank and
+    no sampling passes in the loop.
+
+    Trajectory j starts at step j * n // width (a warm-up of about width * n / 2 guided steps), so
+    the trained step k is close to uniform from the first iteration. `draw(None, b)` hands out the
+    next b trajectories round-robin at their current steps (t is one timestep per row); `advance`
+    moves those rows one step, and a row at its last step restarts with the next case (every case
+    once before any repeats) and fresh noise. States are kept in fp32 whatever the compute dtype.
+    """
+    streams = True
+
+    def __init__(self, unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape, params=None,
+                 width=1, seed=0, device="cpu", inpaint=None, desc="x_t"):
+        super().__init__("stream", unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape,
+                         params, 0, seed, device, torch.float32, inpaint, desc)
+        if width < 1:
+            raise ValueError(f"stream width must be at least 1, got {width}")
+        self.width, self.queue, self.restarts, self.ptr, self.rows = width, [], 0, 0, None
+        self.k_histogram = [0] * self.n
+        self.case = self._next_cases(width)
+        self.noise = self._noise(width)                                  # (width, 4, h, w), kept for blending
+        scheduler.set_timesteps(self.n, device=device)
+        self.x = self.noise * scheduler.init_noise_sigma
+        self.k = torch.zeros(width, dtype=torch.long)
+        self._warm_up((torch.arange(width) * self.n) // width, desc)
+
+    def _next_cases(self, m):
+        if len(self.cond) == 1:                           # one case: leave the noise stream untouched
+            return torch.zeros(m, dtype=torch.long)
+        while len(self.queue) < m:
+            self.queue += torch.randperm(len(self.cond), generator=self.gen).tolist()
+        out, self.queue = self.queue[:m], self.queue[m:]
+        return torch.tensor(out)
+
+    @torch.no_grad()
+    def _warm_up(self, offsets, desc):
+        """Guided steps until trajectory j stands at step offsets[j] (the rows still short of their offset
+        share each step's batched UNet call)."""
+        start = time.time()
+        for s in tqdm(range(int(offsets.max())), desc=desc + " stream warm-up", unit="step", leave=False):
+            self.rows = torch.nonzero(offsets > s).flatten()
+            c = self.case[self.rows]
+            t = self.scheduler.timesteps[self.k[self.rows]]
+            x = self.x[self.rows]
+            extra = None if self.inpaint is None or self.inpaint.masked is None else self.inpaint[c].extra()
+            e_u, e_c = unet_eps(self.unet, self.scheduler, torch.cat([x, x]), torch.cat([t, t]),
+                                Cond.cat([self.uncond[:1].repeat(len(x)), self.cond[c]]), self.params,
+                                None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
+            self.advance(e_c, e_u, count=False)
+            self.forwards += 2 * len(x)
+        self.warmup_forwards, self.warmup_seconds = self.forwards, time.time() - start
+
+    def pick_step(self, rng):
+        return None
+
+    def draw(self, k=None, batch=1):
+        """The next `batch` trajectories: x (batch, 4, h, w) fp32, t (batch,), case index (batch,)."""
+        if k is not None:
+            raise ValueError("a stream picks its own steps; call draw(None, batch)")
+        if batch > self.width:
+            raise ValueError(f"batch {batch} exceeds the stream width {self.width}; use --stream_width >= batch")
+        self.rows = (self.ptr + torch.arange(batch)) % self.width
+        self.ptr = (self.ptr + batch) % self.width
+        self.scheduler.set_timesteps(self.n, device=self.device)
+        k = self.k[self.rows]
+        for v in k.tolist():
+            self.k_histogram[v] += 1
+        return self.x[self.rows], self.scheduler.timesteps[k], self.case[self.rows]
+
+    @torch.no_grad()
+    def advance(self, eps_c, eps_u, count=True):
+        """One guided step for the rows of the last draw, from the teacher's eps(p) and eps("") there
+        (B, 4, h, w) each; rows at their last step restart instead."""
+        rows, ts = self.rows, self.scheduler.timesteps
+        last = self.k[rows] == self.n - 1
+        go, new = rows[~last], rows[last]
+        if len(go):
+            k = self.k[go]
+            x = guided_step(self.scheduler, self.x[go], ts[k], eps_c[~last].float(), eps_u[~last].float(),
+                            self.guidance)
+            if self.inpaint is not None and self.inpaint.masked is None:       # 4-channel blended loop
+                x = self.inpaint[self.case[go]].blend(x, self.scheduler, k + 1, self.noise[go])
+            self.x[go], self.k[go] = x, k + 1
+        if len(new):
+            self.case[new] = self._next_cases(len(new))
+            self.noise[new] = self._noise(len(new))
+            self.x[new], self.k[new] = self.noise[new] * self.scheduler.init_noise_sigma, 0
+            self.restarts += int(count) * len(new)
+
+    def cost(self):
+        return {"xt_source": "stream", "stream_width": self.width, "sampling_forwards": self.forwards,
+                "warmup_forwards": self.warmup_forwards, "warmup_seconds": round(self.warmup_seconds, 2),
+                "bank_forwards": 0, "bank_seconds": 0.0, "bank_size": 0, "restarts": self.restarts,
+                "k_histogram": self.k_histogram}

@@ -12,7 +12,7 @@ the resnets that esd-u trains).
 
 Tensors are not parameters: on SD 1.4, esd-x trains 16 attn2 blocks x {to_q.weight, to_k.weight,
 to_v.weight, to_out.0.weight, to_out.0.bias} = 80 tensors holding 43,962,560 parameters (44.0M;
-the paper's "80 parameters" counts tensors). `expected_tensors(sd14_unet("meta"), "esd-x")`
+the paper's "80 parameters" counts tensors). `expected_tensors(build_unet("sd14"), "esd-x")`
 recomputes both numbers.
 """
 import math
@@ -20,6 +20,7 @@ import os
 import re
 import warnings
 
+from .architectures import build_unet
 from .models import ModelLoadError, fingerprint
 from .params import ErasureMismatch, count, read_erasure, recorded_base, select_parameters
 
@@ -215,8 +216,7 @@ def comparison(results):
 
 def sd14_reference(methods):
     """{method: {tensors, parameters}} on the SD-1.4 UNet architecture, counted on the meta device (no memory)."""
-    from .testing import sd14_unet
-    unet = sd14_unet("meta")
+    unet = build_unet("sd14")
     out = {}
     for m in methods:
         try:

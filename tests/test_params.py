@@ -1,14 +1,15 @@
 import pytest
 import torch
 
+from spatial_erasure.architectures import build_unet
 from spatial_erasure.models import load_pipeline
 from spatial_erasure.params import (TRAIN_METHODS, ErasureMismatch, apply_erasure, count, read_erasure,
                                     save_erasure, select_parameters)
-from spatial_erasure.testing import save_tiny_pipeline, sd14_unet
+from spatial_erasure.testing import save_tiny_pipeline
 
 
 def test_train_methods_on_sd14_architecture():
-    unet = sd14_unet()
+    unet = build_unet("sd14")
     x = select_parameters(unet, "esd-x")
     # 16 attn2 blocks x {to_q, to_k, to_v, to_out.0 weight, to_out.0 bias}
     assert len(x) == 80
@@ -25,7 +26,7 @@ def test_train_methods_on_sd14_architecture():
 
 def test_unknown_method_lists_the_choices():
     with pytest.raises(ValueError) as e:
-        select_parameters(sd14_unet(), "esd_x")
+        select_parameters(build_unet("sd14"), "esd_x")
     assert all(m in str(e.value) for m in TRAIN_METHODS)
 
 

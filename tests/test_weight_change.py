@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from spatial_erasure.architectures import SD14_UNET_CONFIG, build_unet
 from spatial_erasure.models import TOY_MODEL
 from spatial_erasure.params import read_erasure
 from spatial_erasure.params import save_erasure, select_parameters
-from spatial_erasure.testing import SD14_UNET_CONFIG, sd14_unet
 from spatial_erasure.weight_change import analyse, block_of, expected_tensors, group, projection_of, tensor_changes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def test_esd_u_groups_non_attention_tensors_as_other(toy_unet):
 
 
 def test_esd_x_on_sd14_is_80_tensors_and_44m_parameters():
-    n_tensors, n_params = expected_tensors(sd14_unet("meta"), "esd-x")
+    n_tensors, n_params = expected_tensors(build_unet("sd14"), "esd-x")
     # per attn2 block of width d: to_q d*d, to_k and to_v d*768, to_out.0 d*d + d; 16 blocks
     widths = [320] * 5 + [640] * 5 + [1280] * 6     # down 2+2+2, mid 1, up 3+3+3 (deepest first)
     ctx = SD14_UNET_CONFIG["cross_attention_dim"]

@@ -1,0 +1,208 @@
+"""Exported erasures load in stock diffusers and reproduce the erased weights.
+
+Every export is loaded back with diffusers' own loaders only (from_pretrained, load_lora_weights) and
+compared with W0 + dW (full rank) or W0 + the rank-r SVD reconstruction computed here, independently.
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from spatial_erasure.export import apply_lora_equivalent, effective_weights, export, main, one_thread, parse_args
+from spatial_erasure.models import REPO_ROOT, TOY_MODEL, fingerprint
+from spatial_erasure.params import apply_erasure, read_erasure, save_erasure
+
+# expected: a LoRA with biases puts a lora_B bias on to_q/k/v too, which have no bias to fuse into
+pytestmark = pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
+
+ESD = str(REPO_ROOT / "models" / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
+FULL = 10_000    # >= min(shape) of every tensor: capped, so the LoRA is exact
+
+
+def stock(model=TOY_MODEL):
+    """A fresh stock diffusers pipeline (LoRA loading changes it in place)."""
+    return StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+
+
+def svd_target(w_erased, w0, r):
+    """W0 + the best rank-r approximation of dW, computed independently of the exporter."""
+    d = (w_erased - w0).double().flatten(1)
+    u, s, vh = torch.linalg.svd(d, full_matrices=False)
+    return (w0.double() + ((u[:, :r] * s[:r]) @ vh[:r]).reshape(w0.shape)).float()
+
+
+def rel(a, b):
+    """||a - b|| / ||b||."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+@torch.no_grad()
+def unet_out(pipe):
+    """UNet prediction at one fixed (x, t, cond)."""
+    g = torch.Generator().manual_seed(0)
+    c = pipe.unet.config
+    x = torch.randn(1, c.in_channels, c.sample_size, c.sample_size, generator=g)
+    cond = torch.randn(1, 8, c.cross_attention_dim, generator=g)
+    return pipe.unet(x, torch.tensor([500]), encoder_hidden_states=cond).sample
+
+
+@pytest.fixture(autouse=True)
+def single_threaded():
+    """The reference SVDs here are small: threaded LAPACK only slows them down (see export.one_thread)."""
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def esd():
+    tensors, _ = read_erasure(ESD)
+    base = dict(stock().unet.named_parameters())
+    return tensors, {k: base[k].detach().clone() for k in tensors}
+
+
+def test_diffusers_full_rank_with_biases_equals_dense_erasure(esd, tmp_path):
+    tensors, w0 = esd
+    report = export(ESD, "diffusers", str(tmp_path / "lora"), rank=FULL)
+    with safe_open(report["output"], "pt") as f:
+        keys = list(f.keys())
+    assert report["output"].endswith("lora/pytorch_lora_weights.safetensors")
+    assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight", ".lora_B.bias")) for k in keys)
+    assert report["max_rel_error"] < 1e-6 and not report["fusable"] and len(report["biases"]) == 7
+    assert all(b["carried"] for b in report["biases"])
+
+    pipe = stock()
+    pipe.load_lora_weights(str(tmp_path / "lora"))      # the folder, as users pass it
+    eff = effective_weights(pipe.unet)
+    assert set(eff) >= set(tensors)
+    for k, v in tensors.items():
+        assert rel(eff[k], v) < 1e-5, k
+    # end to end: the LoRA-loaded UNet predicts what the densely erased one does
+    dense = stock()
+    apply_erasure(dense, ESD)
+    out_lora, out_dense = unet_out(pipe), unet_out(dense)
+    assert rel(out_lora, out_dense) < 1e-5
+    assert rel(out_dense, unet_out(stock())) > 1e-3      # and the erasure does change the prediction
+
+
+def test_diffusers_low_rank_dropped_biases_fuses(esd, tmp_path):
+    tensors, w0 = esd
+    report = export(ESD, "diffusers", str(tmp_path / "l.safetensors"), rank=2, bias="drop")
+    assert os.path.exists(tmp_path / "l.export.json") and report["fusable"] and report["ranks"] == [2]
+    assert report["bias"].startswith("dropped") and not any(b["carried"] for b in report["biases"])
+    for b in report["biases"]:
+        assert b["rel_norm"] == pytest.approx(rel(tensors[b["name"]], w0[b["name"]]), rel=1e-4)
+
+    pipe = stock()
+    pipe.load_lora_weights(report["output"])
+    eff = effective_weights(pipe.unet)
+    for k, v in tensors.items():
+        want = svd_target(v, w0[k], 2) if k.endswith(".weight") else w0[k]   # biases stay at base
+        assert rel(eff.get(k, w0[k]), want) < 1e-5, k
+    for row in report["tensors"]:      # the reported error is ||dW - dW_r|| / ||dW||
+        k = row["name"]
+        assert row["rel_error"] == pytest.approx(float((svd_target(tensors[k], w0[k], 2) - tensors[k]).norm()
+                                                       / (tensors[k] - w0[k]).norm()), rel=1e-3)
+    # what the measurement helper builds is what the loader computes, and diffusers can fuse it
+    ref = stock()
+    apply_lora_equivalent(ref, ESD, rank=2, with_bias=False)
+    before = unet_out(pipe)
+    pipe.fuse_lora()
+    assert rel(unet_out(pipe), before) < 1e-5 and rel(before, unet_out(ref)) < 1e-5
+
+
+@pytest.mark.parametrize("rank, energy", [(FULL, None), (None, 0.9)])
+def test_kohya_loads_in_diffusers(esd, tmp_path, rank, energy):
+    tensors, w0 = esd
+    report = export(ESD, "kohya", str(tmp_path / "k"), rank=rank, energy=energy)
+    state = load_file(report["output"])
+    assert all(k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+               for k in state)
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.alpha" in state
+    # one alpha (the most common rank) for all modules: diffusers ignores per-module kohya alphas
+    alphas = {v.item() for k, v in state.items() if k.endswith(".alpha")}
+    assert alphas == {report["alpha"]} and report["alpha"] in report["ranks"]
+    assert report["bias"].startswith("dropped")
+    ranks = {r["name"]: r["rank"] for r in report["tensors"]}
+    if energy:    # the smallest rank keeping 90% of sum(s^2); ranks differ, and still load right
+        assert len(set(ranks.values())) > 1
+        for k, r in ranks.items():
+            s2 = torch.linalg.svdvals((tensors[k] - w0[k]).double()) ** 2
+            assert s2[:r].sum() >= 0.9 * s2.sum() > s2[:r - 1].sum()
+
+    pipe = stock()
+    pipe.load_lora_weights(report["output"])       # diffusers' kohya conversion
+    eff = effective_weights(pipe.unet)
+    for k, v in tensors.items():
+        want = svd_target(v, w0[k], ranks[k]) if k.endswith(".weight") else w0[k]
+        assert rel(eff.get(k, w0[k]), want) < 1e-5, k
+        if rank == FULL and k.endswith(".weight"):
+            assert rel(eff[k], v) < 1e-5
+
+
+def test_pipeline_folder_and_single_file_unet(esd, tmp_path):
+    tensors, w0 = esd
+    out = str(tmp_path / "erased")
+    export(ESD, "pipeline", out)
+    assert not os.path.exists(out + ".tmp") and json.load(open(os.path.join(out, "export.json")))["exact"]
+    base = dict(stock().unet.named_parameters())
+    loaded = dict(stock(out).unet.named_parameters())
+    for k, p in loaded.items():
+        assert torch.equal(p, tensors[k] if k in tensors else base[k]), k
+    single = os.path.join(out, "unet", "diffusion_pytorch_model.safetensors")
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(TOY_MODEL, subfolder="unet"))
+    unet.load_state_dict(load_file(single), strict=True)
+    for k, v in tensors.items():
+        assert torch.equal(dict(unet.named_parameters())[k], v)
+    export(ESD, "pipeline", out)                    # rerun replaces the earlier export
+
+
+def test_conv_and_unslotted_tensors_on_tiny_model(tiny_folders, tmp_path):
+    folder = tiny_folders["sd"]
+    unet = stock(folder).unet
+    own = dict(unet.named_parameters())
+    torch.manual_seed(1)
+    names = ["conv_in.weight", "conv_in.bias", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+             "down_blocks.0.resnets.0.norm1.weight"]
+    changed = {k: own[k].detach() + 0.1 * torch.randn_like(own[k]) for k in names}
+    path = str(tmp_path / "tiny.safetensors")
+    save_erasure(path, changed, {"base_model": folder, "base_fingerprint": fingerprint(unet), "method": "test"})
+    for fmt in ("diffusers", "kohya"):
+        report = export(path, fmt, str(tmp_path / f"{fmt}.safetensors"), rank=FULL)
+        assert [d["name"] for d in report["dropped"]] == ["down_blocks.0.resnets.0.norm1.weight"]
+        pipe = stock(folder)
+        pipe.load_lora_weights(report["output"])
+        eff = effective_weights(pipe.unet)
+        for k in names[:3]:
+            want = changed[k] if fmt == "diffusers" or k.endswith(".weight") else own[k]
+            assert rel(eff[k], want) < 1e-5, (fmt, k)
+
+
+def test_bad_inputs(tmp_path, capsys):
+    fake = tmp_path / "model.safetensors"
+    with open(fake, "wb") as f:
+        pickle.dump({"a": [1, 2, 3] * 100}, f)
+    # as a user runs it: one line on stderr, exit code 2, no traceback
+    run = subprocess.run([sys.executable, "-m", "spatial_erasure.export", str(fake), "--format", "kohya",
+                          "--rank", "4", "--output", str(tmp_path / "out")], capture_output=True, text=True)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.stderr
+    assert "is not a safetensors file" in errors[0] and not os.path.exists(tmp_path / "out")
+    for argv in (["--rank", "0"], ["--energy", "1.5"], []):
+        with pytest.raises(SystemExit) as e:
+            main(parse_args([ESD, "--format", "diffusers", "--output", str(tmp_path / "x"), *argv]))
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
+    assert not os.path.exists(tmp_path / "x")
+    (tmp_path / "notes").mkdir()      # a pipeline export never deletes a folder it did not write
+    with pytest.raises(SystemExit):
+        main(parse_args([ESD, "--format", "pipeline", "--output", str(tmp_path / "notes")]))
+    assert "must be a new folder" in capsys.readouterr().err
