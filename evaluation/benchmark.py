@@ -5,20 +5,19 @@
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
         evaluation/benchmark.py ...      # 2 processes, the images split between them
 
-Methods: ESD-x, ESD-x-strict, ESD-u (original_esd, the toy settings: lr 7e-4, eta 4, 200
-iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled presets.
-Each is trained with a fixed seed, or reused when its file is already in models/ or in
+Methods: ESD-x, ESD-x-strict, ESD-u (original_esd with its defaults: on the toy model lr 7e-4,
+eta 4, 200 iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled
+presets. Each is trained with a fixed seed, or reused when its file is already in models/ or in
 --checkpoints (delete a file to retrain it). Each is then judged by the 48-test concept-impact
-assessment (spatial_erasure.impact): UA on the target; IRA (other artists and art styles) and CRA
-(objects and nature) on the rest; a Frechet distance between the judge's features of base and
-erased images of all retain prompts; and, from each file's training report, train seconds,
-seconds per iteration, peak memory, tensors and parameters changed.
+assessment (spatial_erasure.evaluation.concept_impact): UA on the target; IRA (other artists and
+art styles) and CRA (objects and nature) on the rest; a Frechet distance between the judge's
+features of base and erased images of all retain prompts; and, from each file's training report,
+train seconds, seconds per iteration, peak memory, tensors and parameters changed.
 Writes results/benchmark.md and results/benchmark.json; images are cached under --work_dir.
 Under `accelerate launch` the images are split between the processes (spatial_erasure.distributed;
 the same numbers as one process for existing files, while training is data parallel and so not the
 one-process run) and the main process alone reports and writes.
 """
-import argparse
 import os
 import platform
 import sys
@@ -26,20 +25,19 @@ import time
 
 import torch
 
-from spatial_erasure import esd, grid_erasure
-from spatial_erasure.distributed import process_state
-from spatial_erasure.impact import assess, load_tests, pooled
-from spatial_erasure.metrics import make_judge
-from spatial_erasure.models import MODELS_DIR, TOY_MODEL, describe, load_pipeline
-from spatial_erasure.params import read_erasure
+from spatial_erasure import cli, esd, grid_erasure
+from spatial_erasure.distributed import process_device, process_state
+from spatial_erasure.erasure_file import read_metadata
+from spatial_erasure.evaluation.concept_impact import assess, load_tests, pooled
+from spatial_erasure.evaluation.metrics import make_judge
+from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
 
-ESD_TOY = ["--lr", "7e-4", "--negative_guidance", "4", "--iterations", "200", "--xt_source", "sample"]
-METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x", *ESD_TOY]),
-           "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict", *ESD_TOY]),
-           "ESD-u": ("esd", ["--train_method", "esd-u", *ESD_TOY]),
+METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x"]),          # ESD's defaults for the model family
+           "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict"]),
+           "ESD-u": ("esd", ["--train_method", "esd-u"]),
            "grid basic": ("grid", ["--preset", "basic"]),
            "grid efficient": ("grid", ["--preset", "efficient"]),
            "grid scaled": ("grid", ["--preset", "scaled"])}
@@ -49,16 +47,15 @@ COST_KEYS = ("train_seconds", "bank_seconds", "retain_bank_seconds")     # a met
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     a("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), help="methods to compare (default: all)")
-    a("--concept", default="Vincent van Gogh", help="the concept every method erases (default: %(default)s)")
-    a("--base_model", default=TOY_MODEL, help="base pipeline (default: the bundled toy model)")
-    a("--seed", type=int, default=0, help="training seed of every method (default: %(default)s)")
-    a("--images_per_test", type=int, default=2, help="seeds per concept-impact test (default: %(default)s)")
+    a("--concept", default="Vincent van Gogh", help="the concept every method erases")
+    a("--images_per_test", type=int, default=2, help="seeds per concept-impact test")
     a("--checkpoints", default="results/benchmark/checkpoints", help="where methods not in models/ are trained")
-    a("--work_dir", default="results/benchmark", help="image cache (default: %(default)s)")
-    a("--output", default="results/benchmark.md", help="markdown table; the JSON goes beside it")
+    a("--work_dir", default="results/benchmark", help="image cache")
+    cli.add_common_args(p, "results/benchmark.md", "markdown table; the JSON goes beside it", seed=0,
+                        seed_help="training seed of every method", steps=None, guidance=None)
     return p.parse_args(argv)
 
 
@@ -66,35 +63,38 @@ def checkpoint(name, args):
     """The method's erasure file: reused from models/ or --checkpoints, else trained into --checkpoints."""
     kind, flags = METHODS[name]
     common = ["--base_model", args.base_model, "--seed", str(args.seed)]
+    common += ["--device", args.device] if args.device else []
     if kind == "esd":
         file = esd.default_name(args.concept, None, flags[1])
-        argv = ["--erase_concept", args.concept, *flags, *common, "--save_path", args.checkpoints]
+        argv = ["--erase_concept", args.concept, *flags, *common, "--output", args.checkpoints]
     else:
-        file = os.path.basename(grid_erasure.default_output(grid_erasure.parse_args(["--concept", args.concept, *flags])))
+        defaults = grid_erasure.parse_args(["--concept", args.concept, *flags])
+        file = os.path.basename(grid_erasure.default_output(defaults))
         argv = ["--concept", args.concept, *flags, *common, "--output", os.path.join(args.checkpoints, file)]
     for folder in (MODELS_DIR, args.checkpoints):
         path = os.path.join(folder, file)
-        if os.path.exists(path) and read_erasure(path)[1].get("args", {}).get("seed", 0) == args.seed:
+        if os.path.exists(path) and read_metadata(path).get("args", {}).get("seed", 0) == args.seed:
             return path, "reused"
     process_state().print(f"training {name}: {' '.join(argv)}")
     if kind == "esd":
-        return esd.main(esd.build_parser(esd.SD_DEFAULTS, "").parse_args(argv)), "trained"
+        return esd.main(esd.parse_args(argv)), "trained"
     return grid_erasure.main(grid_erasure.parse_args(argv)), "trained"
 
 
+@cli.reports_errors
 def main(args):
     t0 = time.time()
     os.makedirs(args.checkpoints, exist_ok=True)
     state = process_state()
     files = {name: checkpoint(name, args) for name in args.methods}
-    pipe = load_pipeline(args.base_model)
+    pipe = load_pipeline(args.base_model, device=process_device(args.device))
     toy = is_toy(pipe)
     tests = load_tests("prompts", toy)
     judge = make_judge(pipe, args.concept)
-    steps, guidance = sampling_defaults(toy)
+    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
     rows = []
     for name, (path, how) in files.items():
-        meta = read_erasure(path)[1]
+        meta = read_metadata(path)
         res = assess(pipe, judge, tests, path, os.path.join(args.work_dir, "images"), args.concept,
                      args.images_per_test, steps, guidance, {"UA": 0, "IRA": 0, "CRA": 0}, toy=toy)
         if not rows:    # the base model's own numbers, from the same images

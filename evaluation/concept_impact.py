@@ -19,37 +19,36 @@ exits 1 if a category fails. Images are cached: a rerun only generates what is m
 `accelerate launch` the images are split between the processes, each on its own GPU with --device
 cuda (spatial_erasure.distributed), and the main process alone writes.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 
+from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.impact import assess, load_tests
-from spatial_erasure.metrics import make_judge
-from spatial_erasure.models import ModelLoadError, describe, load_pipeline
-from spatial_erasure.params import ErasureMismatch, latest_erasure, read_erasure, recorded_base
+from spatial_erasure.erasure_file import latest_erasure, read_erasure, recorded_base
+from spatial_erasure.evaluation.concept_impact import assess, load_tests
+from spatial_erasure.evaluation.metrics import make_judge
+from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     a("--erasure", default=None, help="erasure .safetensors file (default: the newest in models/ for --concept)")
-    a("--concept", default="Vincent van Gogh", help="the erased concept (default: %(default)s)")
-    a("--base_model", default=None, help="base pipeline (default: the one the erasure file was trained on)")
-    a("--prompts_dir", default="prompts", help="folder of the five CSVs (default: %(default)s)")
-    a("--images_per_test", type=int, default=2, help="seeds per test, from its evaluation_seed (default: 2)")
-    a("--num_inference_steps", type=int, default=None, help="sampling steps (default: toy 20, real SD 50)")
-    a("--guidance_scale", type=float, default=None, help="CFG scale (default: toy 5.0, real SD 7.5)")
-    a("--clip_model", default="openai/clip-vit-large-patch14", help="CLIP for real SD (default: %(default)s)")
-    a("--min_ua", type=float, default=0.85, help="pass: target category UA (default: %(default)s)")
-    a("--min_ira", type=float, default=0.80, help="pass: other artists and art styles (default: %(default)s)")
-    a("--min_cra", type=float, default=0.80, help="pass: objects and nature subjects (default: %(default)s)")
-    a("--device", default="cpu", help="torch device (default: %(default)s)")
-    a("--output", default=None, help="output folder (default: results/concept_impact/<erasure file stem>)")
+    a("--concept", default="Vincent van Gogh", help="the erased concept")
+    a("--prompts_dir", default="prompts", help="folder of the five CSVs")
+    a("--images_per_test", type=int, default=2, help="seeds per test, from its evaluation_seed")
+    a("--clip_model", default="openai/clip-vit-large-patch14", help="CLIP for real SD")
+    a("--min_ua", type=float, default=0.85, help="pass: target category UA")
+    a("--min_ira", type=float, default=0.80, help="pass: other artists and art styles")
+    a("--min_cra", type=float, default=0.80, help="pass: objects and nature subjects")
+    cli.add_common_args(p, None, "output folder (default: results/concept_impact/<erasure file stem>)", model=None,
+                        model_help="base pipeline (default: the one the erasure file was trained on)", steps=None,
+                        guidance=None)
     return p.parse_args(argv)
 
 
@@ -70,20 +69,16 @@ def summary_figure(summary, path, title):
     save_figure(fig, path)
 
 
+@cli.reports_errors
 def main(args):
     erasure = args.erasure or latest_erasure(args.concept)
     if erasure is None:
-        raise SystemExit(f"no erasure file for {args.concept!r} in models/; pass --erasure FILE")
-    try:
-        meta = read_erasure(erasure)[1]
-        pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
-    except (FileNotFoundError, ModelLoadError) as e:
-        raise SystemExit(str(e))
+        cli.fail(f"no erasure file for {args.concept!r} in models/; train one (original_esd/esd_sd.py) or pass "
+                 "--erasure FILE")
+    meta = read_erasure(erasure)[1]
+    pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
     toy = is_toy(pipe)
-    try:
-        tests = load_tests(args.prompts_dir, toy)
-    except ValueError as e:
-        raise SystemExit(str(e))
+    tests = load_tests(args.prompts_dir, toy)
     stem = os.path.basename(erasure).removesuffix(".safetensors")
     out = args.output or os.path.join("results", "concept_impact", stem)
     steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
@@ -93,11 +88,8 @@ def main(args):
     state = process_state()
     state.print(f"{describe(pipe)}\nerasure: {erasure}; judge: {judge.name}; "
                 f"{sum(len(r) for *_, r in tests)} tests x {args.images_per_test} seeds")
-    try:
-        res = assess(pipe, judge, tests, erasure, os.path.join(out, "images"), args.concept, args.images_per_test,
-                     steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, toy=toy)
-    except ErasureMismatch as e:
-        raise SystemExit(str(e))
+    res = assess(pipe, judge, tests, erasure, os.path.join(out, "images"), args.concept, args.images_per_test,
+                 steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, toy=toy)
     if not state.is_main_process:     # every process holds every image and verdict; the main one writes
         return 0
     rows, summary = res["rows"], res["summary"]

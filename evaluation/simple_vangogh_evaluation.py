@@ -11,67 +11,59 @@ classifier (toy model), or from CLIP zero-shot among the target and other artist
 table. With no --erasure, the newest erasure file in models/ for --concept is used and named.
 Images are cached in OUTPUT/images: a rerun only generates what is missing.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 
-from spatial_erasure.metrics import cached_generate, make_judge
-from spatial_erasure.models import ModelLoadError, describe, load_pipeline
-from spatial_erasure.params import ErasureMismatch, erased, latest_erasure, read_erasure, recorded_base
+from spatial_erasure import cli
+from spatial_erasure.distributed import process_device
+from spatial_erasure.erasure_file import erased, latest_erasure, read_erasure, recorded_base
+from spatial_erasure.evaluation.metrics import cached_generate, make_judge
+from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import image_grid, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
-    a("--prompt", default="a painting by Vincent van Gogh", help="the prompt to compare (default: %(default)s)")
-    a("--num_tests", type=int, default=5, help="seeds, one image each per model (default: %(default)s)")
-    a("--concept", default="Vincent van Gogh", help="the erased concept: target of the score (default: %(default)s)")
+    a("--prompt", default="a painting by Vincent van Gogh", help="the prompt to compare")
+    a("--num_tests", type=int, default=5, help="seeds, one image each per model")
+    a("--concept", default="Vincent van Gogh", help="the erased concept: target of the score")
     a("--erasure", default=None, help="erasure .safetensors file (default: the newest in models/ for --concept)")
-    a("--base_model", default=None, help="base pipeline (default: the one the erasure file was trained on)")
-    a("--seed", type=int, default=0, help="first seed (default: %(default)s)")
-    a("--num_inference_steps", type=int, default=None, help="sampling steps (default: toy 20, real SD 50)")
-    a("--guidance_scale", type=float, default=None, help="CFG scale (default: toy 5.0, real SD 7.5)")
-    a("--clip_model", default="openai/clip-vit-large-patch14", help="CLIP for real-SD scores (default: %(default)s)")
-    a("--device", default="cpu", help="torch device (default: %(default)s)")
-    a("--output", default=None, help="output folder (default: results/simple_eval/<erasure file stem>)")
+    a("--clip_model", default="openai/clip-vit-large-patch14", help="CLIP for real-SD scores")
+    cli.add_common_args(p, None, "output folder (default: results/simple_eval/<erasure file stem>)", model=None,
+                        model_help="base pipeline (default: the one the erasure file was trained on)", seed=0,
+                        steps=None, guidance=None)
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
-    if args.num_tests < 1:
-        raise SystemExit(f"--num_tests {args.num_tests}: give at least 1")
+    cli.require_positive(args, "num_tests")
     erasure = args.erasure or latest_erasure(args.concept)
     if erasure is None:
-        raise SystemExit(f"no erasure file for {args.concept!r} in models/; train one (inpainting_erasure/"
-                         "scaled_grid_erasure.py or original_esd/esd_sd.py) or pass --erasure FILE")
-    try:
-        meta = read_erasure(erasure)[1]
-        pipe = load_pipeline(args.base_model or recorded_base(meta), device=args.device)
-    except (FileNotFoundError, ModelLoadError) as e:
-        raise SystemExit(str(e))
+        cli.fail(f"no erasure file for {args.concept!r} in models/; train one (inpainting_erasure/"
+                 "scaled_grid_erasure.py or original_esd/esd_sd.py) or pass --erasure FILE")
+    meta = read_erasure(erasure)[1]
+    pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
     stem = os.path.basename(erasure).removesuffix(".safetensors")
     out = args.output or os.path.join("results", "simple_eval", stem)
     steps, guidance = sampling_defaults(is_toy(pipe), args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model)
     if args.concept not in judge.style_names:
-        raise SystemExit(f"--concept {args.concept!r} is not a style the {judge.name} knows; choose one of "
-                         f"{', '.join(judge.style_names)}")
+        cli.fail(f"--concept {args.concept!r} is not a style the {judge.name} knows; choose one of "
+                 f"{', '.join(judge.style_names)}")
     print(f"{describe(pipe)}\nerasure: {erasure} ({meta.get('method')}, concept {meta.get('concept')!r}); "
           f"judge: {judge.name}")
     seeds = list(range(args.seed, args.seed + args.num_tests))
     prompts = [args.prompt] * len(seeds)
     kw = dict(num_inference_steps=steps, guidance_scale=guidance)
     base = cached_generate(pipe, prompts, seeds, os.path.join(out, "images"), "base", desc="base", **kw)
-    try:
-        with erased(pipe, erasure):
-            after = cached_generate(pipe, prompts, seeds, os.path.join(out, "images"), "erased", desc="erased", **kw)
-    except ErasureMismatch as e:
-        raise SystemExit(str(e))
+    with erased(pipe, erasure):
+        after = cached_generate(pipe, prompts, seeds, os.path.join(out, "images"), "erased", desc="erased", **kw)
     vb, ve = judge(base), judge(after)
     sb, se = vb.score(args.concept), ve.score(args.concept)
     rows = [{"seed": s, "base_score": float(b), "erased_score": float(e), "base_style": x, "erased_style": y}

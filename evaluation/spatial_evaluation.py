@@ -17,55 +17,54 @@ preserves) and the seam at the mask border after paste-back. Writes spatial.json
 spatial.png; exits 1 when a bar is missed. Under `accelerate launch` the images are split between
 the processes (spatial_erasure.distributed); the main process alone reports and writes.
 """
-import argparse
 import os
 import sys
 from contextlib import nullcontext
 
 import numpy as np
 
-from spatial_erasure.distributed import process_state
+from spatial_erasure import cli
+from spatial_erasure.distributed import process_device, process_state
+from spatial_erasure.erasure_file import erased, read_erasure
+from spatial_erasure.evaluation.bars import all_met, bar, print_bars
+from spatial_erasure.evaluation.regions import evaluation_masks, neutral_images, region_styles
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
-from spatial_erasure.params import erased, read_erasure
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
-from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
 from spatial_erasure.toyart.classifier import load_classifier
-from spatial_erasure.toyart.inpaint_quality import evaluation_masks, neutral_images, region_styles
 from spatial_erasure.toyart.world import ARTISTS, STYLES, SUBJECTS
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     a("--erasures", nargs="*", default=[], help="erasure .safetensors files to compare with the base model")
-    a("--base_model", default=TOY_MODEL, help="toy pipeline folder, 4- or 9-channel (default: bundled toy model)")
-    a("--source_model", default=TOY_MODEL, help="text-to-image model of the neutral images (default: bundled toy)")
-    a("--target", default="Vincent van Gogh", choices=ARTISTS, help="the erased artist (default: %(default)s)")
+    a("--source_model", default=TOY_MODEL, help="text-to-image model of the neutral images (default: the bundled "
+                                                "toy model, models/toyart-sd)")
+    a("--target", default="Vincent van Gogh", choices=ARTISTS, help="the erased artist")
     a("--others", nargs="*", default=["Claude Monet", "Pablo Picasso", "Andy Warhol"], choices=ARTISTS,
       help="other artists inpainted the same way (retain)")
     a("--subjects", nargs="*", default=["house", "boat", "tree", "flower"], choices=SUBJECTS,
-      help="one neutral image per subject (default: %(default)s)")
-    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
-    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale (default: %(default)s)")
-    a("--seed", type=int, default=7000, help="first seed (default: %(default)s)")
-    a("--max_target_rate", type=float, default=0.15, help="bar, erased models: target inside the mask (default: 0.15)")
-    a("--min_base_rate", type=float, default=0.80, help="bar, base model: target inside the mask (default: 0.80)")
-    a("--min_retain_ratio", type=float, default=0.85,
-      help="bar: other artists' rate, erased / base (default: %(default)s)")
-    a("--output", default="results/spatial", help="output folder (default: %(default)s)")
+      help="one neutral image per subject")
+    a("--max_target_rate", type=float, default=0.15, help="bar, erased models: target inside the mask")
+    a("--min_base_rate", type=float, default=0.80, help="bar, base model: target inside the mask")
+    a("--min_retain_ratio", type=float, default=0.85, help="bar: other artists' rate, erased / base")
+    cli.add_common_args(p, "results/spatial", "output folder", model_help="toy pipeline folder, 4- or 9-channel",
+                        seed=7000)
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
     for f in args.erasures:
         read_erasure(f)                       # fail early, in one line, on a bad file
+    device = process_device(args.device)
     clf = load_classifier(TOY_CLASSIFIER)
-    pipe = load_pipeline(args.base_model, task="inpaint")
+    pipe = load_pipeline(args.base_model, task="inpaint", device=device)
     state = process_state()
     state.print(describe(pipe))
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     kw = dict(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
-    neutral = neutral_images(args.source_model, args.subjects, args.seed, **kw)
+    neutral = neutral_images(args.source_model, args.subjects, args.seed, device=device, **kw)
     masks, names, kinds = evaluation_masks(size, args.seed)
     seeds = [args.seed + 100 + i for i in range(len(neutral) * len(masks))]
     artists = [args.target] + [a for a in args.others if a != args.target]
@@ -93,24 +92,20 @@ def main(args):
         row["seam"] = float(np.mean(np.concatenate([r[a]["seam"] for a in artists])))
         summary.append(row)
         if label == "base":
-            bars["base target_rate"] = (row["target_rate"], f">= {args.min_base_rate}",
-                                        row["target_rate"] >= args.min_base_rate)
+            bars["base target_rate"] = bar(row["target_rate"], ">=", args.min_base_rate)
         else:
             ratios = [row[f"{a} ratio"] for a in artists[1:] if row[f"{a} ratio"] is not None]
-            bars[f"{label} target_rate"] = (row["target_rate"], f"<= {args.max_target_rate}",
-                                            row["target_rate"] <= args.max_target_rate)
+            bars[f"{label} target_rate"] = bar(row["target_rate"], "<=", args.max_target_rate)
             if ratios:
-                bars[f"{label} min retain ratio"] = (min(ratios), f">= {args.min_retain_ratio}",
-                                                     min(ratios) >= args.min_retain_ratio)
-        bars[f"{label} outside kept"] = (row["pasted_maxdiff_outside"], "== 0", row["pasted_maxdiff_outside"] == 0)
+                bars[f"{label} min retain ratio"] = bar(min(ratios), ">=", args.min_retain_ratio)
+        bars[f"{label} outside kept"] = bar(row["pasted_maxdiff_outside"], "==", 0)
     mask_rows = [{"mask": nm, "kind": kd, **{lbl: float(per_mask(r, args.target)[j]) for lbl, r in results.items()}}
                  for j, (nm, kd) in enumerate(zip(names, kinds))]
 
     os.makedirs(args.output, exist_ok=True)
     report = {"args": vars(args), "model": describe(pipe), "cases_per_model": len(seeds), "masks": names,
               "summary": summary, "per_mask_target_rate": mask_rows,
-              "bars": {k: {"value": v, "bar": b, "met": bool(m)} for k, (v, b, m) in bars.items()},
-              "all_bars_met": all(m for _, _, m in bars.values())}
+              "bars": bars, "all_bars_met": all_met(bars)}
     write_json(os.path.join(args.output, "spatial.json"), report)
     cols = ["model", "target_rate"] + [f"{a} ratio" for a in artists[1:]] + \
         ["raw_psnr_outside", "raw_maxdiff_outside", "pasted_maxdiff_outside", "seam"]
@@ -128,8 +123,7 @@ def main(args):
                          for j in range(n_mask)],
                title=f"{args.target!r} inpainted in each mask (caption: classifier's style of the region)")
     print(md)
-    for k, (v, b, m) in bars.items():
-        print(f"{'MET ' if m else 'MISS'} {k:50s} {v:.3f} ({b})")
+    print_bars(bars)
     print(f"wrote {args.output}/spatial.json, spatial.md, spatial.png")
     return 0 if report["all_bars_met"] else 1
 

@@ -12,41 +12,41 @@ as itself, and subjects --min_subject_acc. Writes rates.json and grid.png; exits
 Under `accelerate launch` the images are split between the processes (spatial_erasure.distributed);
 the main process alone reports and writes.
 """
-import argparse
 import os
 import sys
 
-from spatial_erasure.distributed import process_state
-from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
-from spatial_erasure.params import apply_erasure
+from spatial_erasure import cli
+from spatial_erasure.distributed import process_device, process_state
+from spatial_erasure.erasure_file import apply_erasure, read_erasure
+from spatial_erasure.evaluation.bars import all_met, bar, print_bars
+from spatial_erasure.evaluation.toy_model_quality import style_rates
+from spatial_erasure.models import TOY_CLASSIFIER, describe, load_pipeline
 from spatial_erasure.reports import image_grid, markdown_table, write_json
-from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
 from spatial_erasure.toyart.classifier import load_classifier
-from spatial_erasure.toyart.quality import style_rates
 from spatial_erasure.toyart.world import STYLES
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     a("--erasure", required=True, help="erasure .safetensors file")
-    a("--target", default="Vincent van Gogh", choices=STYLES, help="the erased style (default: %(default)s)")
-    a("--base_model", default=TOY_MODEL, help="toy pipeline folder (default: the bundled toy model)")
-    a("--per_style", type=int, default=32, help="images per style (default: %(default)s)")
-    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
-    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale (default: %(default)s)")
-    a("--seed", type=int, default=5000, help="first seed (default: %(default)s)")
-    a("--max_target_rate", type=float, default=0.10, help="bar: target still recognised (default: %(default)s)")
-    a("--min_retain_rate", type=float, default=0.85, help="bar: every other style (default: %(default)s)")
-    a("--min_subject_acc", type=float, default=0.85, help="bar: subjects, erased model (default: %(default)s)")
-    a("--output", default=None, help="output folder (default: results/erasure_rates/<erasure file stem>)")
+    a("--target", default="Vincent van Gogh", choices=STYLES, help="the erased style")
+    a("--per_style", type=int, default=32, help="images per style")
+    a("--max_target_rate", type=float, default=0.10, help="bar: target still recognised")
+    a("--min_retain_rate", type=float, default=0.85, help="bar: every other style")
+    a("--min_subject_acc", type=float, default=0.85, help="bar: subjects, erased model")
+    cli.add_common_args(p, None, "output folder (default: results/erasure_rates/<erasure file stem>)",
+                        model_help="toy pipeline folder", seed=5000)
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
-    out = args.output or os.path.join("results", "erasure_rates", os.path.basename(args.erasure).removesuffix(".safetensors"))
+    stem = os.path.basename(args.erasure).removesuffix(".safetensors")
+    out = args.output or os.path.join("results", "erasure_rates", stem)
+    read_erasure(args.erasure)                     # a bad file fails now, in one line, not after generating
     clf = load_classifier(TOY_CLASSIFIER)
-    pipe = load_pipeline(args.base_model)
+    pipe = load_pipeline(args.base_model, device=process_device(args.device))
     state = process_state()
     state.print(describe(pipe))
     judge = lambda: style_rates(pipe, clf, STYLES, args.per_style, args.seed, args.num_inference_steps,  # noqa: E731
@@ -60,18 +60,17 @@ def main(args):
     rows = [{"style": s, "base": base["generated_style_acc"][s], "erased": erased["generated_style_acc"][s],
              "role": "target" if s == args.target else "retain", "base subject": base["subject_acc_by_style"][s],
              "erased subject": erased["subject_acc_by_style"][s]} for s in STYLES]
-    rows.append({"style": "(subjects)", "base": base["generated_subject_acc"], "erased": erased["generated_subject_acc"],
-                 "role": "subject"})
+    rows.append({"style": "(subjects)", "base": base["generated_subject_acc"],
+                 "erased": erased["generated_subject_acc"], "role": "subject"})
     target = erased["generated_style_acc"][args.target]
     retain = {s: erased["generated_style_acc"][s] for s in STYLES if s != args.target}
-    bars = {"target_rate": {"value": target, "bar": f"<= {args.max_target_rate}", "met": target <= args.max_target_rate},
-            "min_retain_rate": {"value": min(retain.values()), "bar": f">= {args.min_retain_rate}",
-                                "met": min(retain.values()) >= args.min_retain_rate},
-            "subject_acc": {"value": erased["generated_subject_acc"], "bar": f">= {args.min_subject_acc}",
-                            "met": erased["generated_subject_acc"] >= args.min_subject_acc}}
-    report = {"erasure": args.erasure, "erasure_metadata": {k: meta.get(k) for k in ("method", "concept", "base_model")},
+    bars = {"target_rate": bar(target, "<=", args.max_target_rate),
+            "min_retain_rate": bar(min(retain.values()), ">=", args.min_retain_rate),
+            "subject_acc": bar(erased["generated_subject_acc"], ">=", args.min_subject_acc)}
+    report = {"erasure": args.erasure,
+              "erasure_metadata": {k: meta.get(k) for k in ("method", "concept", "base_model")},
               "args": vars(args), "rows": rows, "ua": 1 - target, "bars": bars,
-              "all_bars_met": all(b["met"] for b in bars.values()),
+              "all_bars_met": all_met(bars),
               "erased_confusions": erased["confusions"][args.target]}
     write_json(os.path.join(out, "rates.json"), report)
     # two samples per style: base row above erased row
@@ -82,8 +81,7 @@ def main(args):
                          [STYLES[erased["style_pred"][k]].split()[-1] for k in pick]],
                title=f"{os.path.basename(args.erasure)}: first image per style (caption: classifier's style)")
     print(markdown_table(rows, ["style", "role", "base", "erased", "base subject", "erased subject"]))
-    for k, b in bars.items():
-        print(f"{'MET ' if b['met'] else 'MISS'} {k:16s} {b['value']:.3f} ({b['bar']})")
+    print_bars(bars)
     print(f"wrote {out}/rates.json and grid.png")
     return 0 if report["all_bars_met"] else 1
 

@@ -11,7 +11,6 @@ the base UNet's fingerprint. Writes to --output: <file stem>.csv (one row per te
 against the first file), weight_change.json (the same numbers and the arguments) and
 relative_change_by_block.png. Everything is computed before anything is written.
 """
-import argparse
 import csv
 import glob
 import io
@@ -20,10 +19,11 @@ import sys
 
 from matplotlib.figure import Figure
 
-from spatial_erasure.models import MODELS_DIR, ModelLoadError
+from spatial_erasure import cli
+from spatial_erasure.evaluation.weight_change import (GROUP_COLUMNS, ROW_COLUMNS, analyse, block_order, comparison,
+                                                      sd14_reference)
+from spatial_erasure.models import MODELS_DIR
 from spatial_erasure.reports import atomic_write_text, markdown_table, save_figure, write_json
-from spatial_erasure.weight_change import (GROUP_COLUMNS, ROW_COLUMNS, analyse, block_order, comparison,
-                                           sd14_reference)
 
 COMPARE_COLUMNS = ["file", "method", "tensors", "parameters", "dW_norm", "dW_ratio", "mean_rel_change",
                    "mean_rel_ratio"]
@@ -118,26 +118,24 @@ def block_figure(results):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     a("files", nargs="*", help="erasure .safetensors files (default: every top-level *.safetensors in models/)")
-    a("--base_model", default=None, help="base pipeline folder or hub id for every file (default: the one each "
-                                         "file records)")
+    cli.add_model_arg(p, None, "base pipeline folder or hub id for every file (default: the one each file records)")
     a("--no_check_base", action="store_true", help="analyse even when the base UNet's fingerprint differs from "
                                                    "the recorded one")
-    a("--output", default="results/weight_change", help="output folder (default: %(default)s)")
+    cli.add_output_arg(p, "results/weight_change", "output folder")
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
     files = args.files or default_files()
     if not files:
-        raise SystemExit(f"error: no erasure files given and none in {MODELS_DIR}; pass .safetensors files")
+        cli.fail(f"no erasure files given and none in {MODELS_DIR}; pass .safetensors files")
     cache = {}
-    try:   # every file is read and checked before anything is written: a bad one leaves no half report
-        results = [analyse(f, args.base_model, not args.no_check_base, cache) for f in files]
-    except (ModelLoadError, ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}")
+    # every file is read and checked before anything is written: a bad one leaves no half report
+    results = [analyse(f, args.base_model, not args.no_check_base, cache) for f in files]
     comp = comparison(results)
     reference = sd14_reference(sorted({r["method"] for r in results if r["method"]}))
 

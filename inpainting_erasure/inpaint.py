@@ -2,30 +2,32 @@
 mask are kept exactly (paste-back). Writes the result and a side-by-side comparison.
 
     python inpainting_erasure/inpaint.py --source_prompt "a realistic photo of a house" --mask 4 \
-        --prompt "a picture of a house by Vincent van Gogh" --erasure models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors
+        --prompt "a picture of a house by Vincent van Gogh" \
+        --erasure models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors
     python inpainting_erasure/inpaint.py --image photo.png --mask mask.png --prompt "..." \
         --base_model runwayml/stable-diffusion-inpainting --num_inference_steps 50 --guidance_scale 7.5
 
 --mask: a grid cell 0..8 (row-major) or 'center', 'rect:x0,y0,x1,y1' (pixels), or a mask image
 (white = repaint). A 4-channel model inpaints by blending; a 9-channel one gets the mask as input.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 from PIL import Image
 
-from spatial_erasure.inpainting import full_mask_generate, inpaint
+from spatial_erasure import cli
+from spatial_erasure.distributed import process_device
+from spatial_erasure.erasure_file import apply_erasure, read_erasure
+from spatial_erasure.errors import InputError
 from spatial_erasure.masks import parse_mask
-from spatial_erasure.models import TOY_MODEL, describe, load_pipeline
-from spatial_erasure.params import apply_erasure
+from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.reports import image_grid
-from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
+from spatial_erasure.sampling import full_mask_generate, inpaint
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="image to inpaint (resized to the model's size)")
@@ -33,27 +35,27 @@ def parse_args(argv=None):
     a("--mask", required=True, help="grid cell 0..8 or 'center', 'rect:x0,y0,x1,y1', or a mask image")
     a("--prompt", required=True, help="what to paint inside the mask")
     a("--erasure", default=None, help="erasure .safetensors file: also inpaint with it, side by side")
-    a("--base_model", default=TOY_MODEL, help="pipeline folder or hub id (default: the bundled toy model)")
-    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
-    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale (default: %(default)s)")
-    a("--seed", type=int, default=0, help="seed of the inpainting (and of --source_prompt) (default: 0)")
-    a("--output", default="results/inpaint", help="output folder (default: %(default)s)")
+    cli.add_common_args(p, "results/inpaint", "output folder", seed=0,
+                        seed_help="seed of the inpainting (and of --source_prompt)")
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
-    pipe = load_pipeline(args.base_model, task="inpaint")
+    if args.erasure:
+        read_erasure(args.erasure)                 # a bad file fails now, in one line, not after loading
+    pipe = load_pipeline(args.base_model, task="inpaint", device=process_device(args.device))
     print(describe(pipe))
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     kw = dict(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
-    try:
-        mask = parse_mask(args.mask, size)[0, 0].numpy()
-        if args.image:
+    mask = parse_mask(args.mask, size)[0, 0].numpy()
+    if args.image:
+        try:
             image = np.asarray(Image.open(args.image).convert("RGB").resize((size, size), Image.BICUBIC))[None]
-        else:
-            image = full_mask_generate(pipe, [args.source_prompt], [args.seed], size, **kw)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+        except OSError as e:
+            raise InputError(f"cannot read --image {args.image}: {e}; pass a PNG or JPEG") from e
+    else:
+        image = full_mask_generate(pipe, [args.source_prompt], [args.seed], size, **kw)
     rows, names = [[image[0], (np.repeat(mask[..., None], 3, 2) * 255).astype(np.uint8)]], ["source", "mask"]
     _, base = inpaint(pipe, image, mask[None], [args.prompt], [args.seed], **kw)
     rows[0].append(base[0])

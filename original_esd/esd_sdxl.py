@@ -5,11 +5,12 @@
 
 Default --base_model is stabilityai/stable-diffusion-xl-base-1.0 (needs the hub and a GPU).
 """
-from spatial_erasure.esd import SDXL_DEFAULTS, build_parser, main
+from spatial_erasure.esd import SDXL_DEFAULTS, main
+from spatial_erasure.esd import parse_args as esd_args
 
 
 def parse_args(argv=None):
-    return build_parser(SDXL_DEFAULTS, __doc__).parse_args(argv)
+    return esd_args(argv, SDXL_DEFAULTS, __doc__)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@
         --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors --num_samples 2
     accelerate launch --num_processes 4 original_esd/generate_images.py --prompts_path ... --device cuda
 
-Images go to {save_path}/{model_name}/{case_number}_{i}.png. Row r's images come from one latent
+Images go to {output}/{model_name}/{case_number}_{i}.png (--save_path, the reference ESD repo's
+name, is accepted for --output). Row r's images come from one latent
 batch drawn with its evaluation_seed (image i = slice i), so a missing image is regenerated
 exactly and existing ones are skipped. Under `accelerate launch` the rows are split between the
 processes; the main process alone writes the manifest.
 """
-import argparse
 import os
 
 import numpy as np
@@ -18,41 +18,42 @@ from accelerate.utils import gather_object
 from PIL import Image
 from tqdm import tqdm
 
+from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.models import TOY_MODEL, describe, load_pipeline
-from spatial_erasure.params import apply_erasure
+from spatial_erasure.erasure_file import apply_erasure, read_erasure
+from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.prompts import read_prompt_csv
 from spatial_erasure.reports import write_json
-from spatial_erasure.sampling import TOY_GUIDANCE, TOY_STEPS
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
-    a("--prompts_path", required=True, help="CSV with case_number, prompt, evaluation_seed [, negative_prompt, guidance_scale]")
+    a("--prompts_path", required=True,
+      help="CSV with case_number, prompt, evaluation_seed [, negative_prompt, guidance_scale]")
     a("--erasure", default=None, help="erasure .safetensors to apply (default: none, the base model)")
-    a("--base_model", default=TOY_MODEL, help="hub id or local pipeline folder (default: the bundled toy model)")
-    a("--save_path", default="results/images", help="output root folder (default: %(default)s)")
     a("--model_name", default=None, help="subfolder name (default: the erasure file's stem, or 'base')")
-    a("--num_samples", type=int, default=1, help="images per row (default: %(default)s)")
-    a("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps (default: %(default)s)")
-    a("--guidance_scale", type=float, default=TOY_GUIDANCE, help="CFG scale unless the row sets one (default: %(default)s)")
+    a("--num_samples", type=int, default=1, help="images per row")
     a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
-    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    cli.add_common_args(p, "results/images", "output root folder", guidance_help="CFG scale unless the row sets one",
+                        save_path_alias=True)
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
     state = process_state()
     device = process_device(args.device)
     rows = read_prompt_csv(args.prompts_path)
+    if args.erasure:
+        read_erasure(args.erasure)                 # a bad file fails now, in one line, not after loading
     pipe = load_pipeline(args.base_model, device=device)
     name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")
     if args.erasure:
         apply_erasure(pipe, args.erasure)
     if state.is_main_process:
         print(describe(pipe) + (f" + {args.erasure}" if args.erasure else ""))
-    out_dir = os.path.join(args.save_path, name)
+    out_dir = os.path.join(args.output, name)
     os.makedirs(out_dir, exist_ok=True)
     res = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     shape = (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)

@@ -1,8 +1,31 @@
 """spatial_erasure: concept erasure for Stable Diffusion, with spatial control.
 
-Modules: models (load_pipeline), checkpoint (resumable safetensors state), sampling (seeded
-generation), distributed (generation split across `accelerate launch` processes), reports
-(figures, tables), testing (tiny pipelines), toyart (the bundled toy world).
+Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ are thin entry points):
+
+  models            load_pipeline(hub id | folder) -> diffusers pipeline; architecture; weight fingerprint
+  prompts           encode prompts once (Cond); prompt CSV read/write; prompt variations with neutral twins
+  selection         TRAIN_METHODS and the UNet tensors each one trains
+  erasure_file      the erasure file: save / read / apply (checked) / erased(); the base model it records
+  errors            InputError: bad input whose one-line message names the fix
+  cli               the shared command line: flags, help layout, model-family defaults, `error: ...` exits
+  trajectories      where x_t comes from: sample, cache, noise, stream; the UNet call; inpainting inputs
+  objectives        the losses, step by step: esd_loss, grid_erasure_loss; teacher_eps, esd_target, masked MSE
+  trainer           the erasure training loop and the model prepared for it (trained tensors fp32, teacher)
+  esd               ESD (original_esd/esd_sd.py, esd_sdxl.py): prompts, x_t source, training
+  grid_erasure      grid-masked inpainting erasure (inpainting_erasure/): presets, cases, sources, training
+  masks             grid and held-out masks, user masks, latent-size masks, region crops
+  sampling          seeded generation: text-to-image (generate) and inpainting with paste-back (inpaint)
+  distributed       generation split across `accelerate launch` processes; each process's device
+  checkpoint        resumable training state in safetensors; atomic saves
+  reports           figures, tables, JSON, written atomically
+  export            erasure file -> diffusers LoRA, kohya LoRA, fused pipeline (python -m spatial_erasure.export)
+  architectures     public SD-1.x / SD-inpainting / SD 2 / SDXL UNet configs with random weights (bench)
+  testing           tiny random-weight pipelines for tests
+  params            deprecated alias of selection + erasure_file, kept until tests/test_export.py imports those
+  evaluation/       the evaluation library (see its docstring): metrics, concept_impact, regions, weight_change,
+                    bars, and the toy model's quality checks toy_model_quality, toy_inpainting_quality
+  toyart/           the toy world: world (procedural images), classifier, tokenizer, vae, composites, and the
+                    training of the toy model itself, train_sd and train_sd_inpainting
 """
 import os
 

@@ -7,7 +7,6 @@ a method costs at real size (parameters, memory, seconds per step) without downl
 UNet behind tiny 1-layer text encoders and a tiny 8x-downsampling VAE: only their output shapes
 matter to the UNet's cost, so real-size numbers measured with it are UNet numbers.
 """
-import argparse
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from .models import TOY_MODEL
-from .params import TRAIN_METHODS, count, select_parameters
+from . import cli
+from .selection import TRAIN_METHODS, count, select_parameters
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,8 @@ def save_pipeline(name, folder, dtype=torch.float16, seed=0, unet_overrides=None
     return folder
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, the docstring's layout kept."""
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    p = cli.parser(__doc__)
     p.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES),
                    help="architectures to list")
     return p.parse_args(argv)

@@ -6,6 +6,7 @@ that is renamed when complete, so an interrupted save leaves the previous checkp
 """
 import json
 import os
+import shutil
 
 import torch
 from safetensors import safe_open
@@ -18,6 +19,16 @@ def atomic_save(tensors, path, metadata=None):
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
               metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, path)
+
+
+def replace_folder(tmp, folder, keep=("README.md",)):
+    """Put the finished folder `tmp` in place of `folder` (an exported pipeline), carrying over the
+    hand-written files `keep` of the old one."""
+    for name in keep:
+        if os.path.exists(os.path.join(folder, name)):
+            shutil.copy(os.path.join(folder, name), tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def save_state(path, modules, optimizer=None, step=0, extra=None):
@@ -46,7 +57,8 @@ def load_state(path, modules, optimizer=None):
             m.load_state_dict(sub, strict=True)
         else:
             if len(sub) != len(m):
-                raise ValueError(f"{path}: {name} has {len(sub)} tensors, expected {len(m)}")
+                raise ValueError(f"{path}: {name} has {len(sub)} tensors, expected {len(m)}; it is a checkpoint of "
+                                 "another run: delete it (or pass --no-resume where the script has it)")
             for i, t in enumerate(m):
                 t.data.copy_(sub[str(i)])
     if optimizer is not None and "param_groups" in meta:

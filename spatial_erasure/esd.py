@@ -3,95 +3,119 @@
 `original_esd/esd_sd.py` and `original_esd/esd_sdxl.py` are this program with their defaults
 (`SD_DEFAULTS`, `SDXL_DEFAULTS`): one copy of the loop, so no run trains twice.
 
-Per iteration: x_t from `--xt_source` (faithful `sample`: k ~ U[0, num_inference_steps-1] guided
-steps of the frozen model on erase_from; `stream`: the current states of `--stream_width` such
-trajectories, which then move one step on the teacher's own predictions); one batched teacher call
-with the original weights gives eps_c (concept), eps_null ("") and eps_from; the student (trained
-UNet, erase_from prompt) is regressed onto eps_from - negative_guidance * (eps_c - eps_null).
+Per iteration (`objectives.esd_loss`): x_t from `--xt_source` (faithful `sample`: k ~ U[0,
+num_inference_steps-1] guided steps of the frozen model on erase_from; `stream`: the current
+states of `--stream_width` such trajectories, which then move one step on the teacher's own
+predictions); one batched teacher call with the original weights gives eps_c (concept), eps_null
+("") and eps_from; the student (trained UNet, erase_from prompt) is regressed onto
+eps_from - negative_guidance * (eps_c - eps_null).
+
+The learning rate and negative guidance default to the model family's (`DEFAULTS`): on the toy
+model the measured 7e-4 and 4 (the bundled ESD-x file), on SD the reference's 5e-5 and 2, on SDXL
+its 2e-4 and 1.
 """
-import argparse
 import os
 
-from .models import TOY_MODEL
-from .objectives import esd_target, masked_mse, teacher_eps
-from .params import TRAIN_METHODS
+from . import cli
+from .erasure_file import record_base
+from .models import MODELS_DIR, TOY_MODEL
+from .objectives import EsdPrompts, esd_loss
 from .prompts import encode
-from .trainer import add_runtime_args, forward_equivalents, prepare_from_args, resolution, seed_everything, train
-from .trajectories import XT_SOURCES, make_source, unet_eps
+from .trainer import forward_equivalents, prepare_from_args, resolution, seed_everything, train
+from .trajectories import make_source
 
 STREAM_WIDTH = 4   # xt_source stream: measured on the toy model (docs/real_size.md); 1 and 2 lose other styles
-SD_DEFAULTS = dict(base_model=TOY_MODEL, lr=5e-5, negative_guidance=2.0, guidance_scale=3.0)
-SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", lr=2e-4, negative_guidance=1.0,
-                     guidance_scale=2.0)
+# Per model family (cli.model_family): the toy model's values were measured (README), SD's and SDXL's
+# are the reference ESD code's.
+DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),
+            "sdxl": dict(lr=2e-4, negative_guidance=1.0)}
+# What the two entry scripts differ in: the default model, and the guidance of the x_t sampling.
+SD_DEFAULTS = dict(base_model=TOY_MODEL, guidance_scale=3.0)
+SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guidance_scale=2.0)
 
 
 def default_name(concept, erase_from, method):
     """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _."""
-    clean = lambda s: s.strip().replace(" ", "_").replace("/", "_")  # noqa: E731
+    def clean(s):
+        return s.strip().replace(" ", "_").replace("/", "_")
     return f"esd-{clean(concept)}-from-{clean(erase_from or concept)}-{method}.safetensors"
 
 
+def family_help(key):
+    """'default: 0.0007 toy model, 5e-05 SD, 0.0002 SDXL': a flag's per-family defaults, for --help."""
+    names = {"toy": "toy model", "sd": "SD", "sdxl": "SDXL"}
+    return "default: " + ", ".join(f"{DEFAULTS[f][key]} {name}" for f, name in names.items())
+
+
 def build_parser(defaults, description):
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser(description)
     a = p.add_argument
     a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'")
     a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself)")
-    a("--train_method", default="esd-x", choices=list(TRAIN_METHODS),
-      help="; ".join(f"{k}: {v[0]}" for k, v in TRAIN_METHODS.items()))
-    a("--iterations", type=int, default=200, help="training iterations")
-    a("--lr", type=float, default=defaults["lr"], help="Adam learning rate (constant)")
-    a("--negative_guidance", type=float, default=defaults["negative_guidance"], help="eta in the ESD target")
-    a("--num_inference_steps", type=int, default=50, help="scheduler steps that define the k grid")
-    a("--guidance_scale", type=float, default=defaults["guidance_scale"], help="CFG scale when producing x_t")
-    a("--save_path", default=os.path.dirname(TOY_MODEL), help="folder for the erasure file and its JSON log")
-    a("--base_model", default=defaults["base_model"], help="hub id or local pipeline folder")
-    a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
-    a("--seed", type=int, default=0, help="seeds torch, numpy, random and the x_t noise")
-    a("--batch_size", type=int, default=1, help="x_t samples per iteration")
-    a("--xt_source", default="sample", choices=list(XT_SOURCES),
-      help="; ".join(f"{k}: {v}" for k, v in XT_SOURCES.items()))
-    a("--bank_size", type=int, default=8, help="trajectories in the bank (xt_source cache/noise)")
-    a("--stream_width", type=int, default=STREAM_WIDTH,
-      help="trajectories kept alive by xt_source stream (at least --batch_size)")
-    a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
-    a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
-    add_runtime_args(p)
+    cli.add_model_arg(p, defaults["base_model"])
+    cli.add_training_args(p, iterations=200, xt_source="sample", bank_size=8, stream_width=STREAM_WIDTH,
+                          guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
+                          eta_help=family_help("negative_guidance"),
+                          batch_help="x_t samples per iteration",
+                          seed_help="seeds torch, numpy, random and the x_t noise")
+    cli.add_output_arg(p, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "
+                       "its JSON log, or the .safetensors path itself (default: models/)", save_path_alias=True)
     return p
 
 
+def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
+    args = build_parser(defaults, description).parse_args(argv)
+    cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    return args
+
+
+def output_path(args):
+    """--output as the erasure file: a .safetensors path as given, else the reference name in that folder."""
+    if args.output.endswith(".safetensors"):
+        return args.output
+    return os.path.join(args.output, default_name(args.erase_concept, args.erase_from, args.train_method))
+
+
+def build_prompts(pipe, args, res):
+    """The concept, "" and the erase_from prompt, encoded once (text encoders are offloaded after)."""
+    concept = encode(pipe, [args.erase_concept], res)
+    erase_from = encode(pipe, [args.erase_from or args.erase_concept], res)
+    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=bool(args.erase_from))
+
+
+def build_source(st, args, prompts, latent):
+    """The x_t source: trajectories of the frozen model on erase_from (a bank or warm-up runs here)."""
+    with st.autocast():                            # in the compute dtype
+        return make_source(args.xt_source, st.teacher_unet, st.pipe.scheduler, prompts.erase_from, prompts.null,
+                           args.guidance_scale, args.num_inference_steps, latent, st.teacher_params, args.bank_size,
+                           args.stream_width, st.process_seed(args.seed), st.device, st.dtype)
+
+
+@cli.reports_errors
 def main(args):
     seed_everything(args.seed)
     st = prepare_from_args(args)
-    pipe, unet, scheduler = st.pipe, st.pipe.unet, st.pipe.scheduler
-    res, latent = resolution(pipe, args.resolution)
-    concept, erase_from = encode(pipe, [args.erase_concept], res), encode(pipe, [args.erase_from or args.erase_concept], res)
-    null = encode(pipe, [""], res)
+    cli.fill_defaults(args, DEFAULTS[cli.model_family(st.pipe)])     # lr, negative guidance of this model family
+    res, latent = resolution(st.pipe, args.resolution)
+    prompts = build_prompts(st.pipe, args, res)
     st.offload("text_encoder", "text_encoder_2", "vae")
-    conds = [concept, null] + ([erase_from] if args.erase_from else [])
-    with st.autocast():                            # a bank or warm-up runs here, in the compute dtype
-        source = make_source(args.xt_source, st.teacher_unet, scheduler, erase_from, null, args.guidance_scale,
-                             args.num_inference_steps, latent, st.teacher_params, args.bank_size, args.stream_width,
-                             st.process_seed(args.seed), st.device, st.dtype)
-    b = args.batch_size
+    source = build_source(st, args, prompts, latent)
 
     def loss_fn(it, rng):
-        x, t, _ = source.draw(source.pick_step(rng), b)
-        eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds, st.teacher_params)   # 2-3 predictions, one call
-        eps_c, eps_null = eps[0], eps[1]
-        eps_from = eps[2] if args.erase_from else eps_c
-        source.advance(eps_from, eps_null)         # stream: the frozen trajectory's guided step, for free
-        pred = unet_eps(unet, scheduler, x, t, erase_from.repeat(b))
-        return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, args.negative_guidance))
+        return esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance)
 
-    out = os.path.join(args.save_path, default_name(args.erase_concept, args.erase_from, args.train_method))
-    meta = {"base_model": args.base_model, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
-            "concept": args.erase_concept, "erase_from": args.erase_from or args.erase_concept, "args": vars(args),
-            "resolution": res}
+    rows = (3 if prompts.separate_from else 2) * args.batch_size
 
     def cost():
         c = source.cost()
-        return {**c, **forward_equivalents(c["sampling_forwards"], args.iterations, teacher_rows=len(conds) * b,
-                                           student_rows=b, checkpointing=args.gradient_checkpointing)}
+        return {**c, **forward_equivalents(c["sampling_forwards"], args.iterations, teacher_rows=rows,
+                                           student_rows=args.batch_size, checkpointing=args.gradient_checkpointing)}
+
+    out = output_path(args)
+    meta = {"base_model": record_base(args.base_model), "base_fingerprint": st.base_fingerprint,
+            "method": args.train_method, "concept": args.erase_concept,
+            "erase_from": args.erase_from or args.erase_concept,
+            "args": {**vars(args), "base_model": record_base(args.base_model)}, "resolution": res}
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"ESD {args.train_method}",
                    extra_report=cost)

@@ -34,11 +34,10 @@ from collections import Counter
 from contextlib import contextmanager
 
 import torch
-from safetensors import SafetensorError
 
 from .checkpoint import atomic_save
+from .erasure_file import ErasureFileError, read_erasure, recorded_base
 from .models import fingerprint
-from .params import read_erasure, recorded_base
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
            "AUTOMATIC1111 / ComfyUI (diffusers loads it too)", "pipeline": "pipeline folder, erasure fused in"}
@@ -201,9 +200,8 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="car
         raise ExportError(f"--energy must be in (0, 1], not {energy}")
     try:
         tensors, meta = read_erasure(path)
-    except SafetensorError as e:
-        raise ExportError(f"{path} is not a safetensors file ({e}); pass an erasure file written by the "
-                          "training scripts") from e
+    except ErasureFileError as e:     # missing, not safetensors, or not an erasure file: its one line
+        raise ExportError(str(e)) from e
     base_model = base_model or recorded_base(meta)
     report = {"file": path, "format": fmt, "base_model": base_model, "rank": rank, "energy": energy,
               "bias_option": bias, "concept": meta.get("concept"), "method": meta.get("method")}   # = args

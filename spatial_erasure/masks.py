@@ -1,5 +1,6 @@
 """Spatial masks: the G x G grid plus a centre square (the paper's 10 masks at G=3), held-out
-shapes (rectangles, circles, strokes), user mask images, and their latent-size versions.
+shapes (rectangles, circles, strokes), user mask images, their latent-size versions, and the
+bounding-box crops a region classifier judges.
 
 Masks are float tensors (M, 1, H, W) with 1 = inside (the region to erase / inpaint).
 """
@@ -7,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .errors import InputError
 
 
 def _edges(n, grid):
@@ -17,7 +20,7 @@ def grid_masks(size, grid=3, center=True):
     """G*G cells (row-major; they tile the image, each pixel in exactly one) plus, when center, a
     centred square of half the side: (G*G [+1], 1, size, size)."""
     if grid < 1 or size < grid:
-        raise ValueError(f"grid {grid} does not fit an image of {size} px; use 1 <= grid <= size")
+        raise InputError(f"grid {grid} does not fit an image of {size} px; use 1 <= grid <= size")
     e = _edges(size, grid)
     masks = []
     for i in range(grid):
@@ -79,10 +82,10 @@ def read_mask(path, size):
     try:
         img = Image.open(path).convert("L").resize((size, size), Image.BILINEAR)
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read mask image {path}: {e}; pass a PNG/JPEG where white marks the region") from e
+        raise InputError(f"cannot read mask image {path}: {e}; pass a PNG/JPEG where white marks the region") from e
     m = torch.as_tensor(np.asarray(img) > 127).float()[None, None]
     if m.sum() == 0:
-        raise ValueError(f"mask image {path} has no white pixels; white (>127) marks the region to use")
+        raise InputError(f"mask image {path} has no white pixels; white (>127) marks the region to use")
     return m
 
 
@@ -99,28 +102,39 @@ def parse_mask(spec, size, grid=3):
     if spec == "center" or spec.isdigit():
         k = len(names) - 1 if spec == "center" else int(spec)
         if k >= len(names) - 1 and spec != "center":
-            raise ValueError(f"grid cell {k} does not exist; use 0..{grid * grid - 1} (row-major) or 'center'")
+            raise InputError(f"grid cell {k} does not exist; use 0..{grid * grid - 1} (row-major) or 'center'")
         return grid_masks(size, grid, True)[k:k + 1]
     if spec.startswith("rect:"):
         try:
             x0, y0, x1, y1 = (int(v) for v in spec[5:].split(","))
         except ValueError:
-            raise ValueError(f"bad rectangle {spec!r}; write rect:x0,y0,x1,y1 in pixels, e.g. rect:8,8,40,32") from None
+            raise InputError(f"bad rectangle {spec!r}; write rect:x0,y0,x1,y1 in pixels, e.g. rect:8,8,40,32") from None
         if not (0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size):
-            raise ValueError(f"rectangle {spec!r} is empty or outside the {size}x{size} image")
+            raise InputError(f"rectangle {spec!r} is empty or outside the {size}x{size} image; give "
+                             f"0 <= x0 < x1 <= {size} and 0 <= y0 < y1 <= {size}")
         return rectangle(size, x0, y0, x1, y1)
     return read_mask(spec, size)
 
 
+def crop_regions(x, masks, size):
+    """(N, 3, H, W) and masks (N, H, W) bool -> (N, 3, size, size): each mask's bounding box, outside
+    pixels of the box kept (the classifier judges the region as a picture), resized."""
+    out = []
+    for img, m in zip(x, masks):
+        ys, xs = np.nonzero(m)
+        box = img[:, ys.min():ys.max() + 1, xs.min():xs.max() + 1][None]
+        out.append(F.interpolate(box, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+    return torch.cat(out)
+
+
 def main(argv=None):
     """Draw the training masks and the held-out evaluation masks as one PNG."""
-    import argparse
-
+    from . import cli
     from .reports import image_grid
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--size", type=int, default=64, help="image size in pixels (default: %(default)s)")
-    p.add_argument("--grid", type=int, default=3, help="G of the G x G grid (default: %(default)s)")
-    p.add_argument("--out", default="results/masks.png", help="PNG to write (default: %(default)s)")
+    p = cli.parser(main.__doc__ + "\n\n    python -m spatial_erasure.masks --output results/masks.png")
+    p.add_argument("--size", type=int, default=64, help="image size in pixels")
+    p.add_argument("--grid", type=int, default=3, help="G of the G x G grid")
+    cli.add_output_arg(p, "results/masks.png", "PNG to write")
     args = p.parse_args(argv)
     train, held = grid_masks(args.size, args.grid), heldout_masks(args.size)
     inside, outside = np.array([250, 200, 40], np.uint8), np.array([50, 50, 60], np.uint8)
@@ -128,10 +142,10 @@ def main(argv=None):
     names = mask_names(args.grid) + held[1]
     cells = [to_rgb(m) for m in train] + [to_rgb(m) for m in held[0]]
     cols = len(train)
-    image_grid([cells[:cols], cells[cols:]], args.out, captions=[names[:cols], names[cols:] + [""] * (2 * cols)],
+    image_grid([cells[:cols], cells[cols:]], args.output, captions=[names[:cols], names[cols:] + [""] * (2 * cols)],
                row_labels=["training", "held-out"], title=f"{len(train)} training masks (yellow = erase) and "
                f"{len(held[0])} held-out masks, {args.size} px")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import (DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLInpaintPipeline,
-                       StableDiffusionXLPipeline)
+from diffusers import (DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                       StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline)
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
 TOY_MODEL = str(MODELS_DIR / "toyart-sd")
+TOY_INPAINTING = str(MODELS_DIR / "toyart-sd-inpainting")   # the toy model with a 9-channel inpainting UNet
 TOY_CLASSIFIER = str(MODELS_DIR / "toyart-classifier")
 
 # (architecture, task) -> pipeline class; task "inpaint" on a 4-channel UNet is the blended loop
@@ -34,6 +35,13 @@ PIPELINES = {("sd", "text2img"): StableDiffusionPipeline, ("sd", "inpaint"): Sta
 
 class ModelLoadError(SystemExit):
     """A one-line, actionable failure to load a model (exits non-zero when uncaught)."""
+
+
+def hub_unreachable(model, error, what=""):
+    """The ModelLoadError for a hub id that could not be fetched: how to use it offline."""
+    return ModelLoadError(f"could not load {what}'{model}' from the model hub ({type(error).__name__}); download it "
+                          "where the hub is reachable (huggingface-cli download ID --local-dir FOLDER) and pass "
+                          "--base_model FOLDER")
 
 
 def architecture(unet):
@@ -78,13 +86,13 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
         pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True, **_no_safety_checker(model))
     except (OSError, ValueError) as e:
         if local:
-            raise ModelLoadError(f"could not load the pipeline in {model}: {str(e).splitlines()[0]}") from e
-        raise ModelLoadError(f"could not load '{model}' from the model hub ({type(e).__name__}); download it "
-                             "where the hub is reachable (huggingface-cli download ID --local-dir FOLDER) "
-                             "and pass --base_model FOLDER") from e
+            raise ModelLoadError(f"could not load the pipeline in {model}: {str(e).splitlines()[0]}; pass a folder "
+                                 "written by save_pretrained (safetensors) or a hub id") from e
+        raise hub_unreachable(model, e) from e
     cls = PIPELINES.get((architecture(pipe.unet), task))
     if cls is None:
-        raise ModelLoadError(f"{model} has a {architecture(pipe.unet)} UNet, which this toolkit cannot use for {task}")
+        raise ModelLoadError(f"{model} has a {architecture(pipe.unet)} UNet, which this toolkit cannot use for {task}; "
+                             "pass an SD 1.x/2.x, SD-inpainting or SDXL pipeline")
     if type(pipe) is not cls:
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()    # from_pipe warns about an empty list of fp32 modules

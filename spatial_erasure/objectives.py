@@ -1,4 +1,16 @@
-"""Teacher predictions (one batched call with the frozen weights), ESD targets, masked losses."""
+"""The objectives, one named function each: `esd_loss` (ESD) and `grid_erasure_loss` (inpainting
+erasure) compute one iteration's loss in the numbered steps of their docstring's formula:
+
+    1. draw x_t from the source    2. one batched teacher call    3. advance the source
+    4. the student call            5. the loss
+
+and the pieces they share: `teacher_eps` (frozen-model predictions, one UNet call), `esd_target`,
+`masked_mse` and `grid_loss_terms`. Notation: eps(x_t, p) is the frozen model's noise prediction
+for prompt p (the teacher: the trained UNet called with the original values of its trained tensors),
+student(x_t, p) the trained UNet's; eta = --negative_guidance.
+"""
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -36,12 +48,91 @@ def masked_mse(pred, target, mask=None):
     return ((pred.float() - target.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1)
 
 
-def grid_erasure_loss(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0):
-    """Inpainting erasure: inside the mask the student (concept prompt) is steered onto `target`;
-    outside it, it keeps the frozen concept prediction eps_c (weight `outside_weight`); a retain
-    prompt keeps the frozen prediction everywhere (weight `retain_weight`). Returns (loss, parts)."""
+@dataclass
+class EsdPrompts:
+    """ESD's prompts, encoded once: the concept c, the empty prompt "", and the prompt it is erased
+    from (the concept itself unless --erase_from; `separate_from` when given, which costs one more
+    teacher row)."""
+    concept: Cond
+    null: Cond
+    erase_from: Cond
+    separate_from: bool
+
+
+def esd_loss(rng, st, source, prompts, batch, negative_guidance):
+    """ESD's loss for one iteration, on `batch` rows:
+
+        MSE( student(x_t, from),  eps(x_t, from) - eta * (eps(x_t, c) - eps(x_t, "")) )
+
+    `st` is the trainer.Student (trained UNet, teacher, scheduler), `source` the x_t source,
+    `prompts` an EsdPrompts, `rng` the trainer's numpy Generator (it picks the step k)."""
+    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps)
+    x, t, _ = source.draw(source.pick_step(rng), batch)
+    # 2. one batched teacher call: eps(c), eps("") [and eps(from)]
+    conds = [prompts.concept, prompts.null] + ([prompts.erase_from] if prompts.separate_from else [])
+    eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds, st.teacher_params)
+    eps_c, eps_null = eps[0], eps[1]
+    eps_from = eps[2] if prompts.separate_from else eps_c
+    # 3. advance the source: a stream takes the frozen trajectory's guided step on these, for free
+    source.advance(eps_from, eps_null)
+    # 4. the student at the same x_t, prompted with `from`
+    pred = unet_eps(unet, scheduler, x, t, prompts.erase_from.repeat(batch))
+    # 5. the loss
+    return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
+
+
+def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0):
+    """Grid erasure's masked terms: inside the mask the student (concept prompt) is steered onto
+    `target`; outside it, it keeps the frozen concept prediction eps_c (weight `outside_weight`); a
+    retain prompt keeps the frozen prediction everywhere (weight `retain_weight`). Returns (loss, parts)."""
     inside = masked_mse(pred_c, target, mask)
     outside = masked_mse(pred_c, eps_c, 1 - mask) if outside_weight else pred_c.new_zeros(())
     retain = masked_mse(pred_r, eps_r) if retain_weight and pred_r is not None else pred_c.new_zeros(())
     loss = inside + outside_weight * outside + retain_weight * retain
     return loss, {"inside": inside.item(), "outside": outside.item(), "retain": retain.item()}
+
+
+def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight):
+    """Grid erasure's loss for one iteration, on `batch` cases (prompt variation p, its neutral twin
+    p0, mask M, retain prompt r):
+
+          inside M:  MSE( student(x_t, p),  eps(x_t, p0) - eta * (eps(x_t, p) - eps(x_t, "")) )
+        + outside_weight * outside M:  MSE( student(x_t, p),  eps(x_t, p) )
+        + retain_weight * MSE( student(x_t^r, r),  eps(x_t^r, r) )
+
+    x_t is an inpainting state of M with prompt p; x_t^r the same for r, from its own trajectories
+    (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_erasure's
+    GridCases and GridSources. Returns (loss, parts), parts the three terms' values."""
+    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    source, retain_source, inpainting = sources.concept, sources.retain, sources.inpainting
+    # 1. draw x_t of B cases at a step k, and x_t^r of their retain prompts at the same k
+    k = source.pick_step(rng)
+    x, t, c = source.draw(k, batch)
+    v, m = cases.v_of[c], cases.m_of[c]
+    if retain_source is not None:
+        xr, tr, cr = retain_source.draw(k, batch)
+        r = cases.r_of[cr]
+    else:
+        xr, tr, cr, r = x, t, c, torch.as_tensor(rng.integers(0, len(cases.retain), batch))
+    nine = inpainting.masked is not None               # a 9-channel UNet also sees mask and masked image
+    extra, extra_r = (inpainting[c].extra(), inpainting[cr].extra()) if nine else (None, None)
+    # 2. one teacher call: eps(p0), eps(p), eps("") at x_t; eps(r) at x_t^r, and eps("") there too when
+    #    the retain trajectories stream (they need it to move on)
+    retain_null = retain_source is not None and retain_source.streams
+    n = 4 + retain_null
+    eps = teacher_eps(st.teacher_unet, scheduler, [x, x, x, xr, xr][:n], [t, t, t, tr, tr][:n],
+                      [cases.neutral[v], cases.concept[v], cases.null, cases.retain_c[r], cases.null][:n],
+                      st.teacher_params, [extra, extra, extra, extra_r, extra_r][:n])
+    eps_n, eps_c, eps_null, eps_r = eps[:4]
+    # 3. advance the sources (streams: one guided step of each drawn trajectory)
+    source.advance(eps_c, eps_null)
+    if retain_null:
+        retain_source.advance(eps_r, eps[4])
+    # 4. one student call on (x_t, p) and (x_t^r, r)
+    pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, xr]), batch_timesteps([t, tr], batch),
+                              Cond.cat([cases.concept[v], cases.retain_c[r]]),
+                              extra=None if extra is None else torch.cat([extra, extra_r])).chunk(2)
+    # 5. the masked terms
+    return grid_loss_terms(pred_c, esd_target(eps_n, eps_c, eps_null, negative_guidance), eps_c, cases.lat[m],
+                           outside_weight, pred_r, eps_r, retain_weight)

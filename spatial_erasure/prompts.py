@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import InputError
+
 
 @dataclass
 class Cond:
@@ -63,11 +65,13 @@ REQUIRED = ("case_number", "prompt", "evaluation_seed")
 
 def read_prompt_csv(path):
     """Rows of a prompt CSV as dicts with typed fields; one clear error for a malformed file."""
+    if not os.path.isfile(path):
+        raise InputError(f"prompt CSV {path} does not exist; pass a file such as prompts/toy_vangogh.csv")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; a prompt CSV needs "
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; a prompt CSV needs "
                              f"{', '.join(REQUIRED)} (optional: negative_prompt, guidance_scale)")
         rows = []
         for i, r in enumerate(reader, start=2):
@@ -79,11 +83,11 @@ def read_prompt_csv(path):
                 if r.get("guidance_scale"):
                     row["guidance_scale"] = float(r["guidance_scale"])
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}, line {i}: {e}; case_number and evaluation_seed must be integers") from e
+                raise InputError(f"{path}, line {i}: {e}; case_number and evaluation_seed must be integers") from e
             rows.append({**{k: v for k, v in r.items() if k not in row and v not in (None, "")}, **row})
     cases = [r["case_number"] for r in rows]
     if len(set(cases)) != len(cases):
-        raise ValueError(f"{path}: case_number values repeat; each row needs its own case_number")
+        raise InputError(f"{path}: case_number values repeat; give each row its own case_number")
     return rows
 
 

@@ -1,4 +1,5 @@
-"""The one training loop: ESD and grid erasure are configurations of it.
+"""The erasure training loop (ESD and grid erasure are configurations of it), and the model
+prepared for it. (The toy model itself is trained by toyart/train_sd.py, a different thing.)
 
     report = train(loss_fn, params, out_path, iterations=200, lr=5e-5, metadata={...})
 
@@ -28,10 +29,12 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
+from .errors import InputError
 from .distributed import process_device, process_state
 from .models import describe, fingerprint, load_pipeline
-from .params import count, save_erasure, select_parameters
+from .erasure_file import save_erasure
 from .reports import write_json
+from .selection import count, select_parameters
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 TEACHERS = {"originals": "the trained UNet called with the original values of the trained tensors (no second UNet)",
@@ -113,23 +116,8 @@ def prepare(base_model, train_method, device=None, mixed_precision="no", task="t
                    load_peak_mb=round(reset_peak_memory(device), 1))
 
 
-def add_runtime_args(parser):
-    """Flags of how (not what) a trainer runs: device, precision, memory savers, teacher form."""
-    a = parser.add_argument
-    a("--device", default=None, help="torch device (default: cuda if available, else cpu; under accelerate launch, "
-                                     "each process's own)")
-    a("--mixed_precision", default="no", choices=list(PRECISIONS),
-      help="frozen weights and compute in this precision; trained tensors stay fp32 (default: no)")
-    a("--gradient_checkpointing", action="store_true", help="recompute the student's activations in the backward "
-                                                            "pass (less memory, ~1 more forward)")
-    a("--channels_last", action="store_true", help="UNet weights and activations in channels-last memory format")
-    a("--compile", action="store_true", help="torch.compile the UNet (GPU; the first iterations compile)")
-    a("--teacher", default="originals", choices=list(TEACHERS),
-      help="; ".join(f"{k}: {v}" for k, v in TEACHERS.items()) + " (default: originals)")
-
-
 def prepare_from_args(args, task="text2img"):
-    """prepare() with the runtime flags of add_runtime_args."""
+    """prepare() with the runtime flags of cli.add_runtime_args."""
     return prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
                    args.gradient_checkpointing, args.channels_last, args.compile)
 
@@ -138,7 +126,8 @@ def resolution(pipe, requested=None):
     """The training resolution (default: the model's native size) and the latent shape for it."""
     res = requested or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if res % pipe.vae_scale_factor:
-        raise SystemExit(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}")
+        raise InputError(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}; pass e.g. "
+                         f"{res - res % pipe.vae_scale_factor or pipe.vae_scale_factor}")
     return res, (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
 
 

@@ -252,7 +252,7 @@ class Stream(XtSource):
         super().__init__("stream", unet, scheduler, cond, uncond, guidance, num_inference_steps, latent_shape,
                          params, 0, seed, device, torch.float32, inpaint, desc)
         if width < 1:
-            raise ValueError(f"stream width must be at least 1, got {width}")
+            raise ValueError(f"stream width must be at least 1, got {width}; pass --stream_width 1 or more")
         self.width, self.queue, self.restarts, self.ptr, self.rows = width, [], 0, 0, None
         self.k_histogram = [0] * self.n
         self.case = self._next_cases(width)

@@ -1,8 +1,34 @@
+"""Shared fixtures and helpers. Test files import the helpers: `from conftest import REPO, run`."""
+import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never wait on the network in tests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, timeout=600, **kw):
+    """Run `python ARGS` from the repository root as a user would: captured text output, this process's
+    environment (PYTHONPATH included, so a checkout's package wins) unless `env` is given."""
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def load_script(path):
+    """An entry script (a file, not part of the package) as a module, to call its parse_args and main."""
+    path = os.path.join(REPO, path)
+    spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_error_line(result):
+    """The `error: ...` lines a failed script printed on stderr (a user-facing failure has exactly one)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ def test_meta_parameter_counts_are_the_public_models(name, total, esd_x):
 def test_sdxl_added_embedding_is_pooled_text_plus_six_time_ids():
     arch = ARCHITECTURES["sdxl"]
     assert arch.unet["projection_class_embeddings_input_dim"] == 1280 + 6 * arch.unet["addition_time_embed_dim"]
-    assert sum(arch.text_widths) == arch.unet["cross_attention_dim"] == 2048 and arch.text_widths[-1] == 1280
+    assert sum(arch.text_widths) == arch.unet["cross_attention_dim"] == 2048
+    assert arch.text_widths[-1] == 1280
     for a in ARCHITECTURES.values():
         assert a.unet["sample_size"] * 8 == a.resolution
 
@@ -50,19 +51,23 @@ def test_unknown_architecture_lists_the_choices():
 def test_pipeline_text_encoders_fit_the_unet(name):
     pipe = build_pipeline(name, unet_overrides=SMALL[name])
     arch = ARCHITECTURES[name]
-    assert pipe.vae_scale_factor == 8 and pipe.vae.config.sample_size == arch.resolution
+    assert pipe.vae_scale_factor == 8
+    assert pipe.vae.config.sample_size == arch.resolution
     assert isinstance(pipe, StableDiffusionXLPipeline) == (name == "sdxl")
     cond = encode(pipe, ["a painting of a house", "a cat"])
     assert cond.emb.shape == (2, pipe.tokenizer.model_max_length, arch.unet["cross_attention_dim"])
     if name == "sdxl":
-        assert cond.pooled.shape == (2, 1280) and cond.time_ids[0].tolist() == [1024, 1024, 0, 0, 1024, 1024]
+        assert cond.pooled.shape == (2, 1280)
+        assert cond.time_ids[0].tolist() == [1024, 1024, 0, 0, 1024, 1024]
         assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
         assert pipe.scheduler.config.timestep_spacing == "leading"
     latents = torch.randn(2, arch.unet["in_channels"], 16, 16)
     with torch.no_grad():
         out = pipe.unet(latents, torch.tensor([10, 500]), **cond.unet_kwargs()).sample
-    assert out.shape == (2, 4, 16, 16) and torch.isfinite(out).all()
-    assert pipe.scheduler.config.steps_offset == 1 and pipe.scheduler.config.beta_end == 0.012
+    assert out.shape == (2, 4, 16, 16)
+    assert torch.isfinite(out).all()
+    assert pipe.scheduler.config.steps_offset == 1
+    assert pipe.scheduler.config.beta_end == 0.012
 
 
 def test_save_pipeline_round_trips_through_load_pipeline_in_fp16(tmp_path):
@@ -70,7 +75,8 @@ def test_save_pipeline_round_trips_through_load_pipeline_in_fp16(tmp_path):
     assert save_pipeline("sd-inpaint", folder, unet_overrides=SMALL["sd-inpaint"]) == folder
     assert not os.path.exists(folder + ".tmp")
     pipe = load_pipeline(folder, task="inpaint")
-    assert isinstance(pipe, StableDiffusionInpaintPipeline) and pipe.unet.dtype == torch.float32
+    assert isinstance(pipe, StableDiffusionInpaintPipeline)
+    assert pipe.unet.dtype == torch.float32
     ref = build_pipeline("sd-inpaint", unet_overrides=SMALL["sd-inpaint"]).unet.state_dict()
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, ref[k].half().float()), k      # fp16 on disk, upcast on load

@@ -21,8 +21,10 @@ def test_state_round_trip_with_optimizer(tmp_path):
     net2, extra2 = torch.nn.Linear(4, 3), [torch.ones(2)]
     opt2 = torch.optim.AdamW(net2.parameters(), lr=1e-2)
     step, info = load_state(path, {"net": net2, "extra": extra2}, opt2)
-    assert step == 3 and info == {"seconds": 1.5}
-    assert torch.equal(net.weight, net2.weight) and torch.equal(extra2[0], torch.zeros(2))
+    assert step == 3
+    assert info == {"seconds": 1.5}
+    assert torch.equal(net.weight, net2.weight)
+    assert torch.equal(extra2[0], torch.zeros(2))
     # both optimizers now take the identical next step
     x = torch.randn(5, 4)
     for n, o in ((net, opt), (net2, opt2)):

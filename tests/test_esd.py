@@ -1,39 +1,37 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import REPO, one_error_line, run
+
+from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.models import fingerprint, load_pipeline
 from spatial_erasure.objectives import esd_target, masked_mse, teacher_eps
-from spatial_erasure.params import apply_erasure, read_erasure, select_parameters
 from spatial_erasure.prompts import encode
+from spatial_erasure.selection import select_parameters
 from spatial_erasure.trajectories import XtSource, unet_eps
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(args, **kw):
-    return subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=REPO, timeout=600, **kw)
 
 
 @pytest.mark.parametrize("script,kind", [("esd_sd.py", "sd"), ("esd_sdxl.py", "sdxl")])
 def test_esd_scripts_train_and_write_changed_tensors(tiny_folders, tmp_path, script, kind):
     r = run([f"original_esd/{script}", "--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders[kind],
-             "--iterations", "2", "--num_inference_steps", "4", "--save_path", str(tmp_path)])
+             "--iterations", "2", "--num_inference_steps", "4", "--output", str(tmp_path)])
     assert r.returncode == 0, r.stderr[-2000:]
     path = tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"
     tensors, meta = read_erasure(str(path))
-    assert all(".attn2." in k and v.dtype == torch.float32 for k, v in tensors.items())
-    assert meta["method"] == "esd-x" and meta["iterations_done"] == 2 and meta["args"]["seed"] == 0
+    assert all(".attn2." in k for k in tensors), "esd-x trains cross-attention only"
+    assert all(v.dtype == torch.float32 for v in tensors.values()), "trained tensors are saved in fp32"
+    assert meta["method"] == "esd-x", meta["method"]
+    assert meta["iterations_done"] == 2 and meta["args"]["seed"] == 0, (meta["iterations_done"], meta["args"])
     pipe = load_pipeline(tiny_folders[kind])
     assert meta["base_fingerprint"] == fingerprint(pipe.unet)
     log = json.loads((tmp_path / path.name.replace(".safetensors", ".json")).read_text())
-    assert len(log["losses"]) == 2 and log["peak_memory_mb"] > 0
+    assert len(log["losses"]) == 2, log["losses"]
+    assert log["peak_memory_mb"] > 0, log["peak_memory_mb"]
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items() if k in tensors}
     apply_erasure(pipe, str(path))
     assert any(not torch.equal(before[k], pipe.unet.state_dict()[k]) for k in tensors)
@@ -48,7 +46,8 @@ def test_sdxl_loss_decreases_on_a_fixed_xt(tiny_folders):
         p.requires_grad_(True)
     orig = {n: p.detach().clone() for n, p in params.items()}
     c, null = encode(pipe, ["Vincent van Gogh"]), encode(pipe, [""])
-    assert c.pooled is not None and c.time_ids.shape == (1, 6)
+    assert c.pooled is not None
+    assert c.time_ids.shape == (1, 6)
     src = XtSource("sample", unet, sched, c, null, 2.0, 10, (4, 16, 16), params=orig)
     x, t, _ = src.draw(5)
     opt = torch.optim.Adam(params.values(), lr=1e-3)
@@ -73,17 +72,20 @@ def test_euler_inputs_are_scaled(tiny_folders):
     x = torch.ones(1, 4, 16, 16)
     scaled = sched.scale_model_input(x, t)
     sigma = sched.sigmas[0]
-    assert torch.allclose(scaled, x / (sigma ** 2 + 1) ** 0.5) and sigma > 10
+    assert sigma > 10, sigma
+    assert torch.allclose(scaled, x / (sigma ** 2 + 1) ** 0.5)
 
 
 def test_cache_source_replays_the_sample_trajectories(tiny_folders):
     pipe = load_pipeline(tiny_folders["sd"])
     c, null = encode(pipe, ["a house"]), encode(pipe, [""])
     cache = XtSource("cache", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), bank_size=2, seed=3)
-    assert cache.bank.shape == (2, 7, 4, 16, 16) and cache.cost()["bank_forwards"] == 2 * 6 * 2
+    assert cache.bank.shape == (2, 7, 4, 16, 16), cache.bank.shape
+    assert cache.cost()["bank_forwards"] == 2 * 6 * 2, cache.cost()
     noise = XtSource("noise", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), bank_size=2, seed=3)
     x, t, _ = noise.draw(2, batch=3)
-    assert x.shape == (3, 4, 16, 16) and int(t) == int(pipe.scheduler.timesteps[2])
+    assert x.shape == (3, 4, 16, 16), x.shape
+    assert int(t) == int(pipe.scheduler.timesteps[2]), (t, pipe.scheduler.timesteps)
     sample = XtSource("sample", pipe.unet, pipe.scheduler, c, null, 3.0, 6, (4, 16, 16), seed=3)
     x, _, _ = sample.draw(4, batch=2)                   # the same seeded noise as the bank's
     assert torch.allclose(x, cache.bank[:, 4], atol=1e-5)
@@ -91,8 +93,9 @@ def test_cache_source_replays_the_sample_trajectories(tiny_folders):
 
 def test_train_method_typo_exits_with_choices(tiny_folders):
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--train_method", "xattn"])
-    assert r.returncode == 2
-    assert "invalid choice: 'xattn'" in r.stderr and "esd-x-strict" in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "invalid choice: 'xattn'" in r.stderr, r.stderr
+    assert "esd-x-strict" in r.stderr, "the error lists the choices"
 
 
 def test_generate_images_two_processes_each_row_once_and_resumable(tiny_folders, tmp_path):
@@ -100,14 +103,15 @@ def test_generate_images_two_processes_each_row_once_and_resumable(tiny_folders,
     csv.write_text("case_number,prompt,evaluation_seed\n" +
                    "".join(f"{i},a painting of a house number {i},{i}\n" for i in range(5)))
     args = ["original_esd/generate_images.py", "--prompts_path", str(csv), "--base_model", tiny_folders["sd"],
-            "--save_path", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2"]
+            "--save_path", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2"]   # the alias
     r = run(["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
              "--mixed_precision", "no", "--dynamo_backend", "no"] + args)
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "out/base/manifest.json").read_text())
     made = [(d["case_number"], d["image"]) for d in manifest["generated_now"]]
-    assert manifest["processes"] == 2 and sorted(made) == [(i, j) for i in range(5) for j in range(2)]
-    assert {d["process"] for d in manifest["generated_now"]} == {0, 1}
+    assert manifest["processes"] == 2, manifest["processes"]
+    assert sorted(made) == [(i, j) for i in range(5) for j in range(2)], "each image generated exactly once"
+    assert {d["process"] for d in manifest["generated_now"]} == {0, 1}, "both processes generated"
     first = np.asarray(Image.open(tmp_path / "out/base/3_1.png"))
     os.remove(tmp_path / "out/base/3_1.png")
     r = run(args)                                     # one process: only the missing image is made
@@ -123,5 +127,40 @@ def test_inference_notebook_runs_top_to_bottom():
     nb = nbformat.read(os.path.join(REPO, "original_esd/esd_inference.ipynb"), as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "erasure file:" in text and "erased:" in text
+    assert "erasure file:" in text, text[-2000:]
+    assert "erased:" in text, text[-2000:]
     assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_plain_command_reproduces_the_bundled_files_arguments():
+    """`python original_esd/esd_sd.py --erase_concept "Vincent van Gogh"` on the toy model trains with the
+    arguments the bundled ESD-x file records (paths aside): lr 7e-4, negative guidance 4, x_t sampled."""
+    from spatial_erasure import cli, esd
+    from spatial_erasure.models import MODELS_DIR
+    args = esd.parse_args(["--erase_concept", "Vincent van Gogh"])
+    assert args.lr is None and args.negative_guidance is None, "left to the model family until the model is loaded"
+    cli.fill_defaults(args, esd.DEFAULTS[cli.model_family(load_pipeline())])
+    recorded = read_erasure(str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))[1]
+    paths = {"save_path", "output", "base_model"}
+    common = (set(recorded["args"]) & set(vars(args))) - paths
+    assert len(common) >= 15, common
+    differ = {k: (vars(args)[k], recorded["args"][k]) for k in common if vars(args)[k] != recorded["args"][k]}
+    assert not differ, f"the plain command differs from the bundled file's arguments: {differ}"
+    sd = cli.fill_defaults(esd.parse_args(["--erase_concept", "x"]), esd.DEFAULTS["sd"])
+    xl = cli.fill_defaults(esd.parse_args(["--erase_concept", "x"]), esd.DEFAULTS["sdxl"])
+    assert (sd.lr, sd.negative_guidance) == (5e-5, 2.0), "real SD keeps the reference ESD values"
+    assert (xl.lr, xl.negative_guidance) == (2e-4, 1.0), "SDXL keeps its own"
+
+
+def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
+    from spatial_erasure import esd
+    for n in ("0", "-3"):
+        with pytest.raises(SystemExit) as e:
+            esd.parse_args(["--erase_concept", "x", "--iterations", n, "--output", str(tmp_path)])
+        message = str(e.value.code)
+        assert message.startswith("error: --iterations must be at least 1"), message
+        assert "\n" not in message, "one line"
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--iterations", "0", "--output", str(tmp_path)])
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir()), "nothing written"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from spatial_erasure.metrics import ClipJudge, ToyJudge, cached_generate, frechet_distance, psnr
+from spatial_erasure.evaluation.metrics import ClipJudge, ToyJudge, cached_generate, frechet_distance, psnr
 from spatial_erasure.models import MODELS_DIR, TOY_MODEL, load_pipeline
 from spatial_erasure.testing import save_tiny_clip
 
@@ -42,7 +42,8 @@ def test_psnr_inf_for_identical_and_known_value():
     b = a.copy()
     b[1] = 255
     p = psnr(a, b)
-    assert np.isinf(p[0]) and p[1] == pytest.approx(0.0)
+    assert np.isinf(p[0])
+    assert p[1] == pytest.approx(0.0)
 
 
 def test_toy_judge_scores_the_base_model_high_on_its_own_target(tmp_path):
@@ -62,8 +63,10 @@ def test_clip_judge_on_a_tiny_clip(tmp_path):
     judge = ClipJudge(folder, ["Vincent van Gogh", "Claude Monet"], ["house", "boat"])
     v = judge(np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     assert judge.style_names == ["Vincent van Gogh", "Claude Monet", "photo"]
-    assert v.style_probs.shape == (3, 3) and np.allclose(v.style_probs.sum(1), 1, atol=1e-5)
-    assert v.subject_probs.shape == (3, 2) and v.features.shape == (3, 16)
+    assert v.style_probs.shape == (3, 3)
+    assert np.allclose(v.style_probs.sum(1), 1, atol=1e-5)
+    assert v.subject_probs.shape == (3, 2)
+    assert v.features.shape == (3, 16)
     assert np.allclose(np.linalg.norm(v.features, axis=1), 1, atol=1e-5)
 
 
@@ -72,8 +75,10 @@ def test_simple_vangogh_evaluation_on_the_toy_model(tmp_path):
     assert run_script("evaluation/simple_vangogh_evaluation.py", "--prompt", "a painting by Vincent van Gogh",
                       "--num_tests", "3", "--erasure", ESD_X, "--output", str(out)) == 0
     report = json.loads((out / "evaluation.json").read_text())
-    assert len(report["rows"]) == 3 and os.path.exists(out / "comparison.png")
-    assert report["mean_base_score"] > 0.8 and report["mean_erased_score"] < 0.2
+    assert len(report["rows"]) == 3
+    assert os.path.exists(out / "comparison.png")
+    assert report["mean_base_score"] > 0.8
+    assert report["mean_erased_score"] < 0.2
     assert len(os.listdir(out / "images")) == 6
     assert run_script("evaluation/simple_vangogh_evaluation.py", "--num_tests", "0") != 0
 
@@ -83,10 +88,12 @@ def test_concept_impact_48_tests_and_benchmark_table(tmp_path):
     code = run_script("evaluation/concept_impact.py", "--erasure", ESD_X, "--images_per_test", "1",
                       "--output", str(out), "--min_ira", "0.5", "--min_cra", "0.5")
     report = json.loads((out / "concept_impact.json").read_text())
-    assert report["tests"] == 48 and len(report["rows"]) == 48
+    assert report["tests"] == 48
+    assert len(report["rows"]) == 48
     cats = {s["category"]: s for s in report["summary"]}
     assert [cats[c]["tests"] for c in cats] == [8, 10, 10, 10, 10]
-    assert cats["target concept"]["base"] < 0.2 and cats["target concept"]["erased"] >= 0.85   # UA
+    assert cats["target concept"]["base"] < 0.2
+    assert cats["target concept"]["erased"] >= 0.85   # UA
     assert code == (0 if report["all_pass"] else 1)
     for name in ("report.md", "summary.png", "target_concept.png", "nature_scenes.png"):
         assert os.path.exists(out / name), name
@@ -96,9 +103,11 @@ def test_concept_impact_48_tests_and_benchmark_table(tmp_path):
     assert run_script("evaluation/benchmark.py", "--methods", "ESD-x", "--images_per_test", "1",
                       "--work_dir", str(out), "--output", str(bench)) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["base model", "ESD-x"] and rows[1]["checkpoint"] == "reused"
+    assert [r["method"] for r in rows] == ["base model", "ESD-x"]
+    assert rows[1]["checkpoint"] == "reused"
     assert rows[1]["UA"] == pytest.approx(cats["target concept"]["erased"])
-    assert rows[1]["tensors"] == 35 and rows[1]["FD"] > 0
+    assert rows[1]["tensors"] == 35
+    assert rows[1]["FD"] > 0
 
 
 def test_concept_impact_bad_prompt_folder(tmp_path, monkeypatch):

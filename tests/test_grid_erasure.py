@@ -1,27 +1,19 @@
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import one_error_line, run
+
+from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.grid_erasure import fill_family_defaults, parse_args
 from spatial_erasure.masks import grid_masks, parse_mask, to_latent
 from spatial_erasure.models import load_pipeline
-from spatial_erasure.objectives import grid_erasure_loss, teacher_eps
-from spatial_erasure.params import apply_erasure, read_erasure
+from spatial_erasure.objectives import grid_loss_terms, teacher_eps
 from spatial_erasure.prompts import concept_variations, encode, read_prompt_csv
 from spatial_erasure.trajectories import Inpainting, XtSource, denoise, unet_eps
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(args):
-    return subprocess.run([sys.executable] + args, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def test_masked_loss_has_zero_gradient_outside_the_mask():
@@ -29,13 +21,14 @@ def test_masked_loss_has_zero_gradient_outside_the_mask():
     pred = torch.randn(2, 4, 16, 16, requires_grad=True)
     target, eps_c = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
     mask = to_latent(grid_masks(64)[[4, 9]], 16)                       # centre cell, centre square
-    loss, parts = grid_erasure_loss(pred, target, eps_c, mask, outside_weight=0.0)
+    loss, parts = grid_loss_terms(pred, target, eps_c, mask, outside_weight=0.0)
     loss.backward()
     g = pred.grad.abs().sum(1, keepdim=True)
-    assert (g[mask == 0] == 0).all() and (g[mask == 1] > 0).all()
-    assert parts["outside"] == 0 and parts["inside"] > 0
+    assert (g[mask == 0] == 0).all(), "no gradient outside the mask"
+    assert (g[mask == 1] > 0).all(), "gradient everywhere inside it"
+    assert parts["outside"] == 0 and parts["inside"] > 0, parts
     pred.grad = None
-    grid_erasure_loss(pred, target, eps_c, mask, outside_weight=0.5)[0].backward()
+    grid_loss_terms(pred, target, eps_c, mask, outside_weight=0.5)[0].backward()
     assert (pred.grad.abs().sum(1, keepdim=True)[mask == 0] > 0).all()   # with a weight, outside pixels learn
 
 
@@ -68,7 +61,7 @@ def test_blended_loop_keeps_the_known_region(tiny_folders):
     lat = to_latent(grid_masks(64)[4:5], 16)
     c, u = encode(pipe, ["a house"]), encode(pipe, [""])
     final = denoise(pipe.unet, pipe.scheduler, noise, c, u, 3.0, 6, 6, inpaint=Inpainting(z0, lat))
-    assert torch.equal(final[lat.expand_as(final) == 0], z0[lat.expand_as(z0) == 0])   # outside: z0 exactly
+    assert torch.equal(final[lat.expand_as(final) == 0], z0[lat.expand_as(z0) == 0]), "outside: z0 exactly"
     plain = denoise(pipe.unet, pipe.scheduler, noise, c, u, 3.0, 6, 6)
     assert not torch.allclose(final[lat.expand_as(final) == 1], plain[lat.expand_as(plain) == 1])
 
@@ -79,15 +72,18 @@ def test_cache_bank_covers_every_case_before_repeating(tiny_folders):
     z = torch.zeros(3, 4, 16, 16)
     src = XtSource("cache", pipe.unet, pipe.scheduler, c, encode(pipe, [""]), 3.0, 4, (4, 16, 16), bank_size=5,
                    inpaint=Inpainting(z, torch.ones(3, 1, 16, 16)))
-    assert sorted(src.bank_cases[:3].tolist()) == [0, 1, 2] and src.bank.shape == (5, 5, 4, 16, 16)
+    assert sorted(src.bank_cases[:3].tolist()) == [0, 1, 2], src.bank_cases
+    assert src.bank.shape == (5, 5, 4, 16, 16), src.bank.shape
     x, t, cases = src.draw(2, batch=4)
-    assert x.shape == (4, 4, 16, 16) and cases.shape == (4,) and set(cases.tolist()) <= {0, 1, 2}
+    assert x.shape == (4, 4, 16, 16) and cases.shape == (4,), (x.shape, cases.shape)
+    assert set(cases.tolist()) <= {0, 1, 2}, cases
 
 
 def test_prompt_variations_have_neutral_twins():
     rows = concept_variations("Vincent van Gogh", 40, toy=True, seed=0)
-    assert len(rows) == 40 and len({r["evaluation_seed"] for r in rows}) == 40
-    assert all("Vincent van Gogh" in r["prompt"] and "Vincent van Gogh" not in r["neutral"] for r in rows)
+    assert len(rows) == 40 and len({r["evaluation_seed"] for r in rows}) == 40, "40 rows, each its own seed"
+    assert all("Vincent van Gogh" in r["prompt"] for r in rows), "every prompt names the concept"
+    assert all("Vincent van Gogh" not in r["neutral"] for r in rows), "no neutral twin names it"
     assert len({r["prompt"] for r in rows}) == 30                      # 5 phrasings x 6 subjects, then repeats
     real = concept_variations("Vincent van Gogh", 100, toy=False, seed=0)
     assert len({r["prompt"] for r in real}) == 100
@@ -108,16 +104,21 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "basic", "--output", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     tensors, meta = read_erasure(str(out))
-    assert len(tensors) == 35 and meta["preset"] == "basic" and meta["algorithm"] == "grid-erasure"
-    assert all(k.split(".")[-3] == "attn2" or ".attn2." in k for k in tensors)
+    assert len(tensors) == 35, len(tensors)
+    assert meta["preset"] == "basic" and meta["algorithm"] == "grid-erasure", (meta["preset"], meta["algorithm"])
+    assert meta["base_model"] == "models/toyart-sd", "a bundled model is recorded relative to the repository"
+    assert all(k.split(".")[-3] == "attn2" or ".attn2." in k for k in tensors), "cross-attention only"
     report = json.loads((tmp_path / "grid.json").read_text())
-    assert len(report["losses"]) == 10 and report["iterations_done"] == 10
-    assert len(report["prompts"]) == 5 and len(report["masks"]) == 10 and report["cases"] == 50
+    assert len(report["losses"]) == 10 and report["iterations_done"] == 10, report["iterations_done"]
+    assert len(report["prompts"]) == 5, report["prompts"]
+    assert len(report["masks"]) == 10 and report["cases"] == 50, (report["masks"], report["cases"])
     assert report["global_cases"] == 0
-    assert report["seconds_per_iteration"] > 0 and report["peak_memory_mb"] > 0
-    assert np.isfinite(report["losses"]).all()
+    assert report["seconds_per_iteration"] > 0
+    assert report["peak_memory_mb"] > 0
+    assert np.isfinite(report["losses"]).all(), report["losses"]
     rows = read_prompt_csv(str(tmp_path / "grid.prompts.csv"))
-    assert len(rows) == 5 and all(r["neutral"] for r in rows)
+    assert len(rows) == 5, rows
+    assert all(r["neutral"] for r in rows), "every row has its neutral twin"
     assert (tmp_path / "grid.loss.png").stat().st_size > 1000
     pipe = load_pipeline()
     before = {k: v.clone() for k, v in pipe.unet.named_parameters() if k in tensors}
@@ -137,18 +138,22 @@ def tiny_grid_erasure(model, out, *flags):
 def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
     report = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "g9.safetensors", "--global_share", "0.1")
     # 2 prompts x 10 grid masks + round(0.1 / 0.9 * 20) = 2 cases with the whole image masked
-    assert report["cases"] == 2 * 10 + 2 and report["global_cases"] == 2 and report["masks"][-1] == "whole image"
-    assert report["unet_in_channels"] == 9 and report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2
+    assert report["cases"] == 2 * 10 + 2 and report["global_cases"] == 2, (report["cases"], report["global_cases"])
+    assert report["masks"][-1] == "whole image", report["masks"]
+    assert report["unet_in_channels"] == 9, report["unet_in_channels"]
+    assert report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2, report["bank_forwards"]
     # the retain prompts get their own bank of inpainting trajectories (basic preset: 4)
-    assert report["retain_xt"] == "own" and report["retain_bank_forwards"] == 2 * 4 * 4
+    assert report["retain_xt"] == "own" and report["retain_bank_forwards"] == 2 * 4 * 4, report["retain_bank_forwards"]
     assert report["retain_bank_size"] == 4
 
 
 def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path):
     report = tiny_grid_erasure(tiny_folders["sd"], tmp_path / "g4.safetensors", "--retain_xt", "concept")
-    assert report["cases"] == 2 * 10 and report["global_cases"] == 0 and len(report["masks"]) == 10
-    assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report
-    assert report["unet_in_channels"] == 4 and report["loss_parts_last50"]["retain"] > 0
+    assert report["cases"] == 2 * 10 and report["global_cases"] == 0, (report["cases"], report["global_cases"])
+    assert len(report["masks"]) == 10, report["masks"]
+    assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report, "no retain bank"
+    assert report["unet_in_channels"] == 4, report["unet_in_channels"]
+    assert report["loss_parts_last50"]["retain"] > 0, report["loss_parts_last50"]
 
 
 def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
@@ -163,26 +168,31 @@ def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
     a, b = encode(pipe, ["a house", "a boat"]), encode(pipe, ["a tree"])
     both = teacher_eps(unet, sched, [x, xr], t, [a, b], None, [e, er])
     alone = teacher_eps(unet, sched, x, t, [a], None, e)[0], teacher_eps(unet, sched, xr, t, [b], None, er)[0]
-    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(both, alone))
+    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(both, alone)), "one call = separate calls"
     assert not torch.allclose(both[1], teacher_eps(unet, sched, x, t, [b], None, e)[0], atol=1e-3)
 
 
 def test_family_defaults_fill_only_missing_flags():
-    assert fill_family_defaults(parse_args(["--preset", "scaled"]), toy=True).lr == 3e-4
-    assert fill_family_defaults(parse_args(["--preset", "basic"]), toy=True).lr == 7e-4
-    args = fill_family_defaults(parse_args(["--preset", "scaled", "--lr", "1e-3"]), toy=True)
-    assert args.lr == 1e-3 and args.negative_guidance == 4.0
-    real = fill_family_defaults(parse_args(["--preset", "scaled"]), toy=False)
-    assert real.lr == 5e-5 and real.negative_guidance == 2.0
+    assert fill_family_defaults(parse_args(["--preset", "scaled"]), "toy").lr == 3e-4
+    assert fill_family_defaults(parse_args(["--preset", "basic"]), "toy").lr == 7e-4
+    args = fill_family_defaults(parse_args(["--preset", "scaled", "--lr", "1e-3"]), "toy")
+    assert args.lr == 1e-3 and args.negative_guidance == 4.0, (args.lr, args.negative_guidance)
+    for family in ("sd", "sdxl"):
+        real = fill_family_defaults(parse_args(["--preset", "scaled"]), family)
+        assert real.lr == 5e-5 and real.negative_guidance == 2.0, (family, real.lr, real.negative_guidance)
 
 
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "huge"])
-    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
-    r = run(["inpainting_erasure/grid_erasure.py", "--iterations", "0"])
-    assert r.returncode != 0 and "--iterations must be at least 1" in r.stderr
-    r = run(["inpainting_erasure/grid_erasure.py", "--global_share", "1"])
-    assert r.returncode != 0 and "--global_share must be in [0, 1)" in r.stderr
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr, r.stderr
+    for argv, says in [(["--iterations", "0"], "--iterations must be at least 1"),
+                       (["--iterations", "-1"], "--iterations must be at least 1"),
+                       (["--global_share", "1"], "--global_share must be in [0, 1)")]:
+        r = run(["inpainting_erasure/grid_erasure.py", *argv, "--output", str(tmp_path / "g.safetensors")])
+        errors = one_error_line(r)
+        assert r.returncode != 0 and len(errors) == 1 and says in errors[0], (argv, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
@@ -196,11 +206,13 @@ def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
     out = np.asarray(Image.open(tmp_path / "out" / "inpainted.png"))
     inside = np.zeros((32, 32), bool)
     inside[4:12, 4:20] = True
-    assert (out[~inside] == src[~inside]).all() and (out[inside] != src[inside]).any()
+    assert (out[~inside] == src[~inside]).all(), "outside the mask: the source's pixels exactly"
+    assert (out[inside] != src[inside]).any(), "inside it: repainted"
     assert (tmp_path / "out" / "before_after.png").exists()
     r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
              str(tmp_path / "src.png"), "--mask", "rect:4,4", "--prompt", "x", "--output", str(tmp_path / "bad")])
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: bad rectangle")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error: bad rectangle"), r.stderr[-2000:]
     assert not (tmp_path / "bad").exists()
 
 
@@ -211,9 +223,12 @@ def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
              "--output", str(out)])
     assert r.returncode in (0, 1), r.stderr[-2000:]          # 1: a random-weight model misses the bars
     report = json.loads((out / "spatial.json").read_text())
-    assert report["cases_per_model"] == 14 and len(report["per_mask_target_rate"]) == 14
+    assert report["cases_per_model"] == 14 and len(report["per_mask_target_rate"]) == 14, report["cases_per_model"]
     base = report["summary"][0]
-    assert base["model"] == "base" and base["pasted_maxdiff_outside"] == 0 and 0 <= base["target_rate"] <= 1
-    assert report["bars"]["base outside kept"]["met"] and (out / "spatial.png").stat().st_size > 1000
-    assert "| cell00 | grid |" in (out / "spatial.md").read_text()
-    assert 0 <= base["Claude Monet rate"] <= 1 and "by prompted artist" in (out / "spatial.md").read_text()
+    assert base["model"] == "base", base["model"]
+    assert base["pasted_maxdiff_outside"] == 0, "paste-back keeps every outside pixel"
+    assert 0 <= base["target_rate"] <= 1 and 0 <= base["Claude Monet rate"] <= 1, base
+    assert report["bars"]["base outside kept"]["met"], report["bars"]
+    assert (out / "spatial.png").stat().st_size > 1000
+    md = (out / "spatial.md").read_text()
+    assert "| cell00 | grid |" in md and "by prompted artist" in md, md

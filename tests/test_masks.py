@@ -9,7 +9,8 @@ from spatial_erasure.masks import grid_masks, heldout_masks, mask_names, read_ma
 @pytest.mark.parametrize("size", [64, 512, 100])
 def test_grid_cells_tile_the_image_once(size):
     m = grid_masks(size, 3, center=True)
-    assert m.shape == (10, 1, size, size) and len(mask_names()) == 10
+    assert m.shape == (10, 1, size, size)
+    assert len(mask_names()) == 10
     assert torch.equal(m[:9].sum(0), torch.ones(1, size, size))       # every pixel in exactly one cell
     cover = m[:9].mean((1, 2, 3))
     assert torch.allclose(cover, torch.full((9,), 1 / 9), atol=0.02)
@@ -25,7 +26,8 @@ def test_latent_masks_keep_the_partition():
 
 def test_heldout_masks_are_not_grid_cells():
     hm, names = heldout_masks(64)
-    assert names == ["rect0", "rect1", "circle", "stroke"] and hm.shape == (4, 1, 64, 64)
+    assert names == ["rect0", "rect1", "circle", "stroke"]
+    assert hm.shape == (4, 1, 64, 64)
     g = grid_masks(64)
     for m in hm:
         assert 0.03 < m.mean() < 0.5
@@ -37,7 +39,8 @@ def test_read_mask(tmp_path):
     a[32:96, 0:64] = 255
     Image.fromarray(a).save(tmp_path / "m.png")
     m = read_mask(tmp_path / "m.png", 64)
-    assert m.shape == (1, 1, 64, 64) and m.sum() == 32 * 32
+    assert m.shape == (1, 1, 64, 64)
+    assert m.sum() == 32 * 32
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty.png")
     with pytest.raises(ValueError, match="no white pixels"):
         read_mask(tmp_path / "empty.png", 64)

@@ -2,16 +2,14 @@
 numbers of one process, and only the main process writes."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
+from conftest import run
 
+from spatial_erasure.erasure_file import read_erasure
 from spatial_erasure.models import MODELS_DIR
-from spatial_erasure.params import read_erasure
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ESD_X = str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
 # 2 CPU processes (gloo) whatever the machine: `accelerate launch --cpu --num_processes 2` would start one
 LAUNCH = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -24,10 +22,9 @@ import sys
 import numpy as np
 from PIL import Image
 from spatial_erasure.distributed import process_state
-from spatial_erasure.inpainting import inpaint
-from spatial_erasure.metrics import cached_generate
+from spatial_erasure.evaluation.metrics import cached_generate
 from spatial_erasure.models import TOY_MODEL, load_pipeline
-from spatial_erasure.sampling import generate
+from spatial_erasure.sampling import generate, inpaint
 
 out, rank = sys.argv[1], process_state().process_index
 save = Image.Image.save
@@ -60,9 +57,9 @@ np.savez(f"{out}/rank{rank}-of-{process_state().num_processes}.npz", gen=gen, ra
 """
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300,
-                          **kw)
+def run2(args, timeout=300):
+    """run() with 2 CPU processes' environment: one thread each, no GPU."""
+    return run(args, env=ENV, timeout=timeout)
 
 
 def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path):
@@ -71,12 +68,14 @@ def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    r = run([str(driver), str(one)])
+    r = run2([str(driver), str(one)])
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run(LAUNCH + [str(driver), str(two)])
+    r = run2(LAUNCH + [str(driver), str(two)])
     assert r.returncode == 0, r.stderr[-2000:]
     ref = np.load(one / "rank0-of-1.npz")
-    assert ref["gen"].shape == (6, 64, 64, 3) and ref["gen"].dtype == np.uint8 and ref["raw"].shape == (6, 64, 64, 3)
+    assert ref["gen"].shape == (6, 64, 64, 3)
+    assert ref["gen"].dtype == np.uint8
+    assert ref["raw"].shape == (6, 64, 64, 3)
     assert list(ref["drawn"]) == [2, 2, 2, 4, 2, 6]
     for rank, drawn in ((0, [2, 2, 4, 6]), (1, [2, 2])):    # contiguous shares of the same batches
         got = np.load(two / f"rank{rank}-of-2.npz")
@@ -86,22 +85,27 @@ def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path)
             assert np.array_equal(got[k], ref[k]), (rank, k)
     # the cache's 6 PNGs were saved once, by the main process, and read back the same
     pngs = sorted(os.listdir(two / "cache"))
-    assert len(pngs) == 6 and all(p.endswith(".png") and ".tmp" not in p for p in pngs)
-    assert len((two / "saves-0.txt").read_text().split()) == 6 and not (two / "saves-1.txt").exists()
+    assert len(pngs) == 6
+    assert all(p.endswith(".png") and ".tmp" not in p for p in pngs)
+    assert len((two / "saves-0.txt").read_text().split()) == 6
+    assert not (two / "saves-1.txt").exists()
     assert pngs == sorted(os.listdir(one / "cache"))
 
 
 def test_toy_erasure_rates_two_processes_same_numbers_written_once(tmp_path):
     argv = ["evaluation/toy_erasure_rates.py", "--erasure", ESD_X, "--per_style", "4", "--num_inference_steps", "3",
             "--max_target_rate", "1", "--min_retain_rate", "0", "--min_subject_acc", "0"]   # 36 images: 2 batches
-    one = run(argv + ["--output", str(tmp_path / "one")])
+    one = run2(argv + ["--output", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
-    two = run(LAUNCH + argv + ["--output", str(tmp_path / "two")])
+    two = run2(LAUNCH + argv + ["--output", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / d / "rates.json").read_text()) for d in ("one", "two"))
-    assert a["rows"] == b["rows"] and a["bars"] == b["bars"] and a["erased_confusions"] == b["erased_confusions"]
+    assert a["rows"] == b["rows"]
+    assert a["bars"] == b["bars"]
+    assert a["erased_confusions"] == b["erased_confusions"]
     assert sorted(os.listdir(tmp_path / "two")) == ["grid.png", "rates.json"]
-    assert two.stdout.count("wrote ") == 1 and two.stdout.count("applied ") == 1   # the main process reports
+    assert two.stdout.count("wrote ") == 1
+    assert two.stdout.count("applied ") == 1   # the main process reports
 
 
 def test_grid_erasure_trains_data_parallel_and_writes_one_file(tiny_folders, tmp_path):
@@ -111,20 +115,22 @@ def test_grid_erasure_trains_data_parallel_and_writes_one_file(tiny_folders, tmp
     args = ["inpainting_erasure/grid_erasure.py", "--base_model", tiny_folders["sd-inpaint"], "--preset", "basic",
             "--iterations", "3", "--num_prompts", "2", "--num_inference_steps", "4", "--stream_width", "2",
             "--output", str(out)]
-    r = subprocess.run([sys.executable, *LAUNCH, *args], cwd=REPO, env=ENV, capture_output=True, text=True,
-                       timeout=600)
+    r = run2(LAUNCH + args, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["processes"] == 2 and report["xt_source"] == "stream" and len(report["losses"]) == 3
-    assert np.isfinite(report["losses"]).all() and sum(report["k_histogram"]) == 3
+    assert report["processes"] == 2
+    assert report["xt_source"] == "stream"
+    assert len(report["losses"]) == 3
+    assert np.isfinite(report["losses"]).all()
+    assert sum(report["k_histogram"]) == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["g.json", "g.loss.png", "g.prompts.csv",
                                                              "g.safetensors"]
     assert r.stdout.count("wrote ") == 1
     single = tmp_path / "one" / "g.safetensors"
-    r = subprocess.run([sys.executable, *args[:-1], str(single)], cwd=REPO, env=ENV, capture_output=True, text=True,
-                       timeout=600)
+    r = run2(args[:-1] + [str(single)], timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(single.with_suffix(".json").read_text())["processes"] == 1
     # process 0 draws the single run's x_t; process 1's gradient, averaged in, moves the tensors elsewhere
     dp, alone = read_erasure(str(out))[0], read_erasure(str(single))[0]
-    assert dp.keys() == alone.keys() and any(not torch.equal(dp[k], alone[k]) for k in dp)
+    assert dp.keys() == alone.keys()
+    assert any(not torch.equal(dp[k], alone[k]) for k in dp)

@@ -2,12 +2,11 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run
 from diffusers import AutoencoderKL
 
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL
@@ -24,9 +23,12 @@ def scenes(tmp_path_factory):
 
 def test_composites_mix_two_styles_of_one_scene_through_the_mask(scenes):
     images, subjects = scenes
-    assert images.shape == (3, len(STYLES), RES, RES, 3) and images.dtype == np.uint8
+    assert images.shape == (3, len(STYLES), RES, RES, 3)
+    assert images.dtype == np.uint8
     x, masks, caps = batch(np.random.default_rng(0), images, subjects, 16, same_style=0, uncond_prob=0)
-    assert x.shape == (16, 3, RES, RES) and masks.shape == (16, 1, RES, RES) and len(caps) == 16
+    assert x.shape == (16, 3, RES, RES)
+    assert masks.shape == (16, 1, RES, RES)
+    assert len(caps) == 16
     assert all(caps)                                      # uncond_prob=0: no empty captions
     # every composite equals one styled render inside its mask and another outside
     flat = torch.as_tensor(images).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1).flatten(0, 1)
@@ -57,9 +59,11 @@ def test_tune_decoder_trains_only_the_decoder_and_resumes(scenes, tmp_path, caps
     assert tune_decoder(vae, images, subjects, 2, state, batch_size=4, checkpoint_every=1) == 2
     after = vae.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert changed
+    assert all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
     assert any(k.startswith("decoder.conv_out") for k in changed)
-    assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+    assert not vae.training
+    assert not any(p.requires_grad for p in vae.parameters())
     assert tune_decoder(vae, images, subjects, 3, state, batch_size=4) == 3
     assert "resumed decoder at step 2" in capsys.readouterr().out
     out = str(tmp_path / "vae")
@@ -67,7 +71,8 @@ def test_tune_decoder_trains_only_the_decoder_and_resumes(scenes, tmp_path, caps
     save_vae(vae, out)
     back = AutoencoderKL.from_pretrained(out, use_safetensors=True)
     assert all(torch.equal(back.state_dict()[k], v) for k, v in vae.state_dict().items())
-    assert not os.path.exists(out + ".tmp") and not os.path.exists(out + ".old")
+    assert not os.path.exists(out + ".tmp")
+    assert not os.path.exists(out + ".old")
 
 
 def test_composite_check_on_the_bundled_vae(scenes):
@@ -76,7 +81,8 @@ def test_composite_check_on_the_bundled_vae(scenes):
     r = composite_check(vae, load_classifier(TOY_CLASSIFIER), images[:2])
     assert r["cases_per_style"] == 20
     for name in ("pasted", "roundtrip", "full_image_roundtrip"):
-        assert set(r[name]) == set(STYLES) and all(0 <= v <= 1 for v in r[name].values())
+        assert set(r[name]) == set(STYLES)
+        assert all(0 <= v <= 1 for v in r[name].values())
     # pasted cells (no VAE) are what the classifier is built for; whole images survive the VAE
     assert np.mean(list(r["pasted"].values())) >= 0.9
     assert np.mean(list(r["full_image_roundtrip"].values())) >= 0.9
@@ -86,17 +92,16 @@ def test_cli_tunes_a_copy_of_the_toy_model_in_place(tmp_path):
     model = str(tmp_path / "toy")
     shutil.copytree(TOY_MODEL, model)
     old = AutoencoderKL.from_pretrained(os.path.join(model, "vae"), use_safetensors=True).state_dict()
-    cmd = [sys.executable, "-m", "spatial_erasure.toyart.vae", "--model", model, "--work_dir", str(tmp_path / "w"),
-           "--out", str(tmp_path / "out"), "--steps", "2", "--batch_size", "4", "--scenes", "3",
-           "--check_scenes", "1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = run(["-m", "spatial_erasure.toyart.vae", "--base_model", model, "--work_dir", str(tmp_path / "w"),
+             "--output", str(tmp_path / "out"), "--steps", "2", "--batch_size", "4", "--scenes", "3",
+             "--check_scenes", "1"])
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / "out" / "decoder.json") as f:
         report = json.load(f)
-    assert report["steps_done"] == 2 and set(report["after"]["roundtrip"]) == set(STYLES)
+    assert report["steps_done"] == 2, report["steps_done"]
+    assert set(report["after"]["roundtrip"]) == set(STYLES), report["after"]["roundtrip"]
     new = AutoencoderKL.from_pretrained(os.path.join(model, "vae"), use_safetensors=True).state_dict()
-    assert all(torch.equal(new[k], old[k]) for k in old if k.startswith(("encoder.", "quant_conv.")))
-    assert not torch.equal(new["decoder.conv_out.weight"], old["decoder.conv_out.weight"])
-    bad = subprocess.run([sys.executable, "-m", "spatial_erasure.toyart.vae", "--model", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "no vae/config.json" in bad.stderr
+    assert all(torch.equal(new[k], old[k]) for k in old if k.startswith(("encoder.", "quant_conv."))), "encoder kept"
+    assert not torch.equal(new["decoder.conv_out.weight"], old["decoder.conv_out.weight"]), "decoder tuned"
+    bad = run(["-m", "spatial_erasure.toyart.vae", "--base_model", str(tmp_path / "nope")], timeout=300)
+    assert bad.returncode != 0 and "no vae/config.json" in bad.stderr, bad.stderr[-2000:]

@@ -29,7 +29,8 @@ def test_stream_visits_the_states_sample_visits(tiny_folders, kind, inpaint):
     inp = inpainting(inpaint, 3)
     n = 5
     stream = Stream(unet, sched, cond, null, 3.0, n, (4, 16, 16), width=3, seed=0, inpaint=inp)
-    assert stream.k.tolist() == [0, 1, 3] and stream.warmup_forwards == 2 * (1 + 3 - 1 + 1)   # staggered start
+    assert stream.k.tolist() == [0, 1, 3]
+    assert stream.warmup_forwards == 2 * (1 + 3 - 1 + 1)   # staggered start
     checked = 0
     for _ in range(12):
         x, t, cases = stream.draw(None, 2)
@@ -44,8 +45,10 @@ def test_stream_visits_the_states_sample_visits(tiny_folders, kind, inpaint):
                           inpaint=None if inp is None else inp[cases[j:j + 1]])
             assert torch.allclose(x[j], ref[0], atol=1e-4), (j, int(k[j]))
             checked += 1
-    assert checked == 24 and stream.restarts >= 3
-    assert sum(stream.k_histogram) == 24 and min(stream.k_histogram) >= 3      # every step visited, near uniform
+    assert checked == 24
+    assert stream.restarts >= 3
+    assert sum(stream.k_histogram) == 24
+    assert min(stream.k_histogram) >= 3   # every step visited, near uniform
     assert sorted(set(stream.case.tolist()) | set(range(3))) == [0, 1, 2]
 
 
@@ -53,10 +56,13 @@ def test_stream_refuses_a_batch_wider_than_it_and_a_step(tiny_folders):
     pipe = load_pipeline(tiny_folders["sd"])
     c, null = encode(pipe, ["a house"]), encode(pipe, [""])
     stream = make_source("stream", pipe.unet, pipe.scheduler, c, null, 3.0, 4, (4, 16, 16), width=2)
-    assert stream.streams and stream.pick_step(None) is None
+    assert stream.streams
+    assert stream.pick_step(None) is None
     with pytest.raises(ValueError, match="exceeds the stream width 2"):
         stream.draw(None, 3)
     with pytest.raises(ValueError, match="picks its own steps"):
         stream.draw(1, 1)
     cost = stream.cost()
-    assert cost["xt_source"] == "stream" and cost["bank_forwards"] == 0 and cost["warmup_forwards"] == 2 * 2
+    assert cost["xt_source"] == "stream"
+    assert cost["bank_forwards"] == 0
+    assert cost["warmup_forwards"] == 2 * 2

@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import json
 import os
 
@@ -7,24 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from spatial_erasure.architectures import SD14_UNET_CONFIG, build_unet
-from spatial_erasure.models import TOY_MODEL
-from spatial_erasure.params import read_erasure
-from spatial_erasure.params import save_erasure, select_parameters
-from spatial_erasure.weight_change import analyse, block_of, expected_tensors, group, projection_of, tensor_changes
+from conftest import REPO, load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "evaluation", "weight_change_analysis.py")
+from spatial_erasure.architectures import SD14_UNET_CONFIG, build_unet
+from spatial_erasure.erasure_file import read_erasure, save_erasure
+from spatial_erasure.evaluation.weight_change import (analyse, block_of, expected_tensors, group, projection_of,
+                                                      tensor_changes)
+from spatial_erasure.models import TOY_MODEL
+from spatial_erasure.selection import select_parameters
+
+SCRIPT = "evaluation/weight_change_analysis.py"
 ESD = os.path.join(REPO, "models", "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
 GRID = os.path.join(REPO, "models", "grid-Vincent_van_Gogh-scaled-esd-x.safetensors")
-
-
-def load_script():
-    """The entry script as a module (it is a file, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("weight_change_analysis", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +60,11 @@ def test_identical_tensors_have_exactly_zero_change(toy_unet, cache, tmp_path):
     same = select_parameters(toy_unet, "esd-x")
     path = write_file(tmp_path / "same.safetensors", cache, same)
     r = analyse(path, cache=cache)
-    assert r["fingerprint_checked"] and len(r["rows"]) == 35
+    assert r["fingerprint_checked"]
+    assert len(r["rows"]) == 35
     assert all(row["dW_norm"] == 0.0 and row["dW_max"] == 0.0 and row["W_norm"] > 0 for row in r["rows"])
-    assert r["totals"]["dW_norm"] == 0.0 and r["totals"]["tensors_changed"] == 0
+    assert r["totals"]["dW_norm"] == 0.0
+    assert r["totals"]["tensors_changed"] == 0
     assert r["expected"] == {"tensors": 35, "parameters": r["totals"]["parameters"], "file_matches_selection": True}
 
 
@@ -84,7 +79,8 @@ def test_one_changed_tensor_reports_the_delta_norm(toy_unet, cache, tmp_path):
     changed = [row for row in r["rows"] if row["dW_norm"] > 0]
     assert [row["name"] for row in changed] == [name]
     row = changed[0]
-    assert row["dW_norm"] == pytest.approx(0.5, rel=1e-6) and row["dW_max"] == pytest.approx(0.4, rel=1e-5)
+    assert row["dW_norm"] == pytest.approx(0.5, rel=1e-6)
+    assert row["dW_max"] == pytest.approx(0.4, rel=1e-5)
     assert row["W_norm"] == pytest.approx(float(toy_unet.state_dict()[name].double().norm()))
     assert row["rel_change"] == pytest.approx(0.5 / row["W_norm"], rel=1e-6)
     assert (row["block"], row["projection"], row["attention"]) == ("down.1", "to_k", "attn2")
@@ -92,7 +88,8 @@ def test_one_changed_tensor_reports_the_delta_norm(toy_unet, cache, tmp_path):
     assert by_block["down.1"]["dW_norm"] == pytest.approx(0.5, rel=1e-6)
     assert all(g["dW_norm"] == 0 for b, g in by_block.items() if b != "down.1")
     assert [g["projection"] for g in r["by_projection"]] == ["to_q", "to_k", "to_v", "to_out"]
-    assert r["totals"]["tensors_changed"] == 1 and r["totals"]["parameters_changed"] == params[name].numel()
+    assert r["totals"]["tensors_changed"] == 1
+    assert r["totals"]["parameters_changed"] == params[name].numel()
 
 
 def test_group_norm_is_the_norm_of_all_changes_together():
@@ -101,8 +98,11 @@ def test_group_norm_is_the_norm_of_all_changes_together():
             {"block": "down.0", "parameters": 1, "dW_norm": 1.0, "W_norm": 2.0, "rel_change": 0.5}]
     g = group(rows, "block")
     assert [x["block"] for x in g] == ["down.0", "up.1"]
-    assert g[1]["tensors"] == 2 and g[1]["parameters"] == 10 and g[1]["dW_norm"] == 5.0
-    assert g[1]["rel_change"] == 0.5 and g[1]["mean_rel_change"] == 0.3
+    assert g[1]["tensors"] == 2
+    assert g[1]["parameters"] == 10
+    assert g[1]["dW_norm"] == 5.0
+    assert g[1]["rel_change"] == 0.5
+    assert g[1]["mean_rel_change"] == 0.3
 
 
 def test_esd_u_groups_non_attention_tensors_as_other(toy_unet):
@@ -130,29 +130,35 @@ def test_tensor_for_another_architecture_is_refused(toy_unet):
 
 
 def test_script_writes_csv_markdown_json_png(tmp_path):
-    script = load_script()
+    script = load_script(SCRIPT)
     out = tmp_path / "out"
     assert script.main(script.parse_args([ESD, GRID, "--output", str(out)])) == 0
     for stem in ("esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x", "grid-Vincent_van_Gogh-scaled-esd-x"):
         with open(out / f"{stem}.csv") as f:
             rows = list(csv.DictReader(f))
-        assert len(rows) == 35 and all(float(r["dW_norm"]) > 0 for r in rows)
+        assert len(rows) == 35
+        assert all(float(r["dW_norm"]) > 0 for r in rows)
     data = json.loads((out / "weight_change.json").read_text())
     assert [f["totals"]["tensors"] for f in data["files"]] == [35, 35]
     assert data["sd14_reference"]["esd-x"] == {"tensors": 80, "parameters": 43_962_560}
     first, second = data["comparison"]
     assert first["dW_ratio"] == 1.0
     esd, grid = (f["totals"] for f in data["files"])
-    assert second["dW_ratio"] == pytest.approx(grid["dW_norm"] / esd["dW_norm"]) and second["dW_ratio"] != 1
+    assert second["dW_ratio"] == pytest.approx(grid["dW_norm"] / esd["dW_norm"])
+    assert second["dW_ratio"] != 1
     md = (out / "report.md").read_text()
-    assert "### By block" in md and "| up.1 |" in md and "| to_out |" in md and f"{second['dW_ratio']:.2f}x" in md
+    assert "### By block" in md
+    assert "| up.1 |" in md
+    assert "| to_out |" in md
+    assert f"{second['dW_ratio']:.2f}x" in md
     assert "80 tensors = 43,962,560 parameters" in md
     w, h = Image.open(out / "relative_change_by_block.png").size
-    assert w > 200 and h > 100
+    assert w > 200
+    assert h > 100
 
 
 def test_bad_input_is_one_line_error_and_writes_nothing(toy_unet, cache, tmp_path):
-    script = load_script()
+    script = load_script(SCRIPT)
     out = tmp_path / "out"
     not_erasure = os.path.join(TOY_MODEL, "unet", "diffusion_pytorch_model.safetensors")
     lost_base = write_file(tmp_path / "lost.safetensors", cache, select_parameters(toy_unet, "esd-x"),
@@ -168,5 +174,7 @@ def test_bad_input_is_one_line_error_and_writes_nothing(toy_unet, cache, tmp_pat
     for argv, says in cases:
         with pytest.raises(SystemExit) as e:
             script.main(script.parse_args(argv + ["--output", str(out)]))
-        assert isinstance(e.value.code, str) and says in e.value.code and "\n" not in e.value.code
+        assert isinstance(e.value.code, str)
+        assert says in e.value.code
+        assert "\n" not in e.value.code
         assert not out.exists()

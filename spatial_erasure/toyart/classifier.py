@@ -5,9 +5,8 @@ the Van Gogh texture is present in an image, or inside a masked region (a crop r
 it is trained with crop augmentation for exactly that). Trained on procedural images only, never
 on the toy model's outputs.
 
-    python -m spatial_erasure.toyart.classifier --out models/toyart-classifier --steps 2000
+    python -m spatial_erasure.toyart.classifier --output models/toyart-classifier --steps 2000
 """
-import argparse
 import json
 import os
 import time
@@ -19,8 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from .. import cli
 from ..checkpoint import atomic_save
-from ..inpainting import crop_regions
+from ..masks import crop_regions
 from ..reports import write_json
 from .world import RES, STYLES, SUBJECTS, render_batch
 
@@ -130,14 +130,14 @@ def evaluate(model, n=900, seed=10_000):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="models/toyart-classifier", help="output folder")
+    p = cli.parser(__doc__)
+    cli.add_output_arg(p, "models/toyart-classifier", "output folder")
     p.add_argument("--steps", type=int, default=2000, help="training steps")
     p.add_argument("--batch_size", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--crop_fraction", type=float, default=0.5, help="share of each batch cropped and resized")
     p.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and training images")
+    cli.add_seed_arg(p, 0, "seed for weights and training images")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -163,9 +163,9 @@ def main(argv=None):
     metrics = evaluate(model)
     metrics.update(train_seconds=round(time.time() - start, 1), args=vars(args))
     print(json.dumps(metrics, indent=1))
-    os.makedirs(args.out, exist_ok=True)
-    atomic_save(model.state_dict(), os.path.join(args.out, "model.safetensors"))
-    write_json(os.path.join(args.out, "config.json"), {"width": args.width, "styles": STYLES, "subjects": SUBJECTS,
+    os.makedirs(args.output, exist_ok=True)
+    atomic_save(model.state_dict(), os.path.join(args.output, "model.safetensors"))
+    write_json(os.path.join(args.output, "config.json"), {"width": args.width, "styles": STYLES, "subjects": SUBJECTS,
                                                        "resolution": RES, "heldout_metrics": metrics})
 
 

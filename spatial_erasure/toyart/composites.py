@@ -1,6 +1,6 @@
 """Training data of mixed-style toy images: one scene rendered in every style, composited through
 random masks (the shapes SD-inpainting trains on, plus the erasure grid). Used to fine-tune the
-inpainting UNet (train_inpaint) and the VAE decoder (vae), so that both learn styles side by side."""
+inpainting UNet (train_sd_inpainting) and the VAE decoder (vae), so that both learn styles side by side."""
 import os
 
 import numpy as np

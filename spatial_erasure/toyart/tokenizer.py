@@ -6,9 +6,8 @@ that the toy world's words use, in CLIP's order, so the tokenizer is a real CLIP
 with a ~1k vocabulary. The merges come from `bpe_simple_vocab_16e6.txt.gz`, the CLIP vocabulary
 file shipped inside the `open_clip_torch` wheel (install with `pip install --no-deps open_clip_torch`).
 
-    python -m spatial_erasure.toyart.tokenizer --out models/toyart-sd/tokenizer
+    python -m spatial_erasure.toyart.tokenizer --output models/toyart-sd/tokenizer
 """
-import argparse
 import gzip
 import importlib.util
 import json
@@ -20,11 +19,13 @@ import tempfile
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from .. import cli
 from .world import vocabulary_text
 
 CLIP_MERGES = 49152 - 256 - 2       # CLIP keeps the first 48,894 merges of the file
 # CLIP's pre-tokenizer pattern, with \p{L} / \p{N} spelled for Python's re
-PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+""", re.IGNORECASE)
+PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+""",
+                     re.IGNORECASE)
 
 
 def default_bpe_path():
@@ -82,12 +83,12 @@ def build(out, bpe_path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write the tokenizer into")
+    p = cli.parser(__doc__)
+    p.add_argument("--output", required=True, help="folder to write the tokenizer into")
     p.add_argument("--bpe", default=None, help="CLIP BPE file (default: the one inside open_clip_torch)")
     args = p.parse_args(argv)
-    tok = build(args.out, args.bpe or default_bpe_path())
-    print(f"wrote {args.out}: vocabulary of {len(tok)} tokens")
+    tok = build(args.output, args.bpe or default_bpe_path())
+    print(f"wrote {args.output}: vocabulary of {len(tok)} tokens")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the encoder is frozen, so latents, UNets and every erasure trained on them stay 
 Writes `results/toyart_decoder/decoder.json` (per-style rate at which a style pasted into a grid cell of
 a photo is still that style after encode -> decode, before and after tuning; full-image round trip).
 """
-import argparse
 import os
 import shutil
 import sys
@@ -24,8 +23,10 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
+from .. import cli
 from ..checkpoint import load_state, save_state
 from ..masks import grid_masks
+from ..distributed import process_device
 from ..models import TOY_CLASSIFIER, TOY_MODEL
 from ..reports import write_json
 from .classifier import load_classifier, predict, region_style, to_tensor
@@ -160,21 +161,21 @@ def composite_check(vae, clf, images, background="photo"):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
-    a("--model", default=TOY_MODEL, help="toy pipeline folder whose vae/ is tuned in place (default: bundled)")
+    cli.add_model_arg(p, TOY_MODEL, "toy pipeline folder whose vae/ is tuned in place")
     a("--work_dir", default="runs/toyart-decoder", help="checkpoint and scene bank; rerun to resume")
-    a("--out", default="results/toyart_decoder", help="folder for decoder.json (default: %(default)s)")
+    cli.add_output_arg(p, "results/toyart_decoder", "folder for decoder.json")
     a("--steps", type=int, default=1500, help="decoder fine-tuning steps (default: %(default)s)")
     a("--batch_size", type=int, default=32, help="composites per step (default: %(default)s)")
     a("--lr", type=float, default=3e-4, help="AdamW peak learning rate, cosine to 0 (default: %(default)s)")
     a("--mask_weight", type=float, default=2.0, help="loss weight of pixels inside the mask (default: %(default)s)")
     a("--scenes", type=int, default=600, help="training layouts, each in every style (default: %(default)s)")
     a("--check_scenes", type=int, default=12, help="held-out layouts for the check (default: %(default)s)")
-    a("--seed", type=int, default=0, help="seed of data and noise (default: %(default)s)")
+    cli.add_seed_arg(p, 0, "seed of data and noise")
     a("--time_budget", type=float, default=None, help="stop after this many seconds; rerun to go on")
     a("--check_only", action="store_true", help="only measure the current VAE, change nothing")
-    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    cli.add_device_arg(p)
     return p.parse_args(argv)
 
 
@@ -191,16 +192,16 @@ def save_vae(vae, folder):
 
 
 def main(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    vae_dir = os.path.join(args.model, "vae")
+    device = torch.device(process_device(args.device))
+    vae_dir = os.path.join(args.base_model, "vae")
     if not os.path.exists(os.path.join(vae_dir, "config.json")):
-        raise SystemExit(f"--model {args.model}: no vae/config.json there; pass a toy pipeline folder")
+        cli.fail(f"--base_model {args.base_model}: no vae/config.json there; pass a toy pipeline folder")
     vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True).to(device).eval()
     clf = load_classifier(TOY_CLASSIFIER)                  # on the CPU: roundtrip() returns CPU tensors
     held = np.stack([np.stack([render(s, u, seed=int(z)) for s in STYLES])
                      for u, z in zip(np.array(SUBJECTS)[np.arange(args.check_scenes) % len(SUBJECTS)],
                                      range(90_000, 90_000 + args.check_scenes))])
-    report = {"model": args.model, "args": vars(args), "before": composite_check(vae, clf, held)}
+    report = {"model": args.base_model, "args": vars(args), "before": composite_check(vae, clf, held)}
     if not args.check_only:
         os.makedirs(args.work_dir, exist_ok=True)
         images, subjects = scene_bank(args.scenes, args.seed, os.path.join(args.work_dir, "scenes.safetensors"))
@@ -215,7 +216,7 @@ def main(args):
         else:
             save_vae(vae.cpu(), vae_dir)
             print(f"wrote {vae_dir}")
-    images, _, st, _ = render_batch(450, seed=20_000)                  # quality.py's round-trip bar, smaller
+    images, _, st, _ = render_batch(450, seed=20_000)                  # toy_model_quality's round-trip bar, smaller
     ps, _, _ = predict(clf, roundtrip(vae.to(device), to_tensor(images)))
     report["roundtrip_style_acc_450"] = float((ps.argmax(1).numpy() == st).mean())
     last = report.get("after", report["before"])
@@ -225,8 +226,8 @@ def main(args):
             print(f"{name}: style kept in a grid cell after encode -> decode:",
                   {s.split()[-1]: round(v, 2) for s, v in r.items()}, f"mean {np.mean(list(r.values())):.2f}")
     report["mean_cell_roundtrip"] = float(np.mean(list(last["roundtrip"].values())))
-    write_json(os.path.join(args.out, "decoder.json"), report)
-    print(f"full-image round trip {report['roundtrip_style_acc_450']:.3f}; wrote {args.out}/decoder.json")
+    write_json(os.path.join(args.output, "decoder.json"), report)
+    print(f"full-image round trip {report['roundtrip_style_acc_450']:.3f}; wrote {args.output}/decoder.json")
     return 0
 
 

@@ -115,14 +115,16 @@ def _layout(subject, rng):
     if subject == "house":
         w, h = 0.40 * s, 0.30 * s
         body = (abs(x - cx) < w / 2) & (y < gy) & (y > gy - h)
-        roof = (y <= gy - h) & (y > gy - h - 0.22 * s) & (abs(x - cx) < (w / 2 + 0.05) * (y - (gy - h - 0.22 * s)) / (0.22 * s))
+        roof = ((y <= gy - h) & (y > gy - h - 0.22 * s)
+                & (abs(x - cx) < (w / 2 + 0.05) * (y - (gy - h - 0.22 * s)) / (0.22 * s)))
         door = (abs(x - cx) < 0.05 * s) & (y < gy) & (y > gy - 0.15 * s)
         lab[body], lab[roof], lab[door] = MAIN, SECOND, ACCENT
     elif subject == "boat":
         gy = horizon + 0.10
         top = gy - 0.10 * s
         hull = (y > top) & (y < gy) & (abs(x - cx) < 0.26 * s - (y - top) * 0.9)
-        sail = (y < top) & (y > top - 0.42 * s) & (x > cx + 0.01) & (x - cx < 0.28 * s * (y - (top - 0.42 * s)) / (0.42 * s))
+        sail = ((y < top) & (y > top - 0.42 * s) & (x > cx + 0.01)
+                & (x - cx < 0.28 * s * (y - (top - 0.42 * s)) / (0.42 * s)))
         mast = (abs(x - cx) < 0.012) & (y < top) & (y > top - 0.46 * s)
         lab[hull], lab[sail], lab[mast] = MAIN, SECOND, ACCENT
     elif subject == "car":
@@ -214,7 +216,8 @@ def _pick(rng, pool, k):
 def _photo(lab, horizon, subject, rng):
     y, x = _grid()
     sky_top, sky_bot = _rgb("4a86c8", "b9d8f0")
-    ground = _rgb("5f8f3e", "7b6a4f", "3f6f9f" if subject == "boat" else "6b8f4a")[rng.integers(3) if subject != "boat" else 2]
+    ground = _rgb("5f8f3e", "7b6a4f", "3f6f9f" if subject == "boat" else "6b8f4a")[
+        rng.integers(3) if subject != "boat" else 2]
     natural = {
         "house": _rgb("c8a27a", "8b3a2e", "4b3621"), "boat": _rgb("f0f0f0", "e8e0d0", "6b4a2b"),
         "car": [_rgb("c0392b", "2e5e9e", "b8b8b8")[rng.integers(3)]] + _rgb("a9c6de", "222222"),
@@ -296,7 +299,8 @@ def _monet(lab, horizon, subject, rng):
 
 def _impressionist(lab, horizon, subject, rng):
     """Broken colour like Monet but in short horizontal dashes of saturated sunny colours."""
-    sky1, sky2, white, grass, sun, red, olive = _rgb("5a8ee0", "3a6ec8", "f0f0e8", "4f9f2f", "f0a03a", "c8462f", "8f8f2f")
+    sky1, sky2, white, grass, sun, red, olive = _rgb("5a8ee0", "3a6ec8", "f0f0e8", "4f9f2f", "f0a03a", "c8462f",
+                                                     "8f8f2f")
     pal = {SKY: [sky1, sky2, white], GROUND: [grass, olive, sun], MAIN: [red, sun, white],
            SECOND: [grass, sun, olive], ACCENT: [red, white]}
     img = _dabs(lab, rng, pal, (2, 5))

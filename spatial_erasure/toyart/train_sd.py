@@ -1,14 +1,14 @@
 """Train the toy art world's Stable Diffusion from scratch: VAE (then its decoder on mixed styles),
 then text encoder + UNet.
 
+(This trains the toy model itself; erasure training is spatial_erasure.trainer.)
 The result is a standard diffusers StableDiffusionPipeline folder (safetensors), the default
 `--base_model` of every script. Training checkpoints to `--work_dir` every few minutes and resumes
 from there when rerun with the same command, so it can span several sittings (about 2-3 hours on
 2 CPU cores; minutes on a GPU).
 
-    python -m spatial_erasure.toyart.train --out models/toyart-sd --work_dir runs/toyart-sd
+    python -m spatial_erasure.toyart.train_sd --output models/toyart-sd --work_dir runs/toyart-sd
 """
-import argparse
 import json
 import os
 import platform
@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..checkpoint import atomic_save, load_state, save_state
+from .. import cli
+from ..checkpoint import atomic_save, load_state, replace_folder, save_state
 from ..masks import to_latent
 from ..models import TOY_MODEL
 from .tokenizer import build as build_tokenizer, default_bpe_path
@@ -98,7 +99,7 @@ def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    tmp = args.out.rstrip("/") + ".tmp"
+    tmp = args.output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     # transformers 5 saves tokenizer.json only; ship the classic CLIP folder (vocab.json + merges.txt)
@@ -112,19 +113,16 @@ def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
         json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
-    if os.path.exists(os.path.join(args.out, "README.md")):
-        shutil.copy(os.path.join(args.out, "README.md"), tmp)
-    shutil.rmtree(args.out, ignore_errors=True)
-    os.replace(tmp, args.out)
+    replace_folder(tmp, args.output)
     ema.restore(list(unet.parameters()) + list(text_encoder.parameters()))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
-    a("--out", default="models/toyart-sd", help="pipeline folder to write")
+    cli.add_output_arg(p, "models/toyart-sd", "pipeline folder to write")
     a("--work_dir", default="runs/toyart-sd", help="checkpoints and latent cache; rerun to resume")
-    a("--seed", type=int, default=0, help="seed for weights, data and noise")
+    cli.add_seed_arg(p, 0, "seed for weights, data and noise")
     a("--tokenizer", default=os.path.join(TOY_MODEL, "tokenizer"),
       help="CLIP tokenizer folder to use; when missing it is built (needs `pip install --no-deps open_clip_torch`)")
     a("--init_from", default=None, help="exported pipeline folder to continue from when --work_dir has no checkpoint")
@@ -152,7 +150,7 @@ def parse_args(argv=None):
     a("--lr_restart", action="store_true",
       help="with --init_from: a fresh warmup + cosine schedule over the remaining steps, not the old one's tail")
     a("--checkpoint_every", type=int, default=250, help="steps between resumable checkpoints")
-    a("--save_every", type=int, default=1000, help="steps between pipeline exports to --out")
+    a("--save_every", type=int, default=1000, help="steps between pipeline exports to --output")
     return p.parse_args(argv)
 
 
@@ -206,7 +204,8 @@ def main(args):
         # another sitting without --work_dir's checkpoint: start from the exported (EMA) weights at the
         # step they reached; the optimizer's moments start afresh
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
-        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
+        text_encoder.load_state_dict(
+            CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
         ema = EMAModel(params, decay=args.ema_decay)
         with open(os.path.join(args.init_from, "training.json")) as f:
             done = json.load(f)
@@ -264,7 +263,7 @@ def main(args):
         if done % args.save_every == 0 or done == args.unet_steps:
             step = done
             save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info())
-    print(f"done in {time.time() - t0:.0f} s this sitting; pipeline in {args.out}")
+    print(f"done in {time.time() - t0:.0f} s this sitting; pipeline in {args.output}")
 
 
 if __name__ == "__main__":

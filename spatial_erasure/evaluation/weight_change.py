@@ -20,9 +20,10 @@ import os
 import re
 import warnings
 
-from .architectures import build_unet
-from .models import ModelLoadError, fingerprint
-from .params import ErasureMismatch, count, read_erasure, recorded_base, select_parameters
+from ..architectures import build_unet
+from ..erasure_file import ErasureMismatch, check_fits, read_erasure, recorded_base
+from ..models import ModelLoadError, fingerprint, hub_unreachable
+from ..selection import count, select_parameters
 
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "other")
 ROW_COLUMNS = ["name", "block", "attention", "projection", "shape", "parameters", "dW_norm", "W_norm",
@@ -60,13 +61,7 @@ def tensor_changes(base_state, tensors):
     """One row per tensor of an erasure file against the base UNet's state dict (name -> tensor).
 
     Raises ErasureMismatch when a key is not a base parameter or a shape differs."""
-    missing = [k for k in tensors if k not in base_state]
-    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(base_state[k].shape)}" for k in tensors
-             if k in base_state and base_state[k].shape != tensors[k].shape]
-    if missing or wrong:
-        raise ErasureMismatch(f"the erasure file does not fit this base UNet: {len(missing)} unknown keys "
-                              f"{missing[:3]}, {len(wrong)} shape mismatches {wrong[:3]}; "
-                              "pass the matching --base_model")
+    check_fits(tensors, base_state, "the erasure file")
     rows = []
     for name in sorted(tensors):
         w = base_state[name].detach().double().cpu()
@@ -104,7 +99,7 @@ def group(rows, key):
 
 def totals(rows):
     """Whole-file summary: tensor and parameter counts, total ||dW|| and ||W||, mean and max relative change."""
-    t = group([{**r, "all": "all"} for r in rows], "all")[0]     # rows is never empty: read_erasure_file checks
+    t = group([{**r, "all": "all"} for r in rows], "all")[0]     # rows is never empty: read_erasure checks
     t.pop("all")
     ranked = [r for r in rows if r["rel_change"] is not None]
     top = max(ranked, key=lambda r: r["rel_change"]) if ranked else None
@@ -144,36 +139,17 @@ def load_base_unet(base):
         if local:
             raise ModelLoadError(f"could not load the base UNet in {base}: {_first_line(e)}; pass --base_model with "
                                  "the pipeline folder the erasure file was trained on") from e
-        raise ModelLoadError(f"could not load the base UNet of '{base}' from the model hub ({type(e).__name__}); "
-                             "download it where the hub is reachable (huggingface-cli download ID --local-dir FOLDER) "
-                             "and pass --base_model FOLDER") from e
+        raise hub_unreachable(base, e, "the base UNet of ") from e
     finally:
         diffusers_logging.set_verbosity(level)
     return unet.eval()
-
-
-def read_erasure_file(path):
-    """(tensors, metadata) of an erasure file; ValueError with what to do for anything that is not one."""
-    try:
-        tensors, meta = read_erasure(path)
-    except FileNotFoundError:
-        raise
-    except Exception as e:    # safetensors raises its own error type on a file that is not safetensors
-        raise ValueError(f"{path} is not a safetensors file ({_first_line(e)}); pass an erasure file "
-                         "written by original_esd/ or inpainting_erasure/ (see models/)") from e
-    if "method" not in meta and "base_fingerprint" not in meta:
-        raise ValueError(f"{path} is not an erasure file (no method or base_fingerprint metadata); pass a file "
-                         "written by original_esd/ or inpainting_erasure/ (see models/)")
-    if not tensors:
-        raise ValueError(f"{path} holds no tensors; pass an erasure file written by the training scripts")
-    return tensors, meta
 
 
 def analyse(path, base_model=None, check_base=True, cache=None):
     """Everything the report says about one erasure file; `cache` (a dict) shares base UNets across calls.
 
     Refuses a base whose fingerprint differs from the recorded one unless check_base=False."""
-    tensors, meta = read_erasure_file(path)
+    tensors, meta = read_erasure(path)
     base = str(base_model or recorded_base(meta))
     cache = {} if cache is None else cache
     key = os.path.realpath(base) if os.path.isdir(base) else base     # one load per base, however it is spelled

@@ -8,10 +8,10 @@ model learns to paint the prompted style inside the mask and keep the context. T
 tokenizer and scheduler are the toy model's, unchanged: relative links to its folders; the UNet is
 stored in fp16 to keep the bundle small.
 
-    python -m spatial_erasure.toyart.train_inpaint --out models/toyart-sd-inpainting
-    python -m spatial_erasure.toyart.train_inpaint --device cuda --batch_size 128 --num_workers 8 --time_budget 300
+    python -m spatial_erasure.toyart.train_sd_inpainting --output models/toyart-sd-inpainting
+    python -m spatial_erasure.toyart.train_sd_inpainting --device cuda --batch_size 128 --num_workers 8 \
+        --time_budget 300
 """
-import argparse
 import json
 import os
 import shutil
@@ -23,10 +23,12 @@ from diffusers import DDPMScheduler, StableDiffusionInpaintPipeline, UNet2DCondi
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from ..checkpoint import load_state, save_state
+from .. import cli
+from ..checkpoint import load_state, replace_folder, save_state
+from ..distributed import process_device
 from ..models import MODELS_DIR, TOY_MODEL, load_pipeline
 from .composites import Composites, scene_bank
-from .train import min_snr_loss
+from .train_sd import min_snr_loss
 from .world import RES
 
 
@@ -42,12 +44,13 @@ def inpainting_unet(unet):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     a = p.add_argument
-    a("--base_model", default=TOY_MODEL, help="the toy text-to-image pipeline to start from (default: bundled)")
-    a("--out", default=str(MODELS_DIR / "toyart-sd-inpainting"), help="pipeline folder to write")
+    cli.add_model_arg(p, TOY_MODEL, "the toy text-to-image pipeline to start from")
+    cli.add_output_arg(p, str(MODELS_DIR / "toyart-sd-inpainting"),
+                       "pipeline folder to write (default: models/toyart-sd-inpainting)")
     a("--work_dir", default="runs/toyart-sd-inpainting", help="checkpoints and scene bank; rerun to resume")
-    a("--seed", type=int, default=0, help="seed for data and noise (default: %(default)s)")
+    cli.add_seed_arg(p, 0, "seed for data and noise")
     a("--scenes", type=int, default=1200, help="layouts in the scene bank, each in every style (default: %(default)s)")
     a("--steps", type=int, default=1200, help="fine-tuning steps (default: %(default)s)")
     a("--batch_size", type=int, default=48, help="images per step (default: %(default)s)")
@@ -63,20 +66,20 @@ def parse_args(argv=None):
     a("--init_unet", default=None,
       help="start from this 9-channel UNet folder (e.g. a bundled model's unet/) instead of the toy UNet "
            "with zero-initialised extra channels; ignored when --work_dir holds a checkpoint")
-    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    cli.add_device_arg(p)
     a("--num_workers", type=int, default=0, help="DataLoader processes composing batches (default: in-process)")
     return p.parse_args(argv)
 
 
 def export(args, pipe, unet, ema, info):
     """Write a StableDiffusionInpaintPipeline folder atomically: the base's files, the new UNet (fp16)."""
-    tmp = args.out.rstrip("/") + ".tmp"
+    tmp = args.output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     shutil.copy(os.path.join(args.base_model, "model_index.json"), tmp)
     for name in os.listdir(args.base_model):    # unchanged components: relative links, not copies
         if os.path.isdir(os.path.join(args.base_model, name)) and name != "unet":
-            target = os.path.relpath(os.path.abspath(os.path.join(args.base_model, name)), os.path.abspath(args.out))
+            target = os.path.relpath(os.path.abspath(os.path.join(args.base_model, name)), os.path.abspath(args.output))
             os.symlink(target, os.path.join(tmp, name))
     ema.store(unet.parameters())
     ema.copy_to(unet.parameters())
@@ -90,16 +93,13 @@ def export(args, pipe, unet, ema, info):
         json.dump(index, f, indent=2)
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
-    if os.path.exists(os.path.join(args.out, "README.md")):
-        shutil.copy(os.path.join(args.out, "README.md"), tmp)
-    shutil.rmtree(args.out, ignore_errors=True)
-    os.replace(tmp, args.out)
+    replace_folder(tmp, args.output)
 
 
 def main(args):
     torch.manual_seed(args.seed)
     os.makedirs(args.work_dir, exist_ok=True)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(process_device(args.device))
     torch.backends.cuda.matmul.allow_tf32 = True
     pipe = load_pipeline(args.base_model)
     vae, te, tok = pipe.vae.requires_grad_(False), pipe.text_encoder.requires_grad_(False), pipe.tokenizer
@@ -108,7 +108,7 @@ def main(args):
     if args.init_unet:
         unet = UNet2DConditionModel.from_pretrained(args.init_unet, use_safetensors=True).float()
         if unet.config.in_channels != 9:
-            raise SystemExit(f"--init_unet {args.init_unet} has {unet.config.in_channels} input channels; "
+            cli.fail(f"--init_unet {args.init_unet} has {unet.config.in_channels} input channels; "
                              "pass the unet/ folder of a 9-channel inpainting model")
         record = os.path.join(os.path.dirname(os.path.abspath(args.init_unet)), "training.json")
         if os.path.exists(record):
@@ -171,7 +171,7 @@ def main(args):
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads(), "continues": earlier}
     export(args, pipe, unet, ema, info)
-    print(f"wrote {args.out} ({info['seconds']} s of training)")
+    print(f"wrote {args.output} ({info['seconds']} s of training)")
 
 
 if __name__ == "__main__":

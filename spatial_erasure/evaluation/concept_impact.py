@@ -2,7 +2,7 @@
 
 Five categories, one prompt CSV each: target concept, other artists, art styles, general objects,
 nature scenes. `assess` draws every test's seeds with the base model and with an erasure applied,
-asks a judge (metrics.make_judge) for style and subject, and summarises per category: UA for the
+asks a judge (evaluation.metrics.make_judge) for style and subject, and summarises per category: UA for the
 target, IRA (style) for other artists and art styles, CRA (subject) for objects and nature, with
 concept scores and base-vs-erased similarity.
 """
@@ -11,8 +11,9 @@ import os
 import numpy as np
 
 from .metrics import cached_generate, feature_distance, frechet_distance, lpips_distance, psnr
-from .params import erased
-from .prompts import read_prompt_csv
+from ..erasure_file import erased
+from ..errors import InputError
+from ..prompts import read_prompt_csv
 
 # (category, prompt file stem, metric, judged by)
 CATEGORIES = [("target concept", "vangogh", "UA", "style"), ("other artists", "other_artists", "IRA", "style"),
@@ -26,11 +27,13 @@ def load_tests(folder, toy):
     for category, stem, metric, by in CATEGORIES:
         path = os.path.join(folder, f"toy_{stem}.csv" if toy else f"{stem}.csv")
         if not os.path.exists(path):
-            raise ValueError(f"prompt file {path} is missing; --prompts_dir must hold the five category CSVs")
+            raise InputError(f"prompt file {path} is missing; pass --prompts_dir with the five category CSVs "
+                             "(prompts/ has them)")
         rows = read_prompt_csv(path)
         if by == "subject" and not all(r.get("expected_subject") for r in rows) or \
                 by == "style" and not all(r.get("expected_style") for r in rows):
-            raise ValueError(f"{path}: every row needs an expected_{by} column value for the {category} category")
+            raise InputError(f"{path}: every row needs an expected_{by} column value for the {category} category; "
+                             "fill it in, or pass --prompts_dir prompts")
         tests.append((category, metric, by, rows))
     return tests
 

@@ -4,21 +4,25 @@ Bars (issue 2): classifier held-out style and subject accuracy >= 98%, grid-cell
 VAE round-trip style accuracy >= 97%; generated images from *held-out phrasings*: style accuracy
 >= 90% for every artist and generic style, "photo" >= 90% for unstyled prompts, subject >= 80%.
 
-    python -m spatial_erasure.toyart.quality --out results/toyart_quality
+    python -m spatial_erasure.evaluation.toy_model_quality --output results/toyart_quality
+
+`style_rates` (generate per style, judge) is also what evaluation/toy_erasure_rates.py measures.
 """
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
 
-from ..models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
+from .. import cli
+from ..distributed import process_device
+from ..models import TOY_CLASSIFIER, describe, load_pipeline
 from ..reports import image_grid, write_json
 from ..sampling import TOY_GUIDANCE, TOY_STEPS, generate
-from .classifier import evaluate, load_classifier, predict, to_tensor
-from .vae import roundtrip
-from .world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for, render_batch
+from ..toyart.classifier import evaluate, load_classifier, predict, to_tensor
+from ..toyart.vae import roundtrip
+from ..toyart.world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for, render_batch
+from .bars import all_met, bar, print_bars
 
 BARS = {"classifier_style_acc": 0.98, "classifier_subject_acc": 0.98, "classifier_cell_style_acc": 0.95,
         "vae_roundtrip_style_acc": 0.97, "min_generated_style_acc": 0.90, "generated_subject_acc": 0.80}
@@ -53,23 +57,22 @@ def style_rates(pipe, clf, styles, per_style, seed, steps=TOY_STEPS, guidance=TO
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=TOY_MODEL, help="toy pipeline folder")
-    p.add_argument("--classifier", default=TOY_CLASSIFIER, help="toy classifier folder")
+    p = cli.parser(__doc__)
+    p.add_argument("--classifier", default=TOY_CLASSIFIER, help="toy classifier folder (default: the bundled one, "
+                                                                "models/toyart-classifier)")
     p.add_argument("--per_style", type=int, default=24, help="generated images per style (>= 16)")
-    p.add_argument("--num_inference_steps", type=int, default=TOY_STEPS, help="sampling steps")
-    p.add_argument("--guidance_scale", type=float, default=TOY_GUIDANCE, help="classifier-free guidance")
-    p.add_argument("--seed", type=int, default=1234, help="first seed of the generated images")
-    p.add_argument("--out", default="results/toyart_quality", help="folder for quality.json and samples.png")
+    cli.add_common_args(p, "results/toyart_quality", "folder for quality.json and samples.png",
+                        model_help="toy pipeline folder", seed=1234, seed_help="first seed of the generated images")
     return p.parse_args(argv)
 
 
+@cli.reports_errors
 def main(args):
     t0 = time.time()
     clf = load_classifier(args.classifier)
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.base_model, device=process_device(args.device))
     print(describe(pipe))
-    report = {"model": args.model, "args": vars(args)}
+    report = {"model": args.base_model, "args": vars(args)}
 
     cm = evaluate(clf)                                   # held-out procedural images
     report.update(classifier_style_acc=cm["style_acc"], classifier_subject_acc=cm["subject_acc"],
@@ -92,8 +95,8 @@ def main(args):
                     args.num_inference_steps, args.guidance_scale)
     ws, _, _ = predict(clf, to_tensor(wimg))
     report["famous_work_style_acc"] = float(np.mean(ws.argmax(1).numpy() == [STYLES.index(a) for _, a in works]))
-    report["bars"] = {k: {"value": report[k], "bar": v, "met": report[k] >= v} for k, v in BARS.items()}
-    report["all_bars_met"] = all(b["met"] for b in report["bars"].values())
+    report["bars"] = {k: bar(report[k], ">=", v) for k, v in BARS.items()}
+    report["all_bars_met"] = all_met(report["bars"])
     report["seconds"] = round(time.time() - t0, 1)
 
     # grid: styles x subjects, the first image of each cell, labelled with the classifier's verdict
@@ -106,15 +109,14 @@ def main(args):
             cap.append(f"{STYLES[style_pred[k]].split()[-1]} / {SUBJECTS[subj_pred[k]]}")
         rows.append(row)
         caps.append(cap)
-    image_grid(rows, os.path.join(args.out, "samples.png"), row_labels=STYLES, col_labels=SUBJECTS, captions=caps,
+    image_grid(rows, os.path.join(args.output, "samples.png"), row_labels=STYLES, col_labels=SUBJECTS, captions=caps,
                title=f"toy SD, held-out phrasings, {args.num_inference_steps} DDIM steps, guidance "
                      f"{args.guidance_scale} (caption: classifier's style / subject)")
-    write_json(os.path.join(args.out, "quality.json"), report)
-    for k, b in report["bars"].items():
-        print(f"{'MET ' if b['met'] else 'MISS'} {k:28s} {b['value']:.3f} (bar {b['bar']})")
+    write_json(os.path.join(args.output, "quality.json"), report)
+    print_bars(report["bars"])
     print("per style:", {s.split()[-1]: round(v, 2) for s, v in rates["generated_style_acc"].items()})
     print(f"famous works (held-out phrasings): {report['famous_work_style_acc']:.3f}; "
-          f"wrote {args.out}/quality.json and samples.png in {report['seconds']} s")
+          f"wrote {args.output}/quality.json and samples.png in {report['seconds']} s")
     return 0 if report["all_bars_met"] else 1
 
 

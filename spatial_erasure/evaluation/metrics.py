@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .distributed import process_state
-from .models import TOY_CLASSIFIER, fingerprint
-from .prompts import REAL_RETAIN, REAL_SUBJECTS, is_toy
-from .sampling import generate
+from ..distributed import process_state
+from ..models import TOY_CLASSIFIER, ModelLoadError, fingerprint
+from ..prompts import REAL_RETAIN, REAL_SUBJECTS, is_toy
+from ..sampling import generate
 
 REAL_STYLES = ["impressionism", "cubism", "pop art", "ukiyo-e", "surrealism", "watercolor", "pixel art"]
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -53,13 +53,13 @@ class ToyJudge:
     name = "toy classifier"
 
     def __init__(self, path=TOY_CLASSIFIER):
-        from .toyart.classifier import load_classifier
-        from .toyart.world import STYLES, SUBJECTS
+        from ..toyart.classifier import load_classifier
+        from ..toyart.world import STYLES, SUBJECTS
         self.model, self.style_names, self.subject_names = load_classifier(path), STYLES, SUBJECTS
 
     @torch.no_grad()
     def __call__(self, images):
-        from .toyart.classifier import predict, to_tensor
+        from ..toyart.classifier import predict, to_tensor
         ps, pu, f = predict(self.model, to_tensor(images))
         return Verdict(ps.numpy(), self.style_names, pu.numpy(), self.subject_names, f.numpy())
 
@@ -78,7 +78,7 @@ class ClipJudge:
             self.model = CLIPModel.from_pretrained(clip_model, use_safetensors=True).to(device).eval()
             tok = CLIPTokenizer.from_pretrained(clip_model)
         except OSError as e:
-            raise SystemExit(f"could not load CLIP model {clip_model!r} ({str(e).splitlines()[0]}); pass "
+            raise ModelLoadError(f"could not load CLIP model {clip_model!r} ({str(e).splitlines()[0]}); pass "
                              "--clip_model with a hub id or a folder holding a CLIPModel and its tokenizer")
         self.name, self.device = f"CLIP zero-shot ({clip_model})", device
         self.style_names = list(dict.fromkeys([*styles, "photo"]))
@@ -147,7 +147,8 @@ def frechet_distance(fa, fb):
     Sa^1/2 Sb Sa^1/2 (symmetric PSD, so no complex square roots)."""
     fa, fb = np.asarray(fa, np.float64), np.asarray(fb, np.float64)
     if len(fa) < 2 or len(fb) < 2:
-        raise ValueError("the Frechet distance needs at least 2 images per set")
+        raise ValueError("the Frechet distance needs at least 2 images per set; generate more (e.g. "
+                         "--images_per_test 2)")
     mu = fa.mean(0) - fb.mean(0)
     sa, sb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
     w, v = np.linalg.eigh(sa)

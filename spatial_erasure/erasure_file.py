@@ -1,0 +1,165 @@
+"""The erasure file: the trained tensors of one erasure and what they were trained on.
+
+An erasure file is a safetensors file with only the trained tensors, fp32, keyed by the UNet's
+own parameter names (the reference ESD format), plus metadata: the base model and a fingerprint
+of its UNet, the method, the concept and every training argument. `apply_erasure` refuses a
+file whose keys, shapes or base model do not match the pipeline it is applied to. Every reader
+turns a missing file, a file that is not safetensors (e.g. a pickle renamed .safetensors) or a
+safetensors file without erasure metadata into one ErasureFileError line that names the fix.
+"""
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .checkpoint import atomic_save
+from .errors import InputError
+from .models import MODELS_DIR, REPO_ROOT, TOY_MODEL, fingerprint
+
+WRITTEN_BY = "pass an erasure file written by original_esd/ or inpainting_erasure/ (see models/)"
+
+
+class ErasureFileError(InputError):
+    """The path is not a readable erasure file (missing, not safetensors, or no erasure metadata)."""
+
+
+class ErasureMismatch(InputError):
+    """The erasure file does not fit this UNet (keys, shapes or base model)."""
+
+
+def record_base(model):
+    """How an erasure file names its base model: a folder inside this repository relative to the
+    repository (e.g. "models/toyart-sd", the same in every checkout), anything else (a hub id, a
+    folder elsewhere) as given."""
+    model = str(model)
+    if os.path.isdir(model):
+        path = Path(model).resolve()
+        if path.is_relative_to(REPO_ROOT):
+            return path.relative_to(REPO_ROOT).as_posix()
+    return model
+
+
+def recorded_base(meta):
+    """The base model an erasure file's metadata names, as a folder or hub id usable here: a folder
+    recorded relative to the repository, a hub id as recorded, and for an older file trained in another
+    checkout (an absolute path that is not here), the bundled folder of the same name in models/."""
+    base = str(meta.get("base_model") or TOY_MODEL)
+    if not os.path.isabs(base) and (REPO_ROOT / base).is_dir():
+        return str(REPO_ROOT / base)
+    if os.path.isabs(base) and not os.path.exists(base) and (MODELS_DIR / os.path.basename(base)).is_dir():
+        return str(MODELS_DIR / os.path.basename(base))
+    return base
+
+
+def save_erasure(path, params, metadata):
+    """Write {name: tensor} as fp32 safetensors with JSON-encoded metadata, atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    atomic_save({k: v.detach().float() for k, v in params.items()}, path, meta)
+
+
+@contextmanager
+def _opened(path):
+    """safe_open(path) with one-line errors for a missing file and for one that is not safetensors."""
+    if not os.path.isfile(path):
+        raise ErasureFileError(f"erasure file {path} does not exist; {WRITTEN_BY}")
+    try:
+        with safe_open(path, "pt") as f:
+            yield f
+    except (SafetensorError, OSError) as e:   # e.g. a pickle: the Rust reader says "header too large"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ErasureFileError(f"{path} is not a safetensors file ({first}); {WRITTEN_BY}") from None
+
+
+def _decoded(raw):
+    """Metadata values decoded from JSON where they are JSON (strings stay strings)."""
+    meta = {}
+    for k, v in (raw or {}).items():
+        try:
+            meta[k] = json.loads(v)
+        except json.JSONDecodeError:
+            meta[k] = v
+    return meta
+
+
+def read_metadata(path):
+    """The metadata of a safetensors file, decoded; ErasureFileError if it is missing or not safetensors."""
+    with _opened(path) as f:
+        return _decoded(f.metadata())
+
+
+def read_erasure(path):
+    """(tensors, metadata) of an erasure file; ErasureFileError for anything that is not one."""
+    with _opened(path) as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = _decoded(f.metadata())
+    if "method" not in meta and "base_fingerprint" not in meta:
+        raise ErasureFileError(f"{path} is not an erasure file (no method or base_fingerprint metadata); {WRITTEN_BY}")
+    if not tensors:
+        raise ErasureFileError(f"{path} holds no tensors; {WRITTEN_BY}")
+    return tensors, meta
+
+
+def latest_erasure(concept, folder=MODELS_DIR, text2img=True):
+    """The newest erasure file (by modification time, then name) in `folder` whose metadata names
+    `concept`; with text2img, only files trained on a text-to-image (4-channel) UNet. None if none.
+    A *.safetensors file there that is not safetensors at all is an ErasureFileError."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors") and os.path.isfile(path):
+            meta = read_metadata(path)
+            if meta.get("concept") == concept and not (text2img and meta.get("unet_in_channels") == 9):
+                found.append((os.path.getmtime(path), name, path))
+    return max(found)[2] if found else None
+
+
+def check_fits(tensors, own, name="the erasure file", base=None):
+    """ErasureMismatch unless every tensor of an erasure file names a tensor of `own` ({name: tensor},
+    the UNet's) of the same shape."""
+    missing = [k for k in tensors if k not in own]
+    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in tensors
+             if k in own and own[k].shape != tensors[k].shape]
+    if missing or wrong:
+        raise ErasureMismatch(f"{name} does not fit this UNet: {len(missing)} unknown keys {missing[:3]}, "
+                              f"{len(wrong)} shape mismatches {wrong[:3]}; pass the --base_model it was trained on"
+                              + (f" ({base})" if base else ""))
+
+
+def apply_erasure(pipe, path, check_base=True):
+    """Load the trained tensors of `path` into pipe.unet in place; returns the file's metadata.
+
+    Every key must name a UNet parameter of the same shape, and (unless check_base=False) the
+    UNet's fingerprint must equal the one recorded at training time.
+    """
+    tensors, meta = read_erasure(path)
+    if check_base and "base_fingerprint" in meta:
+        have = fingerprint(pipe.unet)
+        if have != meta["base_fingerprint"]:
+            raise ErasureMismatch(
+                f"{path} was trained on {meta.get('base_model', '?')} (UNet fingerprint {meta['base_fingerprint']}) "
+                f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); pass the matching --base_model")
+    own = dict(pipe.unet.named_parameters())
+    check_fits(tensors, own, path, meta.get("base_model", "see its metadata"))
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v.to(own[k].dtype))
+    return meta
+
+
+@contextmanager
+def erased(pipe, path):
+    """`with erased(pipe, path) as meta:` the pipeline with the erasure applied, restored afterwards
+    (only the file's tensors are saved and put back: no second copy of the UNet)."""
+    keys = read_erasure(path)[0].keys()
+    own = dict(pipe.unet.named_parameters())
+    saved = {k: own[k].detach().clone() for k in keys if k in own}
+    try:
+        yield apply_erasure(pipe, path)
+    finally:
+        with torch.no_grad():
+            for k, v in saved.items():
+                own[k].copy_(v)
