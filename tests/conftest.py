@@ -11,9 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never wait on the network in te
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(args, timeout=600, **kw):
+def run(args, timeout=None, **kw):
     """Run `python ARGS` from the repository root as a user would: captured text output, this process's
-    environment (PYTHONPATH included, so a checkout's package wins) unless `env` is given."""
+    environment (PYTHONPATH included, so a checkout's package wins) unless `env` is given; no time
+    limit unless `timeout` (seconds) is given."""
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
 
 

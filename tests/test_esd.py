@@ -19,7 +19,7 @@ from spatial_erasure.trajectories import XtSource, unet_eps
 @pytest.mark.parametrize("script,kind", [("esd_sd.py", "sd"), ("esd_sdxl.py", "sdxl")])
 def test_esd_scripts_train_and_write_changed_tensors(tiny_folders, tmp_path, script, kind):
     r = run([f"original_esd/{script}", "--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders[kind],
-             "--iterations", "2", "--num_inference_steps", "4", "--output", str(tmp_path)])
+             "--iterations", "2", "--num_inference_steps", "4", "--output", str(tmp_path)], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     path = tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"
     tensors, meta = read_erasure(str(path))
@@ -92,7 +92,7 @@ def test_cache_source_replays_the_sample_trajectories(tiny_folders):
 
 
 def test_train_method_typo_exits_with_choices(tiny_folders):
-    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--train_method", "xattn"])
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--train_method", "xattn"], timeout=600)
     assert r.returncode == 2, r.stderr
     assert "invalid choice: 'xattn'" in r.stderr, r.stderr
     assert "esd-x-strict" in r.stderr, "the error lists the choices"
@@ -105,7 +105,7 @@ def test_generate_images_two_processes_each_row_once_and_resumable(tiny_folders,
     args = ["original_esd/generate_images.py", "--prompts_path", str(csv), "--base_model", tiny_folders["sd"],
             "--save_path", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2"]   # the alias
     r = run(["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-             "--mixed_precision", "no", "--dynamo_backend", "no"] + args)
+             "--mixed_precision", "no", "--dynamo_backend", "no"] + args, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "out/base/manifest.json").read_text())
     made = [(d["case_number"], d["image"]) for d in manifest["generated_now"]]
@@ -114,7 +114,7 @@ def test_generate_images_two_processes_each_row_once_and_resumable(tiny_folders,
     assert {d["process"] for d in manifest["generated_now"]} == {0, 1}, "both processes generated"
     first = np.asarray(Image.open(tmp_path / "out/base/3_1.png"))
     os.remove(tmp_path / "out/base/3_1.png")
-    r = run(args)                                     # one process: only the missing image is made
+    r = run(args, timeout=600)                        # one process: only the missing image is made
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "out/base/manifest.json").read_text())
     assert [(d["case_number"], d["image"]) for d in manifest["generated_now"]] == [(3, 1)]
@@ -160,7 +160,8 @@ def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
         message = str(e.value.code)
         assert message.startswith("error: --iterations must be at least 1"), message
         assert "\n" not in message, "one line"
-    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--iterations", "0", "--output", str(tmp_path)])
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--iterations", "0", "--output", str(tmp_path)],
+            timeout=600)
     assert r.returncode == 1, r.stderr[-2000:]
     assert len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.iterdir()), "nothing written"

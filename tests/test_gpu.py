@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_esd_trains_on_cuda_with_fp32_tensors(tiny_folders, tmp_path, flags):
     r = run(["original_esd/esd_sd.py", "--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders["sd"],
              "--iterations", "4", "--num_inference_steps", "4", "--xt_source", "stream", "--device", "cuda",
-             "--output", str(tmp_path), *flags])
+             "--output", str(tmp_path), *flags], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     tensors, meta = read_erasure(str(tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))
     assert all(v.dtype == torch.float32 for v in tensors.values())

@@ -94,7 +94,7 @@ def test_cli_tunes_a_copy_of_the_toy_model_in_place(tmp_path):
     old = AutoencoderKL.from_pretrained(os.path.join(model, "vae"), use_safetensors=True).state_dict()
     r = run(["-m", "spatial_erasure.toyart.vae", "--base_model", model, "--work_dir", str(tmp_path / "w"),
              "--output", str(tmp_path / "out"), "--steps", "2", "--batch_size", "4", "--scenes", "3",
-             "--check_scenes", "1"])
+             "--check_scenes", "1"], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / "out" / "decoder.json") as f:
         report = json.load(f)

@@ -11,7 +11,7 @@ def run_train(out, work, unet_steps, *extra):
     r = run(["-m", "spatial_erasure.toyart.train_sd", "--output", out, "--work_dir", work, "--vae_steps", "3",
              "--vae_batch_size", "4", "--decoder_steps", "2", "--decoder_scenes", "3", "--bank_size", "256",
              "--unet_steps", str(unet_steps), "--unet_channels", "16", "32", "32", "--batch_size", "4",
-             "--checkpoint_every", "2", "--save_every", "2", *extra])
+             "--checkpoint_every", "2", "--save_every", "2", *extra], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout + r.stderr
 
