@@ -39,7 +39,7 @@ def run(model, source, args, extra=()):
         cmd = [sys.executable, os.path.join(REPO, "original_esd/esd_sd.py"), "--erase_concept", "Vincent van Gogh",
                "--base_model", model, "--xt_source", source, "--iterations", str(args.iterations),
                "--num_inference_steps", str(args.num_inference_steps), "--bank_size", str(args.bank_size),
-               "--save_path", tmp, "--no-resume", *extra] + (["--device", args.device] if args.device else [])
+               "--output", tmp, "--no-resume", *extra] + (["--device", args.device] if args.device else [])
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")

@@ -41,7 +41,7 @@ python3 bench/real_size.py --device cuda --native --architectures sd14 sdxl --it
 
 step "SD-1.4 size, 512 px: ESD-x, 200 iterations, stream, bf16"
 python3 original_esd/esd_sd.py --erase_concept "Vincent van Gogh" --base_model runs/real_size/sd14 \
-  --xt_source stream --mixed_precision bf16 --device cuda --no-resume --save_path "$RESULTS/esd" 2>&1 | tail -n 2
+  --xt_source stream --mixed_precision bf16 --device cuda --no-resume --output "$RESULTS/esd" 2>&1 | tail -n 2
 step "SD-1.4 size, 512 px: grid erasure, scaled preset (100 prompts, 500 iterations), stream, bf16"
 python3 inpainting_erasure/scaled_grid_erasure.py --base_model runs/real_size/sd14 --mixed_precision bf16 \
   --device cuda --no-resume --output "$RESULTS/grid/grid.safetensors" 2>&1 | tail -n 2

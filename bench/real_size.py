@@ -99,7 +99,7 @@ def command(arch, method, source, teacher, folder, out, args):
         common.append("--compile")
     if method == "esd-x":
         script = "original_esd/esd_sdxl.py" if xl else "original_esd/esd_sd.py"
-        return [script, "--erase_concept", "Vincent van Gogh", "--bank_size", str(args.bank_size), "--save_path", out,
+        return [script, "--erase_concept", "Vincent van Gogh", "--bank_size", str(args.bank_size), "--output", out,
                 *common], res, steps, precision
     return ["inpainting_erasure/grid_erasure.py", "--preset", "scaled", "--num_prompts", str(args.num_prompts),
             "--bank_size", str(args.bank_size), "--retain_bank_size", str(max(1, args.bank_size // 2)),
@@ -114,7 +114,8 @@ def projected(log, method, steps, iterations):
         + log.get("warmup_seconds", 0) + log.get("retain_warmup_seconds", 0)
     setup_f = log.get("source_forwards", 0) + log["bank_forwards"] + log.get("retain_bank_forwards", 0) \
         + log.get("warmup_forwards", 0) + log.get("retain_warmup_forwards", 0)
-    per_forward = setup_s / setup_f if setup_f else log["seconds_per_iteration"] / log["forward_equivalents_per_iteration"]
+    per_forward = (setup_s / setup_f if setup_f
+                   else log["seconds_per_iteration"] / log["forward_equivalents_per_iteration"])
     preset_f = (2 * steps * SCALED["num_prompts"] if grid else 0) + log.get("warmup_forwards", 0) \
         + log.get("retain_warmup_forwards", 0)
     if source == "cache":
@@ -159,7 +160,8 @@ def run_cell(cell, folders, args):
             "fe_per_it_at_50": fe_at_50(log, method, steps), "setup_s": round(setup, 1),
             "bank_s": round(log["bank_seconds"] + log.get("retain_bank_seconds", 0), 1),
             "peak_MiB": log["peak_memory_mb"], "load_peak_MiB": log["load_peak_memory_mb"],
-            "projected_200_s": projected(log, method, steps, 200), "projected_500_s": projected(log, method, steps, 500),
+            "projected_200_s": projected(log, method, steps, 200),
+            "projected_500_s": projected(log, method, steps, 500),
             "tensors": log["tensors_changed"], "parameters": log["parameters_changed"],
             "k_histogram": log.get("k_histogram")}
 

@@ -21,7 +21,6 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   export            erasure file -> diffusers LoRA, kohya LoRA, fused pipeline (python -m spatial_erasure.export)
   architectures     public SD-1.x / SD-inpainting / SD 2 / SDXL UNet configs with random weights (bench)
   testing           tiny random-weight pipelines for tests
-  params            deprecated alias of selection + erasure_file, kept until tests/test_export.py imports those
   evaluation/       the evaluation library (see its docstring): metrics, concept_impact, regions, weight_change,
                     bars, and the toy model's quality checks toy_model_quality, toy_inpainting_quality
   toyart/           the toy world: world (procedural images), classifier, tokenizer, vae, composites, and the

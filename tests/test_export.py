@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from spatial_erasure.export import apply_lora_equivalent, effective_weights, export, main, one_thread, parse_args
 from spatial_erasure.models import REPO_ROOT, TOY_MODEL, fingerprint
-from spatial_erasure.params import apply_erasure, read_erasure, save_erasure
+from spatial_erasure.erasure_file import apply_erasure, read_erasure, save_erasure
 
 # expected: a LoRA with biases puts a lora_B bias on to_q/k/v too, which have no bias to fuse into
 pytestmark = pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
