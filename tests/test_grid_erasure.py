@@ -209,6 +209,17 @@ def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
     assert (out[~inside] == src[~inside]).all(), "outside the mask: the source's pixels exactly"
     assert (out[inside] != src[inside]).any(), "inside it: repainted"
     assert (tmp_path / "out" / "before_after.png").exists()
+    # several masks: one inpainting each, every one keeping the pixels outside its own mask; the toy
+    # judge (the fixture shares the toy tokenizer) names the style of each region
+    r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
+             str(tmp_path / "src.png"), "--mask", "0", "center", "--prompt", "a house", "--num_inference_steps", "2",
+             "--output", str(tmp_path / "two")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    for spec in ("0", "center"):
+        out = np.asarray(Image.open(tmp_path / "two" / f"inpainted-{spec}.png"))
+        inside = parse_mask(spec, 32)[0, 0].numpy() > 0.5
+        assert (out[~inside] == src[~inside]).all(), f"mask {spec}: outside pixels kept"
+    assert "base: the classifier sees " in r.stdout and " in mask center" in r.stdout, r.stdout[-1000:]
     r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
              str(tmp_path / "src.png"), "--mask", "rect:4,4", "--prompt", "x", "--output", str(tmp_path / "bad")])
     assert r.returncode == 1, r.stderr[-2000:]
