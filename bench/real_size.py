@@ -44,8 +44,8 @@ SCALED = PRESETS["scaled"]       # the grid preset the projection uses: 100 prom
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES),
-      help="UNets to measure (default: all)")
+    a("--architectures", nargs="+", default=["sd14", "sdxl", "sd-inpaint", "sd2"], choices=list(ARCHITECTURES),
+      help="UNets to measure, in this order (default: all, SD 1.4 and SDXL first)")
     a("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods (default: both)")
     a("--sources", nargs="+", default=SOURCES, choices=SOURCES, help="x_t sources (default: all)")
     a("--two_unet", action=argparse.BooleanOptionalAction, default=True,
@@ -199,14 +199,20 @@ def main(args):
     for arch in dict.fromkeys(c[0] for c in todo):
         print(f"pipeline folder for {arch}: {ARCHITECTURES[arch].hub_id} architecture, random weights")
         folders[arch] = save_pipeline(arch, os.path.join(args.folder, arch))
+    sizes = {a: count_parameters(a)["total"] for a in folders}
     rows = []
     for cell in todo:
         print("running", " ".join(cell), flush=True)
         rows.append(run_cell(cell, folders, args))
         print({k: v for k, v in rows[-1].items() if k != "k_histogram"}, flush=True)
-    sizes = {a: count_parameters(a) for a in folders}
+        report = write_report(rows, sizes, args, done=len(rows) == len(todo))     # after every cell: hours on a CPU
+    return 0 if all(b["met"] for b in report["bars"].values()) else 1
+
+
+def write_report(rows, sizes, args, done):
+    """real_size.json and .md of the cells run so far; returns the report."""
     report = {"machine": machine(args.device), "args": vars(args), "rows": rows, "bars": bars(rows),
-              "unet_parameters": {a: s["total"] for a, s in sizes.items()},
+              "complete": done, "unet_parameters": sizes,
               "note": "random-weight UNets of real size; text encoders and VAE tiny (UNet cost only)"}
     write_json(os.path.join(args.output, "real_size.json"), report)
     cols = ["architecture", "method", "xt_source", "teacher", "resolution", "steps", "precision", "status", "s_per_it",
@@ -214,11 +220,12 @@ def main(args):
             "projected_500_s"]
     bar_lines = "\n".join(f"- {'MET ' if b['met'] else 'MISS'} {k}: {b['value']}" for k, b in report["bars"].items())
     text = (f"# Real-size benchmark ({report['machine']}, {time.strftime('%Y-%m-%d')})\n\n"
-            f"`python bench/real_size.py {' '.join(sys.argv[1:])}`; {report['note']}.\n\n"
-            f"{markdown_table(rows, cols)}\n\n{bar_lines}\n")
+            f"`python bench/real_size.py {' '.join(sys.argv[1:])}`; {report['note']}"
+            + ("" if done else f"; {len(rows)} cells so far") + f".\n\n{markdown_table(rows, cols)}\n\n{bar_lines}\n")
     atomic_write_text(os.path.join(args.output, "real_size.md"), text)
-    print(text)
-    return 0 if all(b["met"] for b in report["bars"].values()) else 1
+    if done:
+        print(text)
+    return report
 
 
 if __name__ == "__main__":

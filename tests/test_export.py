@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from conftest import run
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -190,10 +191,10 @@ def test_bad_inputs(tmp_path, capsys):
     with open(fake, "wb") as f:
         pickle.dump({"a": [1, 2, 3] * 100}, f)
     # as a user runs it: one line on stderr, exit code 2, no traceback
-    run = subprocess.run([sys.executable, "-m", "spatial_erasure.export", str(fake), "--format", "kohya",
+    r = subprocess.run([sys.executable, "-m", "spatial_erasure.export", str(fake), "--format", "kohya",
                           "--rank", "4", "--output", str(tmp_path / "out")], capture_output=True, text=True)
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr
     assert "is not a safetensors file" in errors[0] and not os.path.exists(tmp_path / "out")
     for argv in (["--rank", "0"], ["--energy", "1.5"], []):
         with pytest.raises(SystemExit) as e:
@@ -206,3 +207,18 @@ def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(parse_args([ESD, "--format", "pipeline", "--output", str(tmp_path / "notes")]))
     assert "must be a new folder" in capsys.readouterr().err
+
+
+def test_export_rates_compares_loaded_loras_with_the_dense_file(tmp_path):
+    """evaluation/export_rates.py end to end on the bundled ESD-x file (1 image per style, 2 steps): the
+    LoRA is loaded by plain diffusers; rank 128 (full for the toy's to_k/to_v) reproduces the dense rates."""
+    r = run(["evaluation/export_rates.py", "--erasure", ESD, "--ranks", "1", "128", "--formats", "diffusers",
+                    "--per_style", "1", "--num_inference_steps", "2", "--output", str(tmp_path)], timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "export_rates.json").read_text())
+    rows = {(row["model"], row["rank"]): row for row in report["rows"]}
+    dense, full = rows[("dense file", None)], rows[("diffusers LoRA", 128)]
+    assert full["mean_rel_error"] < 1e-6, "rank 128 covers every toy attn2 weight exactly"
+    assert (full["target_rate"], full["lowest_other"]) == (dense["target_rate"], dense["lowest_other"])
+    assert report["lowest_rank_within_tolerance"]["diffusers"] in (1, 128)
+    assert "| diffusers LoRA | 1 |" in (tmp_path / "export_rates.md").read_text()
