@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU check (about 6 minutes on an H100/H200): the GPU-marked tests, bench/real_size.py at native
 # resolution (SD 1.4 at 512, SDXL at 1024; bf16, SDXL with gradient checkpointing), then the two timed
-# runs of the README at SD-1.4 size, 512 px: ESD-x 200 iterations with stream, grid scaled 500 iterations.
+# runs of docs/real_size.md at SD-1.4 size, 512 px: ESD-x 200 iterations with stream, grid scaled 500 iterations.
 #
 #   bash bench/gpu_check.sh --wheels    # HERE, once: fetch the wheel the GPU image lacks into .whl/
 #   bash bench/gpu_check.sh             # THERE (the device tool: carry .whl); results in $OUT or results/bench/gpu

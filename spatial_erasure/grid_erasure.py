@@ -14,7 +14,7 @@ x_t and eps(r) at x_t^r; the student sees p and r. Loss:
 
 `--global_share` adds cases whose mask is the whole image: plain text-to-image states, ESD's case,
 where the retain term also sees global generation. On the toy model it did not improve global
-subject retention (README), so the default 0 keeps the paper's 10-mask set exactly.
+subject retention (docs/results.md), so the default 0 keeps the paper's 10-mask set exactly.
 
 Presets (`--preset`) set prompts x iterations and the x_t source; any flag overrides them. `main`
 builds the cases (prompts x masks), then their sources (source images, x_t trajectories), then trains.
@@ -49,11 +49,12 @@ RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second b
                     "sampled per iteration)",
              "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
                         "visits)"}
-# Defaults by model family (cli.model_family; SDXL takes SD's): the toy model's were measured (README),
+# Defaults by model family (cli.model_family; SDXL takes SD's): the toy model's were measured (docs/results.md),
 # for real SD they are ESD's reference values.
 DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
             "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
-# The scaled preset's 500 iterations are 2.5x ESD-x's 200: at 7e-4 they overshoot (subjects 62%); 3e-4 (README).
+# The scaled preset's 500 iterations are 2.5x ESD-x's 200: at 7e-4 they overshoot (subjects 62%), so 3e-4
+# (docs/results.md).
 TOY_PRESET_LR = {"scaled": 3e-4}
 
 
