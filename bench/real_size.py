@@ -66,6 +66,8 @@ def parse_args(argv=None):
                                                    "every cell (default: %(default)s, what fits a 2-core CPU)")
     a("--folder", default="runs/real_size", help="pipeline folders, written once (default: %(default)s)")
     a("--timeout", type=int, default=3600, help="seconds per cell before it is reported as failed")
+    a("--resume", action="store_true", help="keep the cells of an earlier real_size.json in --output that ran with "
+                                            "the same settings, and run only the others")
     a("--output", default="results/bench", help="output folder (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -166,6 +168,24 @@ def run_cell(cell, folders, args):
             "k_histogram": log.get("k_histogram")}
 
 
+def earlier_rows(args):
+    """Finished cells of an earlier report in --output, by cell, when they ran at this run's resolution, steps,
+    precision and device (a bench run on a CPU takes hours; --resume picks it up)."""
+    path = os.path.join(args.output, "real_size.json")
+    if not os.path.exists(path):
+        return {}
+    report = json.load(open(path))
+    if report.get("args", {}).get("device") != args.device:
+        return {}
+    kept = {}
+    for r in report["rows"]:
+        cell = (r["architecture"], r["method"], r["xt_source"], r["teacher"])
+        _, res, steps, precision = command(*cell, "", "", args)
+        if r["status"] == "ok" and (r["resolution"], r["steps"], r["precision"]) == (res, steps, precision):
+            kept[cell] = r
+    return kept
+
+
 def bars(rows):
     """The issue's bars where the cells exist: stream <= 1/8 of sample's forward-equivalents (at 50 steps),
     stream's peak <= 60% of the two-UNet peak, every cell run."""
@@ -200,8 +220,13 @@ def main(args):
         print(f"pipeline folder for {arch}: {ARCHITECTURES[arch].hub_id} architecture, random weights")
         folders[arch] = save_pipeline(arch, os.path.join(args.folder, arch))
     sizes = {a: count_parameters(a)["total"] for a in folders}
+    done = earlier_rows(args) if args.resume else {}
     rows = []
     for cell in todo:
+        if cell in done:
+            print("kept from the earlier run:", " ".join(cell), flush=True)
+            rows.append(done[cell])
+            continue
         print("running", " ".join(cell), flush=True)
         rows.append(run_cell(cell, folders, args))
         print({k: v for k, v in rows[-1].items() if k != "k_histogram"}, flush=True)

@@ -6,7 +6,7 @@ mask are kept exactly (paste-back). Writes the results and a comparison figure, 
         --prompt "a picture of a house by Vincent van Gogh" \
         --erasure models/grid-Vincent_van_Gogh-scaled-esd-x-inpainting.safetensors
     python inpainting_erasure/inpaint.py --image photo.png --mask mask.png --prompt "..." \
-        --base_model runwayml/stable-diffusion-inpainting --num_inference_steps 50 --guidance_scale 7.5
+        --base_model stable-diffusion-v1-5/stable-diffusion-inpainting --num_inference_steps 50 --guidance_scale 7.5
 
 --mask: grid cells 0..8 (row-major), 'center', 'rect:x0,y0,x1,y1' (pixels), or mask images (white =
 repaint). A 4-channel model inpaints by blending; a 9-channel one gets the mask as input. On the

@@ -32,7 +32,8 @@ class Architecture:
     description: str
 
 
-# CompVis/stable-diffusion-v1-4 unet/config.json (runwayml/stable-diffusion-v1-5 has the same UNet)
+# CompVis/stable-diffusion-v1-4 unet/config.json (stable-diffusion-v1-5/stable-diffusion-v1-5, formerly
+# runwayml/, has the same UNet; runwayml/ took its SD 1.5 repositories down in 2024)
 SD14_UNET_CONFIG = dict(act_fn="silu", attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
                         center_input_sample=False, cross_attention_dim=768, downsample_padding=1,
                         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), flip_sin_to_cos=True,
@@ -59,8 +60,9 @@ SDXL_UNET_CONFIG = dict(act_fn="silu", addition_embed_type="text_time", addition
 ARCHITECTURES = {
     "sd14": Architecture("CompVis/stable-diffusion-v1-4", SD14_UNET_CONFIG, 512, (768,), "ddim",
                          "SD 1.4/1.5 text-to-image, CLIP ViT-L text"),
-    "sd-inpaint": Architecture("runwayml/stable-diffusion-inpainting", {**SD14_UNET_CONFIG, "in_channels": 9}, 512,
-                               (768,), "ddim", "SD 1.5 inpainting: latent + mask + masked-image latent in"),
+    "sd-inpaint": Architecture("stable-diffusion-v1-5/stable-diffusion-inpainting",
+                               {**SD14_UNET_CONFIG, "in_channels": 9}, 512, (768,), "ddim",
+                               "SD 1.5 inpainting: latent + mask + masked-image latent in"),
     "sd2": Architecture("stabilityai/stable-diffusion-2-base", SD2_UNET_CONFIG, 512, (1024,), "ddim",
                         "SD 2 base (epsilon), OpenCLIP-H text"),
     "sdxl": Architecture("stabilityai/stable-diffusion-xl-base-1.0", SDXL_UNET_CONFIG, 1024, (768, 1280), "euler",

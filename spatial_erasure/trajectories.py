@@ -234,6 +234,10 @@ class XtSource:
                 "bank_seconds": round(self.bank_seconds, 2), "bank_size": 0 if self.bank is None else len(self.bank)}
 
 
+WARMUP_CHUNK = 4    # trajectories per warm-up UNet call (8 rows): all 16 at once (32 rows) raised the peak of
+                    # SD-1.4-size grid training by 290 MiB at 256 px on the CPU (docs/real_size.md)
+
+
 class Stream(XtSource):
     """`width` frozen-model trajectories, advanced one guided step per iteration with the teacher's
     own eps(p) and eps("") at x_t: the states `sample` visits with the same noise, but no bank and
@@ -273,19 +277,19 @@ class Stream(XtSource):
     @torch.no_grad()
     def _warm_up(self, offsets, desc):
         """Guided steps until trajectory j stands at step offsets[j] (the rows still short of their offset
-        share each step's batched UNet call)."""
+        share each step's batched UNet calls, WARMUP_CHUNK trajectories a call)."""
         start = time.time()
         for s in tqdm(range(int(offsets.max())), desc=desc + " stream warm-up", unit="step", leave=False):
-            self.rows = torch.nonzero(offsets > s).flatten()
-            c = self.case[self.rows]
-            t = self.scheduler.timesteps[self.k[self.rows]]
-            x = self.x[self.rows]
-            extra = None if self.inpaint is None or self.inpaint.masked is None else self.inpaint[c].extra()
-            e_u, e_c = unet_eps(self.unet, self.scheduler, torch.cat([x, x]), torch.cat([t, t]),
-                                Cond.cat([self.uncond[:1].repeat(len(x)), self.cond[c]]), self.params,
-                                None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
-            self.advance(e_c, e_u, count=False)
-            self.forwards += 2 * len(x)
+            for self.rows in torch.nonzero(offsets > s).flatten().split(WARMUP_CHUNK):
+                c = self.case[self.rows]
+                t = self.scheduler.timesteps[self.k[self.rows]]
+                x = self.x[self.rows]
+                extra = None if self.inpaint is None or self.inpaint.masked is None else self.inpaint[c].extra()
+                e_u, e_c = unet_eps(self.unet, self.scheduler, torch.cat([x, x]), torch.cat([t, t]),
+                                    Cond.cat([self.uncond[:1].repeat(len(x)), self.cond[c]]), self.params,
+                                    None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
+                self.advance(e_c, e_u, count=False)
+                self.forwards += 2 * len(x)
         self.warmup_forwards, self.warmup_seconds = self.forwards, time.time() - start
 
     def pick_step(self, rng):

@@ -4,6 +4,7 @@ import torch
 from spatial_erasure.masks import grid_masks, to_latent
 from spatial_erasure.models import load_pipeline
 from spatial_erasure.objectives import teacher_eps
+from spatial_erasure import trajectories
 from spatial_erasure.prompts import encode
 from spatial_erasure.trajectories import Inpainting, Stream, denoise, make_source
 
@@ -19,10 +20,12 @@ def inpainting(kind, cases):
 
 
 @pytest.mark.parametrize("kind,inpaint", [("sd", None), ("sd", "blend"), ("sd-inpaint", "nine"), ("sdxl", None)])
-def test_stream_visits_the_states_sample_visits(tiny_folders, kind, inpaint):
+def test_stream_visits_the_states_sample_visits(tiny_folders, kind, inpaint, monkeypatch):
     """Driven like a trainer (the teacher's batched call, rows at different steps, other prompts in the
     batch), every state the stream hands out is the state `denoise` (the sample source) reaches from
-    that trajectory's noise and case; SDXL's Euler scheduler scales each row by its own sigma."""
+    that trajectory's noise and case; SDXL's Euler scheduler scales each row by its own sigma. The
+    warm-up runs one trajectory a call here, so its chunking is exercised too."""
+    monkeypatch.setattr(trajectories, "WARMUP_CHUNK", 1)
     pipe = load_pipeline(tiny_folders[kind], task="inpaint" if inpaint else "text2img")
     unet, sched = pipe.unet, pipe.scheduler
     cond, null, other = encode(pipe, ["a house", "a boat", "a tree"]), encode(pipe, [""]), encode(pipe, ["a cat"])

@@ -1,0 +1,37 @@
+"""bench/real_size.py's bookkeeping (the benchmark itself runs SD-size UNets: hours on a CPU, not a test):
+which cells exist, and which cells of an earlier report --resume keeps."""
+import json
+
+from conftest import load_script
+
+
+def load_bench():
+    return load_script("bench/real_size.py")
+
+
+def test_cells_skip_what_does_not_apply():
+    bench = load_bench()
+    cells = list(bench.cells(bench.parse_args([])))
+    assert ("sd-inpaint", "esd-x", "stream", "originals") not in cells, "ESD is text-to-image: no 9-channel cell"
+    assert not [c for c in cells if c[0] == "sdxl" and c[1] == "grid"], "grid erasure has no SDXL cell"
+    assert [c for c in cells if c[0] == "sdxl"] == [("sdxl", "esd-x", "stream", "originals"),
+                                                    ("sdxl", "esd-x", "stream", "copy")], \
+        "SDXL on a CPU: ESD-x stream (and its two-UNet twin) only by default"
+    sd14 = [c for c in cells if c[0] == "sd14"]
+    assert len(sd14) == 8, f"sd14: 2 methods x (3 sources + two-UNet), got {sd14}"
+
+
+def test_resume_keeps_only_finished_cells_at_the_same_settings(tmp_path):
+    bench = load_bench()
+    args = bench.parse_args(["--output", str(tmp_path), "--architectures", "sd14", "--methods", "esd-x"])
+    row = {"architecture": "sd14", "method": "esd-x", "teacher": "originals", "resolution": 256, "steps": 10,
+           "precision": "no"}
+    rows = [{**row, "xt_source": "sample", "status": "ok", "s_per_it": 1.0},
+            {**row, "xt_source": "cache", "status": "failed: killed (out of memory?)"},
+            {**row, "xt_source": "stream", "status": "ok", "steps": 50}]          # another step count
+    (tmp_path / "real_size.json").write_text(json.dumps({"args": {"device": "cpu"}, "rows": rows}))
+    kept = bench.earlier_rows(args)
+    assert list(kept) == [("sd14", "esd-x", "sample", "originals")], f"kept {list(kept)}"
+    assert kept[("sd14", "esd-x", "sample", "originals")]["s_per_it"] == 1.0
+    (tmp_path / "real_size.json").write_text(json.dumps({"args": {"device": "cuda"}, "rows": rows}))
+    assert bench.earlier_rows(args) == {}, "a report from another device is not resumed"
