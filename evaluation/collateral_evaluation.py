@@ -11,7 +11,7 @@ classifier; real SD: CLIP zero-shot, --clip_model). Per model, style and kind: t
 as the style asked for and the share whose subject is kept; per kind: the target's rate (--concept
 still recognised; UA = 1 - rate) and every other style's; for the no-style prompts, the style the
 model paints by default and how often it is the base model's for the same seed. Writes
-collateral.json, collateral.md and collateral.png (heatmaps: style x kind, one per model) to
+collateral.json, collateral.md and collateral.png (heatmaps of style x kind per model: style, subject) to
 --output; images are cached in its images/ folder, so a rerun only generates what is missing.
 Under `accelerate launch` the images are split between the processes; the main one writes.
 """
@@ -71,19 +71,24 @@ def cells(models, measure, kinds):
 
 
 def heatmaps(models, kinds, path, title):
-    """One panel per model: share of images recognised as the style asked for, style x kind."""
+    """Style x kind per model (columns): top row the share recognised as the style asked for, bottom
+    row the share whose subject is kept."""
+    import textwrap
+
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(2.2 + 2.1 * len(models), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, (name, m) in zip(axes, models.items()):
-        grid = np.array([[np.nan if m["style_rate"][s][k] is None else m["style_rate"][s][k] for k in kinds]
-                         for s in STYLES])
-        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
-        ax.set_xticks(range(len(kinds)), [k.replace("_", "\n") for k in kinds], fontsize=6)
-        ax.set_yticks(range(len(STYLES)), STYLES if ax is axes[0] else [], fontsize=6)
-        ax.set_title(name if len(name) < 30 else name[:28] + "...", fontsize=7)
+    fig = Figure(figsize=(1.6 + 2.4 * len(models), 7.4), layout="constrained")
+    axes = fig.subplots(2, len(models), squeeze=False)
+    for row, (measure, what) in enumerate([("style_rate", "style recognised"), ("subject_rate", "subject kept")]):
+        for col, (name, m) in enumerate(models.items()):
+            ax = axes[row][col]
+            grid = np.array([[np.nan if m[measure][s][k] is None else m[measure][s][k] for k in kinds]
+                             for s in STYLES])
+            ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn")
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, "" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
+            ax.set_xticks(range(len(kinds)), kinds, fontsize=6, rotation=40, ha="right")
+            ax.set_yticks(range(len(STYLES)), STYLES if col == 0 else [], fontsize=6)
+            ax.set_title(f"{textwrap.fill(name, 30)}\n{what}", fontsize=7)
     fig.suptitle(title, fontsize=8)
     save_figure(fig, path)
 
@@ -149,7 +154,7 @@ def main(args):
     kinds = [k for k in STYLED_KINDS if k in args.kinds]
     if kinds:
         heatmaps(res["models"], kinds, os.path.join(out, "collateral.png"),
-                 f"share recognised as the style asked for; concept {args.concept}")
+                 f"unseen phrasings, concept {args.concept}: share of images per style and kind")
     atomic_write_text(os.path.join(out, "collateral.md"),
                       report_markdown(res["models"], args, report))
     print(summary_table(res["models"]))
