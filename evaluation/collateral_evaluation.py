@@ -111,7 +111,7 @@ def report_markdown(models, args, report):
           "target_rate: images of the concept still recognised as it; retain_rate: images of every other style "
           "recognised as that style; subject_rate: subject kept; same_style_as_base (no-style prompts): the "
           "style painted by default is the base model's for the same seed.\n",
-          summary_table(models), "![style x kind](collateral.png)\n",
+          summary_table(models), "![style x kind](collateral.png)\n" if kinds else "",
           "## Style recognised, per style and kind\n", "Cells: " + " / ".join(models) + ".\n",
           markdown_table(cells(models, "style_rate", kinds), ["style", *kinds]),
           "## Subject kept, per style and kind\n", "Cells: " + " / ".join(models) + ".\n",
