@@ -12,6 +12,7 @@ SCRIPTS = ["original_esd/esd_sd.py", "original_esd/esd_sdxl.py", "original_esd/g
            "inpainting_erasure/grid_erasure.py", "inpainting_erasure/scaled_grid_erasure.py",
            "inpainting_erasure/inpaint.py", "evaluation/benchmark.py", "evaluation/concept_impact.py",
            "evaluation/simple_vangogh_evaluation.py", "evaluation/spatial_evaluation.py",
+           "evaluation/collateral_evaluation.py",
            "evaluation/toy_erasure_rates.py", "evaluation/weight_change_analysis.py"]
 # `python -m` entry points: module -> how its parser is reached
 MODULES = {"spatial_erasure.evaluation.toy_model_quality": "parse_args",
@@ -19,7 +20,8 @@ MODULES = {"spatial_erasure.evaluation.toy_model_quality": "parse_args",
            "spatial_erasure.export": "parse_args", "spatial_erasure.architectures": "parse_args",
            "spatial_erasure.toyart.train_sd": "parse_args", "spatial_erasure.toyart.train_sd_inpainting": "parse_args",
            "spatial_erasure.toyart.vae": "parse_args", "spatial_erasure.toyart.classifier": "main",
-           "spatial_erasure.toyart.tokenizer": "main", "spatial_erasure.masks": "main"}
+           "spatial_erasure.toyart.tokenizer": "main", "spatial_erasure.masks": "main",
+           "spatial_erasure.phrasings": "main"}
 
 
 def help_text(fn, capsys):

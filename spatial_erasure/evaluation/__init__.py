@@ -3,6 +3,7 @@
 metrics                 judges (toy classifier, CLIP zero-shot), UA / retain accuracy, PSNR, Frechet distance,
                         resumable cached generation
 concept_impact          the 48-test concept-impact assessment (target, other artists, styles, objects, nature)
+collateral              retention on phrasings no trainer used, per style and kind of rewording
 regions                 inpainting judged per mask: neutral images, evaluation masks, region styles, outside stats
 weight_change           ||dW|| of an erasure file per tensor, UNet block and projection
 bars                    the pass/fail bars every report prints (MET / MISS)
