@@ -24,7 +24,7 @@ from .prompts import encode
 from .trainer import forward_equivalents, prepare_from_args, resolution, seed_everything, train
 from .trajectories import make_source
 
-STREAM_WIDTH = 4   # xt_source stream: measured on the toy model (docs/real_size.md); 1 and 2 lose other styles
+STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other styles, 4 loses them erasing Monet
 # Per model family (cli.model_family): the toy model's values were measured (docs/results.md), SD's and SDXL's
 # are the reference ESD code's.
 DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),

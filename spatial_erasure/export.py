@@ -1,7 +1,7 @@
 """Export an erasure file so that stock diffusers, AUTOMATIC1111 and ComfyUI load the erased model.
 
     python -m spatial_erasure.export models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors \
-        --format diffusers --rank 4 --output exports/vangogh-lora        # pipe.load_lora_weights(folder)
+        --format diffusers --rank 8 --output exports/vangogh-lora        # pipe.load_lora_weights(folder)
     python -m spatial_erasure.export FILE --format kohya --energy 0.99 --output exports/vangogh.safetensors
     python -m spatial_erasure.export FILE --format pipeline --output exports/vangogh-erased
 
@@ -286,7 +286,8 @@ def parse_args(argv=None):
                    help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
     group = p.add_mutually_exclusive_group()
     group.add_argument("--rank", type=int, default=None,
-                       help="LoRA formats: rank of every tensor (capped at min(shape))")
+                       help="LoRA formats: rank of every tensor (capped at min(shape)); 8 reproduces the toy files' "
+                            "rates (docs/results.md#export)")
     group.add_argument("--energy", type=float, default=None,
                        help="LoRA formats: per tensor, the smallest rank keeping this fraction of sum(s^2)")
     p.add_argument("--output", required=True,

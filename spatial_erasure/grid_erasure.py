@@ -43,7 +43,7 @@ PRESETS = {
     "efficient": dict(num_prompts=20, iterations=100, xt_source="stream", bank_size=64, retain_bank_size=16),
     "scaled": dict(num_prompts=100, iterations=500, xt_source="stream", bank_size=256, retain_bank_size=64),
 }
-# xt_source stream: trajectories alive per source (concept, retain); 4 lost Warhol (docs/real_size.md)
+# xt_source stream: trajectories alive per source (concept, retain); 4 and 8 lost Warhol (docs/real_size.md)
 STREAM_WIDTH = 16
 RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second bank of --retain_bank_size, or "
                     "sampled per iteration)",
