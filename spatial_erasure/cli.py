@@ -20,6 +20,7 @@ import functools
 import os
 from pathlib import Path
 
+from .distributed import end_processes
 from .errors import InputError
 from .models import REPO_ROOT, TOY_MODEL, ModelLoadError, architecture
 from .prompts import is_toy
@@ -172,11 +173,14 @@ def fail(message):
 
 def reports_errors(main):
     """Decorate a script's main(args): an InputError (bad file, flag, prompt CSV, mask, erasure file)
-    or ModelLoadError ends it with one line `error: ...` (exit status 1), not a traceback."""
+    or ModelLoadError ends it with one line `error: ...` (exit status 1), not a traceback; under
+    `accelerate launch` a finished main ends the process group (distributed.end_processes)."""
     @functools.wraps(main)
     def run(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
+            end_processes()
+            return status
         except (InputError, ModelLoadError) as e:
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(message.removeprefix("error: "))

@@ -30,6 +30,15 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def end_processes():
+    """After a script's work under `accelerate launch`: wait for every process, then tear the process
+    group down. Left to interpreter exit, a finished process could abort in gloo's teardown
+    ("terminate called without an active exception", SIGABRT) and fail the launch (seen once in CI)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def process_device(device=None):
     """The torch device for this process: "cuda" (or None, when CUDA is available) becomes this
     process's own GPU; anything else is returned as given; None without CUDA is "cpu"."""
