@@ -22,7 +22,7 @@ import numpy as np
 
 from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.erasure_file import read_erasure, recorded_base
+from spatial_erasure.erasure_file import file_name_part, read_erasure, recorded_base
 from spatial_erasure.evaluation.collateral import collateral, cut_by_kind
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
@@ -136,7 +136,7 @@ def main(args):
     steps, guidance = sampling_defaults(is_toy(pipe), args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model, styles=[s for s in STYLES if s != args.concept],
                        subjects=SUBJECTS)
-    out = args.output or os.path.join("results", "collateral", args.concept.replace(" ", "_"))
+    out = args.output or os.path.join("results", "collateral", file_name_part(args.concept))
     phrasings = unseen_phrasings(args.per_style, args.seed, args.kinds)
     state = process_state()
     state.print(f"{describe(pipe)}\njudge: {judge.name}; {len(phrasings)} phrasings x {1 + len(erasures)} models")

@@ -26,7 +26,7 @@ from spatial_erasure.errors import InputError
 from spatial_erasure.masks import parse_mask
 from spatial_erasure.models import TOY_CLASSIFIER, describe, load_pipeline
 from spatial_erasure.prompts import is_toy
-from spatial_erasure.reports import image_grid
+from spatial_erasure.reports import image_grid, save_png
 from spatial_erasure.sampling import full_mask_generate, inpaint
 from spatial_erasure.toyart.classifier import load_classifier, region_style, to_tensor
 from spatial_erasure.toyart.world import STYLES
@@ -91,8 +91,7 @@ def main(args):
     os.makedirs(args.output, exist_ok=True)
     for i, spec in enumerate(args.mask):
         name = "inpainted.png" if m == 1 else f"inpainted-{os.path.basename(spec).replace(':', '_')}.png"
-        Image.fromarray(result[i]).save(os.path.join(args.output, name + ".tmp"), format="PNG")
-        os.replace(os.path.join(args.output, name + ".tmp"), os.path.join(args.output, name))
+        save_png(result[i], os.path.join(args.output, name))
     figure = os.path.join(args.output, "before_after.png")
     # a row per model, a column per mask; on the toy model each region's style is its caption
     image_grid([list(col) for col in columns.values()], figure, row_labels=[textwrap.fill(n, 14) for n in columns],

@@ -12,10 +12,8 @@ processes; the main process alone writes the manifest.
 """
 import os
 
-import numpy as np
 import torch
 from accelerate.utils import gather_object
-from PIL import Image
 from tqdm import tqdm
 
 from spatial_erasure import cli
@@ -23,7 +21,8 @@ from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.prompts import read_prompt_csv
-from spatial_erasure.reports import write_json
+from spatial_erasure.reports import save_png, write_json
+from spatial_erasure.sampling import to_uint8
 
 
 def parse_args(argv=None):
@@ -70,10 +69,8 @@ def main(args):
             images = pipe([row["prompt"]] * len(todo), negative_prompt=[row.get("negative_prompt", "")] * len(todo),
                           latents=latents, num_inference_steps=args.num_inference_steps, height=res, width=res,
                           guidance_scale=row.get("guidance_scale", args.guidance_scale), output_type="np").images
-            for i, img in zip(todo, images):
-                tmp = paths[i] + ".tmp.png"
-                Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(tmp)
-                os.replace(tmp, paths[i])
+            for i, img in zip(todo, to_uint8(images)):
+                save_png(img, paths[i])
                 done.append({"case_number": row["case_number"], "image": i, "process": state.process_index})
     done = gather_object(done) if state.num_processes > 1 else done
     if state.is_main_process:

@@ -42,6 +42,21 @@ def record_base(model):
     return model
 
 
+def file_name_part(text):
+    """A concept or prompt as part of a file name: spaces and slashes as _."""
+    return text.strip().replace(" ", "_").replace("/", "_")
+
+
+def training_metadata(args, st, concept, erase_from, resolution, **extra):
+    """What a trainer records in its erasure file: the base model (record_base) and its UNet
+    fingerprint, method, concept, erase_from, `extra` (e.g. the grid algorithm and preset), every
+    argument and the training resolution."""
+    base = record_base(args.base_model)
+    return {"base_model": base, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
+            "concept": concept, "erase_from": erase_from, **extra, "args": {**vars(args), "base_model": base},
+            "resolution": resolution}
+
+
 def recorded_base(meta):
     """The base model an erasure file's metadata names, as a folder or hub id usable here: a folder
     recorded relative to the repository, a hub id as recorded, and for an older file trained in another

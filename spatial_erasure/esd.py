@@ -17,7 +17,7 @@ its 2e-4 and 1.
 import os
 
 from . import cli
-from .erasure_file import record_base
+from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss
 from .prompts import encode
@@ -36,9 +36,7 @@ SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guid
 
 def default_name(concept, erase_from, method):
     """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _."""
-    def clean(s):
-        return s.strip().replace(" ", "_").replace("/", "_")
-    return f"esd-{clean(concept)}-from-{clean(erase_from or concept)}-{method}.safetensors"
+    return f"esd-{file_name_part(concept)}-from-{file_name_part(erase_from or concept)}-{method}.safetensors"
 
 
 def family_help(key):
@@ -112,10 +110,7 @@ def main(args):
                                            student_rows=args.batch_size, checkpointing=args.gradient_checkpointing)}
 
     out = output_path(args)
-    meta = {"base_model": record_base(args.base_model), "base_fingerprint": st.base_fingerprint,
-            "method": args.train_method, "concept": args.erase_concept,
-            "erase_from": args.erase_from or args.erase_concept,
-            "args": {**vars(args), "base_model": record_base(args.base_model)}, "resolution": res}
+    meta = training_metadata(args, st, args.erase_concept, args.erase_from or args.erase_concept, res)
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"ESD {args.train_method}",
                    extra_report=cost)

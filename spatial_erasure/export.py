@@ -26,7 +26,6 @@ all. The report (JSON beside the output) lists every tensor's rank and relative 
 ||dW - dW_r||_F / ||dW||_F, and each bias delta's norm relative to the bias, carried or not.
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -35,9 +34,10 @@ from contextlib import contextmanager
 
 import torch
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, replace_folder
 from .erasure_file import ErasureFileError, read_erasure, recorded_base
 from .models import fingerprint
+from .reports import write_json
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
            "AUTOMATIC1111 / ComfyUI (diffusers loads it too)", "pipeline": "pipeline folder, erasure fused in"}
@@ -220,8 +220,7 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="car
         tmp = output.rstrip("/") + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")   # one UNet file
-        shutil.rmtree(output, ignore_errors=True)     # an earlier export of the same name
-        os.replace(tmp, output)     # the folder appears only when every component is written
+        replace_folder(tmp, output, keep=())   # appears only when complete; replaces an earlier export
         report.update(fused_tensors=len(tensors), exact=True, output=output)
         target = os.path.join(output, "export.json")
     else:
@@ -255,10 +254,7 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="car
                       bias="carried as lora_B.bias (pipe.fuse_lora() is then refused)" if carried
                       else "dropped (no slot in this format)" if biases else "none changed",
                       biases=biases, dropped=dropped, fusable=not carried)
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, target)
+    write_json(target, report)
     report["report"] = target
     return report
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from . import cli
-from .erasure_file import record_base
+from .erasure_file import file_name_part, training_metadata
 from .masks import grid_masks, mask_names, to_latent
 from .models import MODELS_DIR
 from .objectives import grid_erasure_loss
@@ -113,8 +113,8 @@ def fill_family_defaults(args, family):
 
 
 def default_output(args):
-    clean = args.concept.strip().replace(" ", "_").replace("/", "_")
-    return os.path.join(MODELS_DIR, f"grid-{clean}-{args.preset}-{args.train_method}.safetensors")
+    name = f"grid-{file_name_part(args.concept)}-{args.preset}-{args.train_method}.safetensors"
+    return os.path.join(MODELS_DIR, name)
 
 
 @dataclass
@@ -190,17 +190,18 @@ def source_latents(st, neutral, null, seeds, res, latent, n_steps, guidance, chu
     """The image each neutral twin inpaints into: generated once by the frozen model from its seed
     (a 9-channel UNet generates with the whole image masked)."""
     pipe, out = st.pipe, []
-    nine = pipe.unet.config.in_channels == 9
+    blank = None
+    if pipe.unet.config.in_channels == 9:          # the latent of a grey image, the "masked image" of every case
+        grey = torch.zeros(1, 3, res, res, device=st.device, dtype=st.dtype)
+        blank = pipe.vae.encode(grey).latent_dist.mode() * pipe.vae.config.scaling_factor
     for i in tqdm(range(0, len(seeds), chunk), desc="source images", unit="chunk", leave=False):
         s = seeds[i:i + chunk]
         noise = torch.stack([torch.randn(latent, generator=torch.Generator().manual_seed(int(x))) for x in s])
         noise = noise.to(st.device, st.dtype)
         inpaint = None
-        if nine:
+        if blank is not None:
             ones = torch.ones(len(s), 1, *latent[1:], device=st.device, dtype=st.dtype)
-            grey = torch.zeros(len(s), 3, res, res, device=st.device, dtype=st.dtype)
-            blank = pipe.vae.encode(grey).latent_dist.mode() * pipe.vae.config.scaling_factor
-            inpaint = Inpainting(torch.zeros_like(noise), ones, blank)
+            inpaint = Inpainting(torch.zeros_like(noise), ones, blank.repeat(len(s), 1, 1, 1))
         out.append(denoise(st.teacher_unet, pipe.scheduler, noise, neutral[i:i + chunk], null.repeat(len(s)), guidance,
                            n_steps, n_steps, st.teacher_params, inpaint=inpaint))
     return torch.cat(out)
@@ -283,10 +284,7 @@ def main(args):
         return loss
 
     out, stem = args.output, args.output.removesuffix(".safetensors")
-    meta = {"base_model": record_base(args.base_model), "base_fingerprint": st.base_fingerprint,
-            "method": args.train_method, "concept": args.concept, "erase_from": args.concept,
-            "algorithm": "grid-erasure", "preset": args.preset,
-            "args": {**vars(args), "base_model": record_base(args.base_model)}, "resolution": res}
+    meta = training_metadata(args, st, args.concept, args.concept, res, algorithm="grid-erasure", preset=args.preset)
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"grid erasure {args.preset}",
                    extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet))

@@ -3,6 +3,7 @@ import json
 import os
 import textwrap
 
+from PIL import Image
 from matplotlib.figure import Figure  # pyplot-free: no global backend switch (notebooks keep inline plots)
 
 
@@ -16,6 +17,13 @@ def atomic_write_text(path, text):
 
 def write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def save_png(image, path):
+    """Save a uint8 (H, W, 3) array as PNG atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(image).save(path + ".tmp.png", format="PNG")
+    os.replace(path + ".tmp.png", path)
 
 
 def save_figure(fig, path, dpi=120):

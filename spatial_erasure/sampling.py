@@ -23,7 +23,8 @@ def sampling_defaults(toy, steps=None, guidance=None):
     return (steps or (TOY_STEPS if toy else REAL_STEPS)), (guidance or (TOY_GUIDANCE if toy else REAL_GUIDANCE))
 
 
-def _uint8(images):
+def to_uint8(images):
+    """Pipeline output in [0, 1] (output_type="np") as uint8."""
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -37,7 +38,7 @@ def generate(pipe, prompts, seeds, num_inference_steps=TOY_STEPS, guidance_scale
 
     def batch(sl):
         gens = [torch.Generator(pipe.device).manual_seed(int(x)) for x in seeds[sl]]
-        return _uint8(pipe(list(prompts[sl]), generator=gens, num_inference_steps=num_inference_steps,
+        return to_uint8(pipe(list(prompts[sl]), generator=gens, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, output_type="np", **kwargs).images)
     return map_batches(batch, len(prompts), batch_size, desc)
 
@@ -55,7 +56,7 @@ def inpaint(pipe, images, masks, prompts, seeds, num_inference_steps=TOY_STEPS, 
 
     def batch(sl):
         gens = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds[sl]]
-        return _uint8(pipe(list(prompts[sl]), image=[Image.fromarray(im) for im in images[sl]],
+        return to_uint8(pipe(list(prompts[sl]), image=[Image.fromarray(im) for im in images[sl]],
                            mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in masks[sl]], height=h,
                            width=w, generator=gens, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, strength=1.0, output_type="np").images)

@@ -29,10 +29,10 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
-from .errors import InputError
 from .distributed import process_device, process_state
-from .models import describe, fingerprint, load_pipeline
 from .erasure_file import save_erasure
+from .errors import InputError
+from .models import describe, fingerprint, load_pipeline
 from .reports import write_json
 from .selection import count, select_parameters
 

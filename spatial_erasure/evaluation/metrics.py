@@ -22,6 +22,7 @@ from PIL import Image
 from ..distributed import process_state
 from ..models import TOY_CLASSIFIER, ModelLoadError, fingerprint
 from ..prompts import REAL_RETAIN, REAL_SUBJECTS, is_toy
+from ..reports import save_png
 from ..sampling import generate
 
 REAL_STYLES = ["impressionism", "cubism", "pop art", "ukiyo-e", "surrealism", "watercolor", "pixel art"]
@@ -118,11 +119,6 @@ def make_judge(pipe, target, clip_model="openai/clip-vit-large-patch14", styles=
     return ClipJudge(clip_model, styles, subjects or REAL_SUBJECTS, device=pipe.device)
 
 
-def unlearning_accuracy(styles, target):
-    """UA: share of images (of target prompts) the judge does not call `target`."""
-    return float(np.mean([s != target for s in styles]))
-
-
 def accuracy(predicted, expected):
     """Share of predicted labels equal to the expected ones (retain accuracy)."""
     return float(np.mean([p == e for p, e in zip(predicted, expected)]))
@@ -185,7 +181,6 @@ def cached_generate(pipe, prompts, seeds, folder, tag, num_inference_steps, guid
         state = process_state()
         if state.is_main_process:     # every process has every image (generate gathers); one writes
             for i, im in zip(todo, new):
-                Image.fromarray(im).save(names[i] + ".tmp.png")
-                os.replace(names[i] + ".tmp.png", names[i])
+                save_png(im, names[i])
         state.wait_for_everyone()     # all files in place before any process reads them or lists `todo` again
     return np.stack([np.asarray(Image.open(n).convert("RGB")) for n in names])

@@ -48,10 +48,6 @@ WORK_TEMPLATES = ["{work} by {artist}", "{work}", "a painting of {work}"]
 WORK_TEMPLATES_HELDOUT = ["{artist}'s {work}", "a picture of {work}"]
 
 
-def _article(style):
-    return "an" if style[0] in "aeiou" else "a"
-
-
 def style_prompt(style, subject, template):
     """Fill one template for (style, subject); the template decides which slots exist."""
     text = template.format(subject=subject, artist=style, style=style)
