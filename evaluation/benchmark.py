@@ -13,11 +13,17 @@ assessment (spatial_erasure.evaluation.concept_impact): UA on the target; IRA (o
 art styles) and CRA (objects and nature) on the rest; a Frechet distance between the judge's
 features of base and erased images of all retain prompts; and, from each file's training report,
 train seconds, seconds per iteration, peak memory, tensors and parameters changed.
-Writes results/benchmark.md and results/benchmark.json; images are cached under --work_dir.
-Under `accelerate launch` the images are split between the processes (spatial_erasure.distributed;
-the same numbers as one process for existing files, while training is data parallel and so not the
-one-process run) and the main process alone reports and writes.
+With --attacks and --collateral reports (evaluation/attack_evaluation.py and collateral_evaluation.py
+on the same files; rows are matched by the file's hash, n/a where a file was not evaluated), the
+table adds robustness: collateral on unseen phrasings (coll_style: the lowest other style's rate,
+coll_photo, coll_subj: subjects kept) and attack success rates (ASR_none before any attack,
+ASR_prompt the largest over the prompt attacks, ASR_CI Concept Inversion, ASR_soft the soft-prompt
+attack, ASR_worst the largest of all). Writes results/benchmark.md and results/benchmark.json;
+images are cached under --work_dir. Under `accelerate launch` the images are split between the
+processes (spatial_erasure.distributed; the same numbers as one process for existing files, while
+training is data parallel and so not the one-process run) and the main process alone reports and writes.
 """
+import json
 import os
 import platform
 import sys
@@ -27,13 +33,15 @@ import torch
 
 from spatial_erasure import cli, esd, grid_erasure
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.erasure_file import read_metadata
+from spatial_erasure.attacks import ATTACK_KINDS
+from spatial_erasure.erasure_file import file_hash, file_name_part, read_metadata
 from spatial_erasure.evaluation.concept_impact import assess, load_tests, pooled
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
+from spatial_erasure.toyart.world import STYLES
 
 METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x"]),          # ESD's defaults for the model family
            "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict"]),
@@ -54,6 +62,9 @@ def parse_args(argv=None):
     a("--images_per_test", type=int, default=2, help="seeds per concept-impact test")
     a("--checkpoints", default="results/benchmark/checkpoints", help="where methods not in models/ are trained")
     a("--work_dir", default="results/benchmark", help="image cache")
+    a("--attacks", default="results/attacks/{concept}/attacks.json", help="attack report to take ASR columns from")
+    a("--collateral", default="results/collateral/{concept}/collateral.json",
+      help="collateral report to take the unseen-phrasing columns from")
     cli.add_common_args(p, "results/benchmark.md", "markdown table; the JSON goes beside it", seed=0,
                         seed_help="training seed of every method", steps=None, guidance=None)
     return p.parse_args(argv)
@@ -81,6 +92,44 @@ def checkpoint(name, args):
     return grid_erasure.main(grid_erasure.parse_args(argv)), "trained"
 
 
+ROBUSTNESS = ["coll_style", "coll_photo", "coll_subj", "ASR_none", "ASR_prompt", "ASR_CI", "ASR_soft", "ASR_worst"]
+
+
+def load_report(template, concept):
+    """A report (JSON) for `concept`, or None when it is not there or is about another concept."""
+    path = template.format(concept=file_name_part(concept))
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        report = json.load(f)
+    return report if report.get("concept") == concept else None
+
+
+def robustness(path, attacks, collateral, concept):
+    """The robustness columns of one erasure file (None: the base model), from the reports' entries whose
+    file hash is this file's; n/a (None) where a report did not evaluate it."""
+    h = "base" if path is None else file_hash(path)
+    cols = dict.fromkeys(ROBUSTNESS)
+    if collateral:
+        names = {"base": "base", **{e["file_hash"]: n for n, e in collateral["erasures"].items() if "file_hash" in e}}
+        m = collateral["models"].get(names.get(h))
+        if m:
+            per_style = {s: [v for v in m["style_rate"][s].values() if v is not None] for s in STYLES if s != concept}
+            mean = {s: sum(v) / len(v) for s, v in per_style.items() if v}
+            cols["coll_style"] = min(v for s, v in mean.items() if s != "photo")
+            cols["coll_photo"] = mean.get("photo")
+            cols["coll_subj"] = m["by_kind"]["all styled kinds"]["subject_rate"]
+    if attacks:
+        m = next((r for r in attacks["models"] if (r["key"]["file"] or "base") == h), None)
+        if m:
+            asr = m["asr"]
+            prompt = [asr[k] for k in ATTACK_KINDS if k != "none" and k in asr]
+            cols.update({"ASR_none": asr.get("none"), "ASR_prompt": max(prompt) if prompt else None,
+                         "ASR_CI": asr.get("inversion"), "ASR_soft": asr.get("soft_prompt"),
+                         "ASR_worst": asr.get("worst")})
+    return cols
+
+
 @cli.reports_errors
 def main(args):
     t0 = time.time()
@@ -92,6 +141,7 @@ def main(args):
     tests = load_tests("prompts", toy)
     judge = make_judge(pipe, args.concept)
     steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    attacks, collateral = load_report(args.attacks, args.concept), load_report(args.collateral, args.concept)
     rows = []
     for name, (path, how) in files.items():
         meta = read_metadata(path)
@@ -100,12 +150,13 @@ def main(args):
         if not rows:    # the base model's own numbers, from the same images
             rows.append({"method": "base model", **{m: pooled(res, m, "base") for m in ("UA", "IRA", "CRA")},
                          "FD": 0.0, "train_s": None, "s_per_it": None, "peak_MiB": None, "tensors": 0,
-                         "parameters": 0, "checkpoint": None})
+                         "parameters": 0, "checkpoint": None, **robustness(None, attacks, collateral, args.concept)})
         rows.append({"method": name, **{m: pooled(res, m) for m in ("UA", "IRA", "CRA")},
                      "FD": res["retain_fd"], "train_s": sum(meta.get(k, 0) for k in COST_KEYS),
                      "s_per_it": meta.get("seconds_per_iteration"), "peak_MiB": meta.get("peak_memory_mb"),
                      "tensors": meta.get("tensors_changed"), "parameters": meta.get("parameters_changed"),
-                     "iterations": meta.get("iterations_done"), "file": os.path.relpath(path), "checkpoint": how})
+                     "iterations": meta.get("iterations_done"), "file": os.path.relpath(path), "checkpoint": how,
+                     **robustness(path, attacks, collateral, args.concept)})
         state.print(f"{name}: UA {rows[-1]['UA']:.3f} IRA {rows[-1]['IRA']:.3f} CRA {rows[-1]['CRA']:.3f} "
                     f"FD {rows[-1]['FD']:.3f}")
     if not state.is_main_process:     # every process holds every number; the main one writes
@@ -116,8 +167,8 @@ def main(args):
               "tests": len(res["rows"]), "images_per_test": args.images_per_test, "machine": machine,
               "seconds": round(time.time() - t0), "rows": rows}
     write_json(os.path.splitext(args.output)[0] + ".json", report)
-    cols = ["method", "UA", "IRA", "CRA", "FD", "train_s", "s_per_it", "peak_MiB", "tensors", "parameters",
-            "checkpoint"]
+    cols = ["method", "UA", "IRA", "CRA", "FD", *ROBUSTNESS, "train_s", "s_per_it", "peak_MiB", "tensors",
+            "parameters", "checkpoint"]
     table = markdown_table([{**r, "parameters": f"{r['parameters']:,}",
                              "train_s": None if r["train_s"] is None else f"{r['train_s']:.0f}",
                              "peak_MiB": None if r["peak_MiB"] is None else round(r["peak_MiB"])} for r in rows], cols)
@@ -128,7 +179,12 @@ def main(args):
           "recognised as themselves. CRA: objects and nature scenes whose subject is still recognised. FD: Frechet "
           "distance between the judge's features of base and erased images of every retain prompt (0 = "
           "identical). train_s: training plus x_t bank (and retain bank) seconds, from each file's report (on "
-          "the machine that trained it); tensors and parameters: what the erasure file changes.\n\n" + table)
+          "the machine that trained it); tensors and parameters: what the erasure file changes. Robustness, "
+          f"from {'the attack report' if attacks else 'no attack report'} and "
+          f"{'the collateral report' if collateral else 'no collateral report'} (n/a: file not evaluated there): "
+          "coll_style, the lowest other style's rate on unseen phrasings; coll_photo, photo's; coll_subj, subjects "
+          "kept; ASR_none, the attack success rate before any attack; ASR_prompt, the largest over the prompt "
+          "attacks; ASR_CI, Concept Inversion; ASR_soft, the soft-prompt attack; ASR_worst, the largest.\n\n" + table)
     atomic_write_text(args.output, md)
     print(table)
     print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json in {report['seconds']} s")

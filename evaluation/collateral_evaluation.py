@@ -22,7 +22,7 @@ import numpy as np
 
 from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.erasure_file import file_name_part, read_erasure, recorded_base
+from spatial_erasure.erasure_file import file_hash, file_name_part, read_erasure, recorded_base
 from spatial_erasure.evaluation.collateral import collateral, cut_by_kind
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
@@ -147,7 +147,8 @@ def main(args):
     report = {"concept": args.concept, "base_model": describe(pipe), "judge": judge.name, "num_inference_steps": steps,
               "guidance_scale": guidance, "phrasings": len(phrasings), "kinds": {k: KINDS[k] for k in args.kinds},
               "cut_by_text_encoder": cut_by_kind(pipe.tokenizer, phrasings),
-              "erasures": {name: {"path": erasures[name], **{k: m.get(k) for k in ("method", "concept")}}
+              "erasures": {name: {"path": erasures[name], "file_hash": file_hash(erasures[name]),
+                                  **{k: m.get(k) for k in ("method", "concept")}}
                            for name, m in metas.items()},
               "args": vars(args), "models": res["models"], "rows": res["rows"]}
     write_json(os.path.join(out, "collateral.json"), report)

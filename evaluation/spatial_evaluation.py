@@ -27,10 +27,12 @@ from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.erasure_file import erased, read_erasure
 from spatial_erasure.evaluation.bars import all_met, bar, print_bars
-from spatial_erasure.evaluation.regions import evaluation_masks, neutral_images, region_styles
+from spatial_erasure.evaluation.regions import evaluation_masks, neutral_images, region_styles, region_twin
+from spatial_erasure.evaluation.substitutes import colour_shift, style_shares
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
-from spatial_erasure.toyart.classifier import load_classifier
+from spatial_erasure.sampling import inpaint
+from spatial_erasure.toyart.classifier import load_classifier, region_style, to_tensor
 from spatial_erasure.toyart.world import ARTISTS, STYLES, SUBJECTS
 
 
@@ -73,10 +75,22 @@ def main(args):
     for label, f in models.items():
         with erased(pipe, f) if f else nullcontext():
             results[label] = region_styles(pipe, clf, neutral, masks, args.subjects, artists, seeds, **kw)
+    # what each model paints instead of the target in the mask: against the base model inpainting the
+    # neutral twins with the same seeds, and with other seeds (the base model's own spread)
+    n_mask = len(masks)
+    mk, sources = np.tile(masks, (len(neutral), 1, 1)) > 0.5, np.repeat(neutral, n_mask, 0)
+    twins = [region_twin(s) for s in args.subjects for _ in range(n_mask)]
+    twin_a = inpaint(pipe, sources, mk, twins, seeds, desc="base: neutral twins", **kw)[1]
+    twin_b = inpaint(pipe, sources, mk, twins, [s + 100_000 for s in seeds], desc="base: twins, other seeds", **kw)[1]
+    instead = {label: {**colour_shift(r[args.target]["pasted"], twin_a, twin_b, region=mk),
+                       "styles": style_shares([STYLES[i] for i in r[args.target]["pred"]])}
+               for label, r in results.items()}
+    twin_styles = region_style(clf, to_tensor(twin_a), mk)
+    instead["base on the twins"] = {**colour_shift(twin_a, twin_a, twin_b, region=mk),
+                                    "styles": style_shares([STYLES[i] for i in twin_styles])}
     if not state.is_main_process:     # every process holds every image and verdict; the main one reports
         return 0
 
-    n_mask = len(masks)
     per_mask = lambda r, a: [(r[a]["pred"].reshape(-1, n_mask)[:, j] == STYLES.index(a)).mean() for j in range(n_mask)]  # noqa: E731
     rate = lambda r, a: float((r[a]["pred"] == STYLES.index(a)).mean())  # noqa: E731
     summary, bars = [], {}
@@ -104,7 +118,7 @@ def main(args):
 
     os.makedirs(args.output, exist_ok=True)
     report = {"args": vars(args), "model": describe(pipe), "cases_per_model": len(seeds), "masks": names,
-              "summary": summary, "per_mask_target_rate": mask_rows,
+              "summary": summary, "per_mask_target_rate": mask_rows, "instead_in_mask": instead,
               "bars": bars, "all_bars_met": all_met(bars)}
     write_json(os.path.join(args.output, "spatial.json"), report)
     cols = ["model", "target_rate"] + [f"{a} ratio" for a in artists[1:]] + \
@@ -113,7 +127,17 @@ def main(args):
           f"({len(neutral)} neutral images x {n_mask} masks).\n\n" + markdown_table(summary, cols) +
           "\n## Rate inside the mask, by prompted artist\n\n" +
           markdown_table(summary, ["model", "target_rate"] + [f"{a} rate" for a in artists[1:]]) +
-          "\n## Target rate inside each mask\n\n" + markdown_table(mask_rows, ["mask", "kind"] + list(results)))
+          "\n## Target rate inside each mask\n\n" + markdown_table(mask_rows, ["mask", "kind"] + list(results)) +
+          "\n## What each model paints in the mask instead of the target\n\nThe model inpainting the target's "
+          "prompt against the base model inpainting its neutral twin (same seeds), inside the mask: colour_shift, "
+          "the distance of mean RGB (0-255) from the base twins, beside the base model's own seed spread; contrast: "
+          "standard deviation of luminance; styles: the region classifier's three most frequent styles.\n\n" +
+          markdown_table([{"model": k, **{c: v[c] for c in ("colour_shift", "colour_shift_base_seeds", "contrast",
+                                                           "contrast_base_twins")},
+                           "styles": ", ".join(f"{s} {x:.2f}" for s, x in list(v["styles"].items())[:3])}
+                          for k, v in instead.items()],
+                         ["model", "colour_shift", "colour_shift_base_seeds", "contrast", "contrast_base_twins",
+                          "styles"]))
     atomic_write_text(os.path.join(args.output, "spatial.md"), md)
     # figure: rows = masks (first neutral image), columns = source + each model's target inpainting
     rows = [[neutral[0]] + [r[args.target]["pasted"][j] for r in results.values()] for j in range(n_mask)]

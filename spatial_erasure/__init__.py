@@ -19,10 +19,13 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   checkpoint        resumable training state in safetensors; atomic saves
   reports           figures, tables, JSON, written atomically
   export            erasure file -> diffusers LoRA, kohya LoRA, fused pipeline (python -m spatial_erasure.export)
+  phrasings         phrasings no trainer used, by kind, and every prompt the trainers use (collateral evaluation)
+  attacks           attacks that bring a concept back: prompt sets, Concept Inversion, soft prompt (learned tokens)
   architectures     public SD-1.x / SD-inpainting / SD 2 / SDXL UNet configs with random weights (bench)
   testing           tiny random-weight pipelines for tests
   evaluation/       the evaluation library (see its docstring): metrics, concept_impact, regions, weight_change,
-                    bars, and the toy model's quality checks toy_model_quality, toy_inpainting_quality
+                    collateral, attack_suite, substitutes, bars, and the toy model's quality checks
+                    toy_model_quality, toy_inpainting_quality
   toyart/           the toy world: world (procedural images), classifier, tokenizer, vae, composites, and the
                     training of the toy model itself, train_sd and train_sd_inpainting
 """

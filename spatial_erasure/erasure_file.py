@@ -7,6 +7,7 @@ file whose keys, shapes or base model do not match the pipeline it is applied to
 turns a missing file, a file that is not safetensors (e.g. a pickle renamed .safetensors) or a
 safetensors file without erasure metadata into one ErasureFileError line that names the fix.
 """
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -104,6 +105,13 @@ def read_metadata(path):
     """The metadata of a safetensors file, decoded; ErasureFileError if it is missing or not safetensors."""
     with _opened(path) as f:
         return _decoded(f.metadata())
+
+
+def file_hash(path):
+    """A short hash of an erasure file's bytes: reports record it, so a table can match their rows to
+    the very file (not another one of the same name)."""
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
 def read_erasure(path):

@@ -12,7 +12,7 @@ SCRIPTS = ["original_esd/esd_sd.py", "original_esd/esd_sdxl.py", "original_esd/g
            "inpainting_erasure/grid_erasure.py", "inpainting_erasure/scaled_grid_erasure.py",
            "inpainting_erasure/inpaint.py", "evaluation/benchmark.py", "evaluation/concept_impact.py",
            "evaluation/simple_vangogh_evaluation.py", "evaluation/spatial_evaluation.py",
-           "evaluation/collateral_evaluation.py",
+           "evaluation/collateral_evaluation.py", "evaluation/attack_evaluation.py",
            "evaluation/toy_erasure_rates.py", "evaluation/weight_change_analysis.py"]
 # `python -m` entry points: module -> how its parser is reached
 MODULES = {"spatial_erasure.evaluation.toy_model_quality": "parse_args",

@@ -4,6 +4,8 @@ metrics                 judges (toy classifier, CLIP zero-shot), UA / retain acc
                         resumable cached generation
 concept_impact          the 48-test concept-impact assessment (target, other artists, styles, objects, nature)
 collateral              retention on phrasings no trainer used, per style and kind of rewording
+attack_suite            attack success rate before and after every attack (spatial_erasure.attacks), per model
+substitutes             what an erased model paints instead: concept prompts against the base model's neutral twins
 regions                 inpainting judged per mask: neutral images, evaluation masks, region styles, outside stats
 weight_change           ||dW|| of an erasure file per tensor, UNet block and projection
 bars                    the pass/fail bars every report prints (MET / MISS)

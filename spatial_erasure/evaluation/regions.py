@@ -21,6 +21,11 @@ def region_prompt(style, subject):
     return style_prompt(style, subject, pool[0])
 
 
+def region_twin(subject):
+    """The neutral twin of `region_prompt`: the same held-out phrasing with no style."""
+    return f"a picture of a {subject}"
+
+
 def neutral_images(source_model, subjects, seed, device="cpu", **kw):
     """One photo per subject (held-out photo phrasing) from the toy text-to-image model: the same
     images whichever model (4- or 9-channel) then inpaints them."""
