@@ -28,6 +28,7 @@ import numpy as np
 from ..attacks import (ATTACK_KINDS, InversionConfig, SoftPromptConfig, check_supported, concept_inversion,
                        concept_pairs, denoising_targets, judged, prompt_attacks, soft_prompt_attack)
 from ..erasure_file import erased, file_hash
+from ..errors import InputError
 from ..reports import save_png, write_json
 from .metrics import cached_generate
 from .substitutes import substitutes
@@ -87,8 +88,8 @@ class Suite:
             styles = judge(self.base_concept).styles()
             keep = [i for i, s in enumerate(styles) if s == cfg.concept][:cfg.inversion_images]
             if not keep:
-                raise ValueError(f"the base model paints no image the judge recognises as {cfg.concept}; "
-                                 "Concept Inversion has nothing to learn from")
+                raise InputError(f"the base model paints no image the judge recognises as {cfg.concept}; "
+                                 "Concept Inversion has nothing to learn from; leave inversion out of --attacks")
             self.inversion_data = (self.base_concept[keep], [self.pair_subjects[i] for i in keep])
         if "soft_prompt" in cfg.attacks:  # base predictions at noised base images of each concept prompt
             for j, (prompt, twin, _) in enumerate(self.pairs[:cfg.soft_prompts]):
