@@ -20,7 +20,8 @@ from . import cli
 from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss
-from .prompts import encode
+from .errors import InputError
+from .prompts import encode, parse_concepts
 from .trainer import forward_equivalents, prepare_from_args, resolution, seed_everything, train
 from .trajectories import make_source
 
@@ -35,8 +36,12 @@ SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guid
 
 
 def default_name(concept, erase_from, method):
-    """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _."""
-    return f"esd-{file_name_part(concept)}-from-{file_name_part(erase_from or concept)}-{method}.safetensors"
+    """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _;
+    several concepts (parse_concepts) joined by +, each from itself unless its erase_from says otherwise."""
+    pairs = parse_concepts(concept, erase_from)
+    what = "+".join(file_name_part(c) for c, _ in pairs)
+    source = "+".join(file_name_part(f or c) for c, f in pairs)
+    return f"esd-{what}-from-{source}-{method}.safetensors"
 
 
 def family_help(key):
@@ -48,8 +53,9 @@ def family_help(key):
 def build_parser(defaults, description):
     p = cli.parser(description)
     a = p.add_argument
-    a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'")
-    a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself)")
+    a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
+      "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
+    a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
     cli.add_model_arg(p, defaults["base_model"])
     cli.add_training_args(p, iterations=200, xt_source="sample", bank_size=8, stream_width=STREAM_WIDTH,
                           guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
@@ -64,6 +70,10 @@ def build_parser(defaults, description):
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     args = build_parser(defaults, description).parse_args(argv)
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    try:
+        parse_concepts(args.erase_concept, args.erase_from)
+    except InputError as e:
+        cli.fail(str(e))
     return args
 
 
@@ -75,10 +85,12 @@ def output_path(args):
 
 
 def build_prompts(pipe, args, res):
-    """The concept, "" and the erase_from prompt, encoded once (text encoders are offloaded after)."""
-    concept = encode(pipe, [args.erase_concept], res)
-    erase_from = encode(pipe, [args.erase_from or args.erase_concept], res)
-    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=bool(args.erase_from))
+    """The concepts, "" and their erase_from prompts, encoded once (text encoders are offloaded after).
+    With several concepts, row i of each is concept i: the x_t source's cases."""
+    pairs = parse_concepts(args.erase_concept, args.erase_from)
+    concept = encode(pipe, [c for c, _ in pairs], res)
+    erase_from = encode(pipe, [f or c for c, f in pairs], res)
+    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs))
 
 
 def build_source(st, args, prompts, latent):
@@ -110,7 +122,9 @@ def main(args):
                                            student_rows=args.batch_size, checkpointing=args.gradient_checkpointing)}
 
     out = output_path(args)
-    meta = training_metadata(args, st, args.erase_concept, args.erase_from or args.erase_concept, res)
+    pairs = parse_concepts(args.erase_concept, args.erase_from)
+    meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,
+                             **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"ESD {args.train_method}",
                    extra_report=cost)

@@ -52,7 +52,8 @@ def masked_mse(pred, target, mask=None):
 class EsdPrompts:
     """ESD's prompts, encoded once: the concept c, the empty prompt "", and the prompt it is erased
     from (the concept itself unless --erase_from; `separate_from` when given, which costs one more
-    teacher row)."""
+    teacher row). With several concepts, `concept` and `erase_from` have one row per concept, and
+    each x_t row's case says which."""
     concept: Cond
     null: Cond
     erase_from: Cond
@@ -67,17 +68,20 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance):
     `st` is the trainer.Student (trained UNet, teacher, scheduler), `source` the x_t source,
     `prompts` an EsdPrompts, `rng` the trainer's numpy Generator (it picks the step k)."""
     unet, scheduler = st.pipe.unet, st.pipe.scheduler
-    # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps)
-    x, t, _ = source.draw(source.pick_step(rng), batch)
+    # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps), and each
+    #    row's concept (its case: always 0 for one concept)
+    x, t, cases = source.draw(source.pick_step(rng), batch)
+    concept, erase_from = (prompts.concept, prompts.erase_from) if len(prompts.concept) == 1 else \
+        (prompts.concept[cases], prompts.erase_from[cases])
     # 2. one batched teacher call: eps(c), eps("") [and eps(from)]
-    conds = [prompts.concept, prompts.null] + ([prompts.erase_from] if prompts.separate_from else [])
+    conds = [concept, prompts.null] + ([erase_from] if prompts.separate_from else [])
     eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds, st.teacher_params)
     eps_c, eps_null = eps[0], eps[1]
     eps_from = eps[2] if prompts.separate_from else eps_c
     # 3. advance the source: a stream takes the frozen trajectory's guided step on these, for free
     source.advance(eps_from, eps_null)
     # 4. the student at the same x_t, prompted with `from`
-    pred = unet_eps(unet, scheduler, x, t, prompts.erase_from.repeat(batch))
+    pred = unet_eps(unet, scheduler, x, t, erase_from.repeat(batch) if len(erase_from) == 1 else erase_from)
     # 5. the loss
     return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
 

@@ -122,6 +122,36 @@ TOY_TEMPLATES = [("a painting of a {subject} by {concept}", "a painting of a {su
                  ("an artwork of a {subject}, {concept}", "an artwork of a {subject}")]
 
 
+def parse_concepts(text, erase_from=None):
+    """[(concept, erase_from)] from --erase_concept: one concept, a ';'-separated list, or a CSV file
+    (a path ending in .csv) with a `concept` column and an optional `erase_from` column. A single
+    concept takes `erase_from` (--erase_from); with several, erase_from comes from the CSV or is each
+    concept itself."""
+    if text.endswith(".csv"):
+        if not os.path.isfile(text):
+            raise InputError(f"concept CSV {text} does not exist; pass a file with a concept column (and optionally "
+                             "erase_from), or the concepts themselves separated by ';'")
+        with open(text, newline="") as f:
+            reader = csv.DictReader(f)
+            if "concept" not in (reader.fieldnames or []):
+                raise InputError(f"{text}: no concept column; a concept CSV has the columns concept and, "
+                                 "optionally, erase_from")
+            pairs = [(r["concept"].strip(), (r.get("erase_from") or "").strip() or None) for r in reader]
+    else:
+        pairs = [(c.strip(), None) for c in text.split(";")]
+    pairs = [(c, f) for c, f in pairs if c]
+    if not pairs:
+        raise InputError(f"--erase_concept {text!r} names no concept; pass a concept, 'A;B;C' or a concept CSV")
+    if len({c for c, _ in pairs}) < len(pairs):
+        raise InputError(f"--erase_concept {text!r} names a concept twice; name each once")
+    if erase_from:
+        if len(pairs) > 1:
+            raise InputError("--erase_from is for one concept; with several, give an erase_from column in a concept "
+                             "CSV")
+        pairs = [(pairs[0][0], erase_from)]
+    return pairs
+
+
 def is_toy(pipe):
     """The toy world's models (and the fixtures built on them) use the pruned 720-token tokenizer."""
     return len(pipe.tokenizer) < 1000

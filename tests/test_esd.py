@@ -165,3 +165,42 @@ def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     assert len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_parse_concepts_from_a_list_a_csv_or_one_concept(tmp_path):
+    from spatial_erasure.errors import InputError
+    from spatial_erasure.prompts import parse_concepts
+    assert parse_concepts("Vincent van Gogh") == [("Vincent van Gogh", None)]
+    assert parse_concepts("Vincent van Gogh", "a painting") == [("Vincent van Gogh", "a painting")]
+    assert parse_concepts(" A ; B;C ") == [("A", None), ("B", None), ("C", None)]
+    csv = tmp_path / "c.csv"
+    csv.write_text("concept,erase_from\nA,a painting by A\nB,\n")
+    assert parse_concepts(str(csv)) == [("A", "a painting by A"), ("B", None)]
+    for bad, what in [("A;A", "twice"), (" ; ", "no concept"), (str(tmp_path / "none.csv"), "does not exist")]:
+        with pytest.raises(InputError, match=what):
+            parse_concepts(bad)
+    with pytest.raises(InputError, match="one concept"):
+        parse_concepts("A;B", "x")
+
+
+def test_esd_erases_several_concepts_in_one_run_with_one_source(tiny_folders, tmp_path, monkeypatch):
+    """Each x_t row's teacher targets and student prompt are its own concept's (the source's case)."""
+    from spatial_erasure import esd, objectives
+    seen = []
+    teacher = objectives.teacher_eps
+
+    def spy(unet, scheduler, x, t, conds, params, extra=None):
+        seen.append(conds[0].emb.clone())
+        return teacher(unet, scheduler, x, t, conds, params, extra)
+    monkeypatch.setattr(objectives, "teacher_eps", spy)
+    args = esd.parse_args(["--erase_concept", "a house;a boat;a tree", "--base_model", tiny_folders["sd"],
+                           "--iterations", "6", "--batch_size", "2", "--num_inference_steps", "4", "--xt_source",
+                           "stream", "--stream_width", "3", "--output", str(tmp_path)])
+    out = esd.main(args)
+    assert os.path.basename(out) == "esd-a_house+a_boat+a_tree-from-a_house+a_boat+a_tree-esd-x.safetensors"
+    meta = read_erasure(out)[1]
+    assert meta["concepts"] == ["a house", "a boat", "a tree"] and meta["concept"] == "a house;a boat;a tree"
+    pipe = load_pipeline(tiny_folders["sd"])
+    rows = encode(pipe, ["a house", "a boat", "a tree"]).emb
+    used = {int(((rows - e[None]).abs().amax((1, 2)) < 1e-5).nonzero()[0]) for batch in seen for e in batch}
+    assert used == {0, 1, 2}, "every concept is a teacher row in some iteration"
