@@ -17,6 +17,7 @@ its 2e-4 and 1.
 import os
 
 from . import cli
+from .anchors import anchor_prompts
 from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss
@@ -56,6 +57,9 @@ def build_parser(defaults, description):
     a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
       "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
     a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
+    a("--preserve", type=int, default=0, help="broad preservation: N random anchor prompts (spatial_erasure.anchors) "
+      "whose predictions the student keeps, --batch_size of them per iteration; 0: off, as the reference ESD")
+    a("--preserve_weight", type=float, default=1.0, help="weight of the preservation term")
     cli.add_model_arg(p, defaults["base_model"])
     cli.add_training_args(p, iterations=200, xt_source="sample", bank_size=8, stream_width=STREAM_WIDTH,
                           guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
@@ -70,6 +74,8 @@ def build_parser(defaults, description):
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     args = build_parser(defaults, description).parse_args(argv)
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    if args.preserve < 0:
+        cli.fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {args.preserve}")
     try:
         parse_concepts(args.erase_concept, args.erase_from)
     except InputError as e:
@@ -90,7 +96,10 @@ def build_prompts(pipe, args, res):
     pairs = parse_concepts(args.erase_concept, args.erase_from)
     concept = encode(pipe, [c for c, _ in pairs], res)
     erase_from = encode(pipe, [f or c for c, f in pairs], res)
-    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs))
+    anchors = encode(pipe, anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]), res) if args.preserve \
+        else None
+    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs),
+                      anchors=anchors, preserve_weight=args.preserve_weight)
 
 
 def build_source(st, args, prompts, latent):
@@ -114,12 +123,14 @@ def main(args):
     def loss_fn(it, rng):
         return esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance)
 
-    rows = (3 if prompts.separate_from else 2) * args.batch_size
+    rows = (2 + prompts.separate_from + bool(args.preserve)) * args.batch_size     # teacher rows
+    student_rows = (2 if args.preserve else 1) * args.batch_size
 
     def cost():
         c = source.cost()
         return {**c, **forward_equivalents(c["sampling_forwards"], args.iterations, teacher_rows=rows,
-                                           student_rows=args.batch_size, checkpointing=args.gradient_checkpointing)}
+                                           student_rows=student_rows, rows=args.batch_size,
+                                           checkpointing=args.gradient_checkpointing)}
 
     out = output_path(args)
     pairs = parse_concepts(args.erase_concept, args.erase_from)

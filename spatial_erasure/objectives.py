@@ -58,12 +58,15 @@ class EsdPrompts:
     null: Cond
     erase_from: Cond
     separate_from: bool
+    anchors: Cond = None            # --preserve: anchor prompts whose predictions are kept
+    preserve_weight: float = 1.0
 
 
 def esd_loss(rng, st, source, prompts, batch, negative_guidance):
     """ESD's loss for one iteration, on `batch` rows:
 
         MSE( student(x_t, from),  eps(x_t, from) - eta * (eps(x_t, c) - eps(x_t, "")) )
+      + preserve_weight * MSE( student(x_t, a),  eps(x_t, a) )      with --preserve: anchors a
 
     `st` is the trainer.Student (trained UNet, teacher, scheduler), `source` the x_t source,
     `prompts` an EsdPrompts, `rng` the trainer's numpy Generator (it picks the step k)."""
@@ -74,16 +77,26 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance):
     concept, erase_from = (prompts.concept, prompts.erase_from) if len(prompts.concept) == 1 else \
         (prompts.concept[cases], prompts.erase_from[cases])
     # 2. one batched teacher call: eps(c), eps("") [and eps(from)]
+    #    [and eps(a) of `batch` anchor prompts drawn at random]
     conds = [concept, prompts.null] + ([erase_from] if prompts.separate_from else [])
-    eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds, st.teacher_params)
+    anchors = None if prompts.anchors is None else prompts.anchors[torch.as_tensor(
+        rng.integers(0, len(prompts.anchors), batch))]
+    eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds + ([anchors] if anchors is not None else []),
+                      st.teacher_params)
     eps_c, eps_null = eps[0], eps[1]
     eps_from = eps[2] if prompts.separate_from else eps_c
     # 3. advance the source: a stream takes the frozen trajectory's guided step on these, for free
     source.advance(eps_from, eps_null)
-    # 4. the student at the same x_t, prompted with `from`
-    pred = unet_eps(unet, scheduler, x, t, erase_from.repeat(batch) if len(erase_from) == 1 else erase_from)
+    # 4. the student at the same x_t, prompted with `from` [and with the anchors, in the same call]
+    student = erase_from.repeat(batch) if len(erase_from) == 1 else erase_from
+    if anchors is None:
+        pred = unet_eps(unet, scheduler, x, t, student)
+        return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
+    pred, pred_a = unet_eps(unet, scheduler, torch.cat([x, x]), batch_timesteps([t, t], batch),
+                            Cond.cat([student, anchors])).chunk(2)
     # 5. the loss
-    return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
+    return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance)) + \
+        prompts.preserve_weight * masked_mse(pred_a, eps[-1])
 
 
 def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0):

@@ -204,3 +204,35 @@ def test_esd_erases_several_concepts_in_one_run_with_one_source(tiny_folders, tm
     rows = encode(pipe, ["a house", "a boat", "a tree"]).emb
     used = {int(((rows - e[None]).abs().amax((1, 2)) < 1e-5).nonzero()[0]) for batch in seen for e in batch}
     assert used == {0, 1, 2}, "every concept is a teacher row in some iteration"
+
+
+def test_anchor_prompts_are_varied_deterministic_and_apart_from_the_collateral_set():
+    from spatial_erasure.anchors import anchor_prompts
+    from spatial_erasure.phrasings import every_phrasing, normalise
+    a = anchor_prompts(300, seed=0, exclude=["Vincent van Gogh", "Claude Monet"])
+    assert len(a) == len(set(a)) == 300 and a == anchor_prompts(300, seed=0, exclude=["Vincent van Gogh",
+                                                                                       "Claude Monet"])
+    assert a != anchor_prompts(300, seed=1, exclude=["Vincent van Gogh", "Claude Monet"])
+    assert not {normalise(p) for p in a} & {normalise(p.prompt) for p in every_phrasing()}
+    assert not [p for p in a if "gogh" in p.lower() or "monet" in p.lower()]
+    assert any("Pablo Picasso" in p for p in a) and any(w in p for p in a for w in ("bicycle", "robot", "kitchen"))
+
+
+def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, tmp_path, monkeypatch):
+    from spatial_erasure import esd, objectives
+    calls = []
+    teacher = objectives.teacher_eps
+
+    def spy(unet, scheduler, x, t, conds, params, extra=None):
+        calls.append(len(conds))
+        return teacher(unet, scheduler, x, t, conds, params, extra)
+    monkeypatch.setattr(objectives, "teacher_eps", spy)
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "2",
+            "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "1"]
+    plain = read_erasure(esd.main(esd.parse_args(base + ["--output", str(tmp_path / "a.safetensors")])))[1]
+    kept = read_erasure(esd.main(esd.parse_args(base + ["--preserve", "8", "--output",
+                                                        str(tmp_path / "b.safetensors")])))[1]
+    assert calls == [2, 2, 3, 3], "concept and null, then the anchors as a third teacher row"
+    assert kept["forward_equivalents_per_iteration"] > plain["forward_equivalents_per_iteration"]
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve", "-1", "--output", str(tmp_path)])
+    assert r.returncode != 0 and "--preserve" in one_error_line(r)[0]
