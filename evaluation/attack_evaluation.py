@@ -25,22 +25,20 @@ cached and each model's results are saved when it finishes: a rerun resumes at t
 """
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 from spatial_erasure import cli
 from spatial_erasure.attacks import (ATTACK_KINDS, REAL_FAMOUS_WORKS, InversionConfig, SoftPromptConfig,
                                      misspellings, readable)
-from spatial_erasure.distributed import process_device
-from spatial_erasure.erasure_file import file_name_part, read_erasure, recorded_base
+from spatial_erasure.distributed import machine_name, process_device
+from spatial_erasure.erasure_file import file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.attack_suite import ATTACKS, Suite, SuiteConfig
 from spatial_erasure.evaluation.metrics import make_judge
-from spatial_erasure.models import MODELS_DIR, describe, fingerprint, load_pipeline
+from spatial_erasure.models import MODELS_DIR, TOY_MODEL, describe, fingerprint, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
@@ -88,14 +86,6 @@ def parse_args(argv=None):
                          "inversion_images",
                          "soft_prompts", "soft_tokens", "soft_steps", "soft_check_every", "soft_eval_seeds")
     return args
-
-
-def model_names(paths):
-    """{file stem: path}, refusing two files with one stem (their images and rows would collide)."""
-    names = {os.path.basename(f).removesuffix(".safetensors"): f for f in paths}
-    if len(names) < len(paths) or "base" in names:
-        cli.fail("two erasure files share a file name (or one is named base); pass each file once, renamed if needed")
-    return names
 
 
 def asr_figure(rows, path, title):
@@ -202,14 +192,13 @@ def check_concept(concept, toy, attacks):
 def main(args):
     t_start = time.time()
     paths = args.erasures if args.erasures is not None else (BUNDLED if args.concept == "Vincent van Gogh" else [])
-    erasures = model_names(paths)
+    erasures = names_by_stem(paths)
     metas = {name: read_erasure(path)[1] for name, path in erasures.items()}   # a bad file fails now, in one line
     for name, m in metas.items():
         if m.get("concept") and m["concept"] != args.concept:
             print(f"note: {name} erased {m['concept']!r}, attacked here for {args.concept!r}")
     base = args.base_model or (recorded_base(next(iter(metas.values()))) if metas else None)
-    pipe = load_pipeline(base, device=process_device(args.device)) if base else load_pipeline(
-        device=process_device(args.device))
+    pipe = load_pipeline(base or TOY_MODEL, device=process_device(args.device))
     toy = is_toy(pipe)
     check_concept(args.concept, toy, args.attacks)
     have = fingerprint(pipe.unet)
@@ -234,10 +223,8 @@ def main(args):
     suite = Suite(pipe, judge, cfg, out)
     rows = [suite.run("base", resume=args.resume)]
     rows += [suite.run(name, path, resume=args.resume) for name, path in erasures.items()]
-    machine = (torch.cuda.get_device_name() if torch.cuda.is_available() else
-               f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    report = {"concept": args.concept, "base_model": describe(pipe), "judge": judge.name, "steps": steps,
-              "guidance": guidance, "machine": machine, "seconds": round(time.time() - t_start),
+    report = {"concept": args.concept, "base_model": describe(pipe, have), "judge": judge.name, "steps": steps,
+              "guidance": guidance, "machine": machine_name(), "seconds": round(time.time() - t_start),
               "command": "python evaluation/attack_evaluation.py " + " ".join(sys.argv[1:]),
               "attacks": {k: ATTACKS[k] for k in args.attacks},
               "erasures": {n: {"path": p, **{k: metas[n].get(k) for k in ("method", "concept")}}

@@ -25,15 +25,13 @@ training is data parallel and so not the one-process run) and the main process a
 """
 import json
 import os
-import platform
 import sys
 import time
 
-import torch
 
 from spatial_erasure import cli, esd, grid_erasure
-from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.attacks import ATTACK_KINDS
+from spatial_erasure.distributed import machine_name, process_device, process_state
 from spatial_erasure.erasure_file import file_hash, file_name_part, read_metadata
 from spatial_erasure.evaluation.concept_impact import assess, load_tests, pooled
 from spatial_erasure.evaluation.metrics import make_judge
@@ -161,8 +159,7 @@ def main(args):
                     f"FD {rows[-1]['FD']:.3f}")
     if not state.is_main_process:     # every process holds every number; the main one writes
         return 0
-    machine = (f"{torch.cuda.get_device_name()}" if torch.cuda.is_available() else
-               f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    machine = machine_name()
     report = {"concept": args.concept, "base_model": describe(pipe), "judge": judge.name, "seed": args.seed,
               "tests": len(res["rows"]), "images_per_test": args.images_per_test, "machine": machine,
               "seconds": round(time.time() - t0), "rows": rows}

@@ -22,7 +22,7 @@ import numpy as np
 
 from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.erasure_file import file_hash, file_name_part, read_erasure, recorded_base
+from spatial_erasure.erasure_file import file_hash, file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.collateral import collateral, cut_by_kind
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
@@ -53,14 +53,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     cli.require_positive(args, "per_style")
     return args
-
-
-def model_names(paths):
-    """{file stem: path}; two files with one stem would overwrite each other's images and columns."""
-    names = {os.path.basename(f).removesuffix(".safetensors"): f for f in paths}
-    if len(names) < len(paths) or "base" in names:
-        cli.fail("two erasure files share a file name (or one is named base); pass each file once, renamed if needed")
-    return names
 
 
 def cells(models, measure, kinds):
@@ -129,7 +121,7 @@ def report_markdown(models, args, report):
 def main(args):
     if args.concept not in STYLES:
         cli.fail(f"--concept {args.concept!r} is not a style of the phrasings; choose one of: {', '.join(STYLES)}")
-    erasures = model_names(args.erasures)
+    erasures = names_by_stem(args.erasures)
     metas = {name: read_erasure(path)[1] for name, path in erasures.items()}   # a bad file fails now, in one line
     pipe = load_pipeline(args.base_model or recorded_base(metas[next(iter(metas))]),
                          device=process_device(args.device))

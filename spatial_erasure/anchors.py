@@ -32,11 +32,11 @@ def anchor_prompts(n, seed=0, exclude=()):
     styles = [s for s in GENERIC_STYLES if s not in exclude] or ["plain"]
     banned = [e.lower() for e in exclude]
     rng = np.random.default_rng(seed)
+    pick = lambda pool: pool[int(rng.integers(len(pool)))]  # noqa: E731
     out, seen = [], set()
     for _ in range(100 * n):
         if len(out) == n:
             break
-        pick = lambda pool: pool[int(rng.integers(len(pool)))]  # noqa: E731
         text = pick(TEMPLATES).format(medium=pick(MEDIA), adj=pick(ADJECTIVES), adj2=pick(ADJECTIVES),
                                       noun=pick(NOUNS), noun2=pick(NOUNS), artist=pick(artists), style=pick(styles))
         key = normalise(text)

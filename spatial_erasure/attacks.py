@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.utils import logging as diffusers_logging
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from .errors import InputError
 from .models import architecture
@@ -214,12 +215,13 @@ class LearnedTokens:
         return self.vocab[self.nearest()[0]]
 
 
+BYTE_OF = {v: k for k, v in bytes_to_unicode().items()}     # CLIP BPE's byte symbols -> bytes
+
+
 def readable(tokens):
     """CLIP BPE token strings joined ('night</w>gogh</w>Ġx') as text: word ends as spaces, byte
     symbols as the bytes they stand for, what does not print as U+FFFD. Idempotent on plain text."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-    decoder = {v: k for k, v in bytes_to_unicode().items()}
-    raw = bytes(decoder.get(c, 32) for c in tokens.replace("</w>", " "))
+    raw = bytes(BYTE_OF.get(c, 32) for c in tokens.replace("</w>", " "))
     text = raw.decode("utf-8", errors="replace")
     return " ".join("".join(c if c.isprintable() else "\ufffd" for c in text).split())
 
@@ -239,22 +241,31 @@ def encode_images(pipe, images):
     return torch.cat(latents) * pipe.vae.config.scaling_factor
 
 
-def noised(pipe, latents, generator, n=None):
-    """(x_t, t, target, idx) for n rows drawn from latents (rows idx), t uniform over the training timesteps, as a
-    diffusion model is trained (a DDPM scheduler from the pipeline's config adds the noise)."""
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    n = n or len(latents)
+def training_scheduler(pipe):
+    """The DDPM scheduler of the pipeline's config: it adds noise as the model was trained."""
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def noised(sched, latents, generator, n, device):
+    """(x_t, t, target, idx) for n rows drawn from latents (rows idx), t uniform over the training
+    timesteps of `sched` (`training_scheduler`), as a diffusion model is trained."""
     idx = torch.randint(len(latents), (n,), generator=generator)
     t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator)
     noise = torch.randn((n, *latents.shape[1:]), generator=generator)
     x0 = latents.cpu()[idx]
     target = sched.get_velocity(x0, noise, t) if sched.config.prediction_type == "v_prediction" else noise
-    return sched.add_noise(x0, noise, t).to(pipe.device), t.to(pipe.device), target.to(pipe.device), idx
+    return sched.add_noise(x0, noise, t).to(device), t.to(device), target.to(device), idx
+
+
+def share(verdict, concept):
+    """Share of a judge's verdict (metrics.Verdict) assigned to the concept."""
+    styles = verdict.styles()
+    return float(np.mean([s == concept for s in styles])) if styles else 0.0
 
 
 def judged(judge, images, concept):
     """Share of images the judge assigns to the concept."""
-    return float(np.mean([s == concept for s in judge(images).styles()])) if len(images) else 0.0
+    return share(judge(images), concept) if len(images) else 0.0
 
 
 # ----------------------------------------------------------------------------- concept inversion
@@ -271,12 +282,16 @@ class InversionConfig:
     seed: int = 0
 
 
-def concept_inversion(pipe, judge, concept, images, subjects, cfg, sampling):
+def concept_inversion(pipe, judge, concept, images, subjects, cfg, sampling, toks=None):
     """Textual inversion of one token on pipe as it is (base or erased) from `images` of the concept
     (uint8, the base model's) with `subjects` (one per image, None on real SD: "painting"). Returns
     {"curve": [{step, asr, loss}], "asr", "best_asr", "prompt", "nearest", "images"} (images: the
-    last check's, one row per (subject, seed))."""
-    toks = LearnedTokens(pipe, cfg.token, word_embedding(pipe, cfg.init_word)[None].repeat(cfg.vectors, 1))
+    last check's, one row per (subject, seed)). `toks`: LearnedTokens of cfg.token with cfg.vectors
+    rows to reuse (reset to the initial word here), so repeated attacks copy the text encoder once."""
+    init = word_embedding(pipe, cfg.init_word)[None].repeat(cfg.vectors, 1)
+    toks = toks or LearnedTokens(pipe, cfg.token, init)
+    toks.set(init)
+    sched = training_scheduler(pipe)
     fill = lambda u: INVERSION_TEMPLATE.format(subject=u or "scene", token=cfg.token)  # noqa: E731
     latents = encode_images(pipe, images)
     conds = [fill(u) for u in subjects]
@@ -294,7 +309,7 @@ def concept_inversion(pipe, judge, concept, images, subjects, cfg, sampling):
                           "loss": float(np.mean(losses[-25:])) if losses else None})
         if step == cfg.steps:
             break
-        x_t, t, target, idx = noised(pipe, latents, gen, cfg.batch)
+        x_t, t, target, idx = noised(sched, latents, gen, cfg.batch, pipe.device)
         emb = toks.encode([conds[i] for i in idx])
         loss = F.mse_loss(pipe.unet(x_t, t, encoder_hidden_states=emb).sample.float(), target.float())
         toks.step(opt, loss)
@@ -322,19 +337,22 @@ def denoising_targets(pipe, prompt, images, n, seed):
     """n rows (x_t, t, eps) at noised `images` of `prompt`: eps is pipe's prediction for `prompt`
     (call it with the base model: the soft-prompt attack's targets)."""
     from .prompts import encode
-    x_t, t, _, _ = noised(pipe, encode_images(pipe, images), torch.Generator().manual_seed(seed), n)
+    x_t, t, _, _ = noised(training_scheduler(pipe), encode_images(pipe, images), torch.Generator().manual_seed(seed),
+                          n, pipe.device)
     emb = encode(pipe, [prompt]).emb.expand(n, -1, -1)
     return x_t, t, pipe.unet(x_t, t, encoder_hidden_states=emb).sample
 
 
-def soft_prompt_attack(pipe, judge, concept, prompt, targets, cfg, sampling, check_seed):
+def soft_prompt_attack(pipe, judge, concept, prompt, targets, cfg, sampling, check_seed, toks=None):
     """Prepend cfg.tokens adversarial embeddings (random vocabulary tokens at first) to `prompt` and
     optimise them so pipe's (the erased model's) noise prediction at the targets' x_t matches the
     base model's (`denoising_targets`). Every check_every steps one image (check_seed) is judged; the
     attack stops at the first one assigned to the concept. Then cfg.eval_seeds images from check_seed
-    on are judged with the embeddings as they are and projected to the nearest vocabulary tokens."""
+    on are judged with the embeddings as they are and projected to the nearest vocabulary tokens.
+    `toks`: LearnedTokens of cfg.token with cfg.tokens rows to reuse across prompts (their rows are
+    set here), so the text encoder is copied once, not per prompt."""
     rng = torch.Generator().manual_seed(cfg.seed + check_seed)
-    toks = LearnedTokens(pipe, cfg.token, torch.zeros(cfg.tokens, pipe.text_encoder.config.hidden_size))
+    toks = toks or LearnedTokens(pipe, cfg.token, torch.zeros(cfg.tokens, pipe.text_encoder.config.hidden_size))
     toks.set(toks.vocab[toks.typable[torch.randint(len(toks.typable), (cfg.tokens,), generator=rng)]])
     adv = f"{cfg.token} {prompt}"
     x_t, t, eps = targets
@@ -355,7 +373,7 @@ def soft_prompt_attack(pipe, judge, concept, prompt, targets, cfg, sampling, che
     seeds = [check_seed + i for i in range(cfg.eval_seeds)]
     with torch.no_grad():
         continuous = generate(toks.pipe, [adv] * len(seeds), seeds, *sampling)
-        hard_ids, hard_text = toks.nearest()
+        hard_text = toks.nearest()[1]
         toks.set(toks.projected())
         projected = generate(toks.pipe, [adv] * len(seeds), seeds, *sampling)
     return {"prompt": prompt, "success_step": success, "steps": step, "loss": None if loss is None else loss.item(),

@@ -17,7 +17,10 @@ one process per GPU; without CUDA the same command starts 2 CPU processes (gloo 
     python -m torch.distributed.run --nproc_per_node 2 SCRIPT ARGS
 (`accelerate launch --cpu --num_processes 2` starts one process, not two.)
 """
+import platform
+
 import numpy as np
+
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
@@ -37,6 +40,13 @@ def end_processes():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def machine_name():
+    """What a report says ran it: the GPU's name, else the CPU and the threads torch uses."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def process_device(device=None):

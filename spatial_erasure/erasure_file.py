@@ -114,6 +114,16 @@ def file_hash(path):
         return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
+def names_by_stem(paths):
+    """{file stem: path} of erasure files for a report's rows and image folders; InputError when two
+    share a stem (they would overwrite each other's images and rows) or one is named base."""
+    names = {os.path.basename(f).removesuffix(".safetensors"): f for f in paths}
+    if len(names) < len(paths) or "base" in names:
+        raise InputError("two erasure files share a file name (or one is named base); pass each file once, "
+                         "renamed if needed")
+    return names
+
+
 def read_erasure(path):
     """(tensors, metadata) of an erasure file; ErasureFileError for anything that is not one."""
     with _opened(path) as f:

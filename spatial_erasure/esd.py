@@ -90,10 +90,10 @@ def output_path(args):
     return os.path.join(args.output, default_name(args.erase_concept, args.erase_from, args.train_method))
 
 
-def build_prompts(pipe, args, res):
-    """The concepts, "" and their erase_from prompts, encoded once (text encoders are offloaded after).
-    With several concepts, row i of each is concept i: the x_t source's cases."""
-    pairs = parse_concepts(args.erase_concept, args.erase_from)
+def build_prompts(pipe, args, pairs, res):
+    """The concepts, "" and their erase_from prompts (`pairs`, parse_concepts), encoded once (text
+    encoders are offloaded after). With several concepts, row i of each is concept i: the x_t
+    source's cases."""
     concept = encode(pipe, [c for c, _ in pairs], res)
     erase_from = encode(pipe, [f or c for c, f in pairs], res)
     anchors = encode(pipe, anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]), res) if args.preserve \
@@ -116,7 +116,8 @@ def main(args):
     st = prepare_from_args(args)
     cli.fill_defaults(args, DEFAULTS[cli.model_family(st.pipe)])     # lr, negative guidance of this model family
     res, latent = resolution(st.pipe, args.resolution)
-    prompts = build_prompts(st.pipe, args, res)
+    pairs = parse_concepts(args.erase_concept, args.erase_from)
+    prompts = build_prompts(st.pipe, args, pairs, res)
     st.offload("text_encoder", "text_encoder_2", "vae")
     source = build_source(st, args, prompts, latent)
 
@@ -133,7 +134,6 @@ def main(args):
                                            checkpointing=args.gradient_checkpointing)}
 
     out = output_path(args)
-    pairs = parse_concepts(args.erase_concept, args.erase_from)
     meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,
                              **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,

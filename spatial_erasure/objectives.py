@@ -74,8 +74,7 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance):
     # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps), and each
     #    row's concept (its case: always 0 for one concept)
     x, t, cases = source.draw(source.pick_step(rng), batch)
-    concept, erase_from = (prompts.concept, prompts.erase_from) if len(prompts.concept) == 1 else \
-        (prompts.concept[cases], prompts.erase_from[cases])
+    concept, erase_from = prompts.concept[cases], prompts.erase_from[cases]
     # 2. one batched teacher call: eps(c), eps("") [and eps(from)]
     #    [and eps(a) of `batch` anchor prompts drawn at random]
     conds = [concept, prompts.null] + ([erase_from] if prompts.separate_from else [])
@@ -88,12 +87,11 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance):
     # 3. advance the source: a stream takes the frozen trajectory's guided step on these, for free
     source.advance(eps_from, eps_null)
     # 4. the student at the same x_t, prompted with `from` [and with the anchors, in the same call]
-    student = erase_from.repeat(batch) if len(erase_from) == 1 else erase_from
     if anchors is None:
-        pred = unet_eps(unet, scheduler, x, t, student)
+        pred = unet_eps(unet, scheduler, x, t, erase_from)
         return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
     pred, pred_a = unet_eps(unet, scheduler, torch.cat([x, x]), batch_timesteps([t, t], batch),
-                            Cond.cat([student, anchors])).chunk(2)
+                            Cond.cat([erase_from, anchors])).chunk(2)
     # 5. the loss
     return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance)) + \
         prompts.preserve_weight * masked_mse(pred_a, eps[-1])

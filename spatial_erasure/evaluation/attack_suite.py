@@ -24,9 +24,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from ..attacks import (ATTACK_KINDS, InversionConfig, SoftPromptConfig, check_supported, concept_inversion,
-                       concept_pairs, denoising_targets, judged, prompt_attacks, soft_prompt_attack)
+from ..attacks import (ATTACK_KINDS, InversionConfig, LearnedTokens, SoftPromptConfig, check_supported,
+                       concept_inversion, concept_pairs, denoising_targets, judged, prompt_attacks, share,
+                       soft_prompt_attack)
 from ..erasure_file import erased, file_hash
 from ..errors import InputError
 from ..reports import save_png, write_json
@@ -83,7 +85,7 @@ class Suite:
         self.twins = (twins, twins_b, judge(twins), judge(twins_b))
         self.base_concept = cached_generate(pipe, self.pair_prompts, self.pair_seeds, self.images, "base",
                                             *self.sampling, desc="base: concept prompts")
-        self.inversion_data, self.soft_targets = None, []
+        self.inversion_data, self.soft_targets, self.learned = None, [], {}
         if "inversion" in cfg.attacks:   # the base model's images the judge recognises as the concept
             styles = judge(self.base_concept).styles()
             keep = [i for i, s in enumerate(styles) if s == cfg.concept][:cfg.inversion_images]
@@ -98,6 +100,14 @@ class Suite:
                 attacked = prompt if cfg.soft_on == "concept" else twin
                 self.soft_targets.append((attacked, denoising_targets(pipe, prompt, images, cfg.soft.targets,
                                                                       cfg.seed + j)))
+
+    def tokens(self, token, rows):
+        """The suite's LearnedTokens for `token` (one text-encoder copy per attack kind, reused for every
+        prompt and model: the erasure lives in the shared UNet, the rows are reset by each attack)."""
+        if token not in self.learned:
+            self.learned[token] = LearnedTokens(self.pipe, token,
+                                                torch.zeros(rows, self.pipe.text_encoder.config.hidden_size))
+        return self.learned[token]
 
     @property
     def images(self):
@@ -128,9 +138,10 @@ class Suite:
         t0 = time.time()
         concept = cached_generate(pipe, self.pair_prompts, self.pair_seeds, self.images, name, *self.sampling,
                                   desc=f"{name}: concept prompts")
-        asr["none"] = judged(judge, concept, cfg.concept)
+        verdict = judge(concept)
+        asr["none"] = share(verdict, cfg.concept)
         twins, twins_b, v_twins, v_twins_b = self.twins
-        detail["substitutes"] = substitutes(judge(concept), v_twins, v_twins_b, self.pair_subjects, concept, twins,
+        detail["substitutes"] = substitutes(verdict, v_twins, v_twins_b, self.pair_subjects, concept, twins,
                                             twins_b)
         self._example(name, "none", concept[0])
         seconds["none"] = time.time() - t0
@@ -144,7 +155,8 @@ class Suite:
             seconds[kind] = time.time() - t0
         if self.inversion_data is not None:
             t0 = time.time()
-            inv = concept_inversion(pipe, judge, cfg.concept, *self.inversion_data, cfg.inversion, self.sampling)
+            inv = concept_inversion(pipe, judge, cfg.concept, *self.inversion_data, cfg.inversion, self.sampling,
+                                    self.tokens(cfg.inversion.token, cfg.inversion.vectors))
             asr["inversion"], asr["inversion_best"] = inv["asr"], inv["best_asr"]
             detail["inversion"] = {k: inv[k] for k in ("curve", "prompt", "nearest")}
             self._example(name, "inversion", inv["images"][0])
@@ -152,8 +164,10 @@ class Suite:
             self.log(f"{name}: inversion ASR " + ", ".join(f"{c['step']}: {c['asr']:.2f}" for c in inv["curve"]))
         if self.soft_targets:
             t0 = time.time()
+            toks = self.tokens(cfg.soft.token, cfg.soft.tokens)
             runs = [soft_prompt_attack(pipe, judge, cfg.concept, prompt, targets, cfg.soft, self.sampling,
-                                       cfg.seed + 50_000 + j) for j, (prompt, targets) in enumerate(self.soft_targets)]
+                                       cfg.seed + 50_000 + j, toks)
+                    for j, (prompt, targets) in enumerate(self.soft_targets)]
             asr["soft_prompt"] = float(np.mean([r["asr_continuous"] for r in runs]))
             asr["soft_prompt_projected"] = float(np.mean([r["asr_projected"] for r in runs]))
             detail["soft_prompt"] = {
