@@ -7,7 +7,10 @@
 
 Methods: ESD-x, ESD-x-strict, ESD-u (original_esd with its defaults: on the toy model lr 7e-4,
 eta 4, 200 iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled
-presets. Each is trained with a fixed seed, or reused when its file is already in models/ or in
+presets; and variants with their own flags (METHODS): ESD-x with the stream x_t source, with
+broad preservation (--preserve 200) and with adversarial erasure (--robust), the scaled preset with
+--preserve 200 --direction twin --negative_guidance 2, with and without --robust. Each is trained
+with a fixed seed, or reused when its file is already in models/ or in
 --checkpoints (delete a file to retrain it). Each is then judged by the 48-test concept-impact
 assessment (spatial_erasure.evaluation.concept_impact): UA on the target; IRA (other artists and
 art styles) and CRA (objects and nature) on the rest; a Frechet distance between the judge's
@@ -41,12 +44,26 @@ from spatial_erasure.reports import atomic_write_text, markdown_table, write_jso
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES
 
+# name: (trainer, flags[, file name with {concept}: variants of a trainer's default file]); flags[1] is the train
+# method (ESD) or the preset (grid)
+STREAM = ["--xt_source", "stream", "--stream_width", "8", "--lr", "4e-4"]      # ESD-x's stream setting (issue 14)
+PRESERVE = ["--preserve", "200"]      # with its measured defaults (one concept: the key/value penalty, weight 10)
+TWIN = ["--direction", "twin", "--negative_guidance", "2"]      # grid: steer off the concept only, not the subject
 METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x"]),          # ESD's defaults for the model family
            "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict"]),
            "ESD-u": ("esd", ["--train_method", "esd-u"]),
+           "ESD-x stream": ("esd", ["--train_method", "esd-x", *STREAM], "esd-{concept}-esd-x-stream.safetensors"),
+           "ESD-x +preserve": ("esd", ["--train_method", "esd-x", *STREAM, *PRESERVE],
+                               "esd-{concept}-esd-x-preserve.safetensors"),
+           "ESD-x +preserve +robust": ("esd", ["--train_method", "esd-x", *STREAM, *PRESERVE, "--robust"],
+                                       "esd-{concept}-esd-x-robust.safetensors"),
            "grid basic": ("grid", ["--preset", "basic"]),
            "grid efficient": ("grid", ["--preset", "efficient"]),
-           "grid scaled": ("grid", ["--preset", "scaled"])}
+           "grid scaled": ("grid", ["--preset", "scaled"]),
+           "grid scaled +preserve +twin": ("grid", ["--preset", "scaled", *PRESERVE, *TWIN],
+                                           "grid-{concept}-scaled-esd-x-preserve.safetensors"),
+           "grid scaled +preserve +twin +robust": ("grid", ["--preset", "scaled", *PRESERVE, *TWIN, "--robust"],
+                                                   "grid-{concept}-scaled-esd-x-robust.safetensors")}
 
 
 COST_KEYS = ("train_seconds", "bank_seconds", "retain_bank_seconds")     # a method's train_s, from its report
@@ -60,6 +77,8 @@ def parse_args(argv=None):
     a("--images_per_test", type=int, default=2, help="seeds per concept-impact test")
     a("--checkpoints", default="results/benchmark/checkpoints", help="where methods not in models/ are trained")
     a("--work_dir", default="results/benchmark", help="image cache")
+    a("--train_only", action="store_true", help="train (or find) each method's file, print the paths and stop "
+      "(scripts/robustness.sh trains the second artist's files so)")
     a("--attacks", default="results/attacks/{concept}/attacks.json", help="attack report to take ASR columns from")
     a("--collateral", default="results/collateral/{concept}/collateral.json",
       help="collateral report to take the unseen-phrasing columns from")
@@ -70,16 +89,18 @@ def parse_args(argv=None):
 
 def checkpoint(name, args):
     """The method's erasure file: reused from models/ or --checkpoints, else trained into --checkpoints."""
-    kind, flags = METHODS[name]
+    kind, flags, *named = METHODS[name]
     common = ["--base_model", args.base_model, "--seed", str(args.seed)]
     common += ["--device", args.device] if args.device else []
-    if kind == "esd":
+    if named:
+        file = named[0].format(concept=file_name_part(args.concept))
+    elif kind == "esd":
         file = esd.default_name(args.concept, None, flags[1])
-        argv = ["--erase_concept", args.concept, *flags, *common, "--output", args.checkpoints]
     else:
-        defaults = grid_erasure.parse_args(["--concept", args.concept, *flags])
-        file = os.path.basename(grid_erasure.default_output(defaults))
-        argv = ["--concept", args.concept, *flags, *common, "--output", os.path.join(args.checkpoints, file)]
+        file = os.path.basename(grid_erasure.default_output(grid_erasure.parse_args(["--concept", args.concept,
+                                                                                      *flags])))
+    argv = ["--erase_concept" if kind == "esd" else "--concept", args.concept, *flags, *common,
+            "--output", os.path.join(args.checkpoints, file)]
     for folder in (MODELS_DIR, args.checkpoints):
         path = os.path.join(folder, file)
         if os.path.exists(path) and read_metadata(path).get("args", {}).get("seed", 0) == args.seed:
@@ -134,6 +155,10 @@ def main(args):
     os.makedirs(args.checkpoints, exist_ok=True)
     state = process_state()
     files = {name: checkpoint(name, args) for name in args.methods}
+    if args.train_only:
+        for name, (path, how) in files.items():
+            state.print(f"{name}: {path} ({how})")
+        return 0
     pipe = load_pipeline(args.base_model, device=process_device(args.device))
     toy = is_toy(pipe)
     tests = load_tests("prompts", toy)

@@ -27,12 +27,13 @@ from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.erasure_file import erased, read_erasure
 from spatial_erasure.evaluation.bars import all_met, bar, print_bars
+from spatial_erasure.evaluation.metrics import frechet_distance
 from spatial_erasure.evaluation.regions import evaluation_masks, neutral_images, region_styles, region_twin
 from spatial_erasure.evaluation.substitutes import colour_shift, style_shares
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_MODEL, describe, load_pipeline
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
 from spatial_erasure.sampling import inpaint
-from spatial_erasure.toyart.classifier import load_classifier, region_style, to_tensor
+from spatial_erasure.toyart.classifier import load_classifier, region_features, region_style, to_tensor
 from spatial_erasure.toyart.world import ARTISTS, STYLES, SUBJECTS
 
 
@@ -82,11 +83,16 @@ def main(args):
     twins = [region_twin(s) for s in args.subjects for _ in range(n_mask)]
     twin_a = inpaint(pipe, sources, mk, twins, seeds, desc="base: neutral twins", **kw)[1]
     twin_b = inpaint(pipe, sources, mk, twins, [s + 100_000 for s in seeds], desc="base: twins, other seeds", **kw)[1]
+    feats = lambda images: region_features(clf, to_tensor(images), mk)  # noqa: E731
+    f_a, spread = feats(twin_a), frechet_distance(feats(twin_a), feats(twin_b))
+    fd = {label: frechet_distance(feats(r[args.target]["pasted"]), f_a) for label, r in results.items()}
     instead = {label: {**colour_shift(r[args.target]["pasted"], twin_a, twin_b, region=mk),
+                       "fd": fd[label], "fd_base_seeds": spread, "fd_ratio": fd[label] / spread if spread > 0 else None,
                        "styles": style_shares([STYLES[i] for i in r[args.target]["pred"]])}
                for label, r in results.items()}
     twin_styles = region_style(clf, to_tensor(twin_a), mk)
-    instead["base on the twins"] = {**colour_shift(twin_a, twin_a, twin_b, region=mk),
+    instead["base on the twins"] = {**colour_shift(twin_a, twin_a, twin_b, region=mk), "fd": 0.0,
+                                    "fd_base_seeds": spread, "fd_ratio": 0.0,
                                     "styles": style_shares([STYLES[i] for i in twin_styles])}
     if not state.is_main_process:     # every process holds every image and verdict; the main one reports
         return 0
@@ -131,13 +137,16 @@ def main(args):
           "\n## What each model paints in the mask instead of the target\n\nThe model inpainting the target's "
           "prompt against the base model inpainting its neutral twin (same seeds), inside the mask: colour_shift, "
           "the distance of mean RGB (0-255) from the base twins, beside the base model's own seed spread; contrast: "
-          "standard deviation of luminance; styles: the region classifier's three most frequent styles.\n\n" +
-          markdown_table([{"model": k, **{c: v[c] for c in ("colour_shift", "colour_shift_base_seeds", "contrast",
-                                                           "contrast_base_twins")},
+          "standard deviation of luminance; fd: Frechet distance of the region classifier's features from the "
+          "base twins' regions, fd_ratio: over the base model's own seed spread (fd_base_seeds); styles: the region "
+          "classifier's three most frequent styles.\n\n" +
+          markdown_table([{"model": k, **{c: v.get(c) for c in ("fd", "fd_ratio", "colour_shift",
+                                                               "colour_shift_base_seeds", "contrast",
+                                                               "contrast_base_twins")},
                            "styles": ", ".join(f"{s} {x:.2f}" for s, x in list(v["styles"].items())[:3])}
                           for k, v in instead.items()],
-                         ["model", "colour_shift", "colour_shift_base_seeds", "contrast", "contrast_base_twins",
-                          "styles"]))
+                         ["model", "fd", "fd_ratio", "colour_shift", "colour_shift_base_seeds", "contrast",
+                          "contrast_base_twins", "styles"]))
     atomic_write_text(os.path.join(args.output, "spatial.md"), md)
     # figure: rows = masks (first neutral image), columns = source + each model's target inpainting
     rows = [[neutral[0]] + [r[args.target]["pasted"][j] for r in results.values()] for j in range(n_mask)]

@@ -1,14 +1,16 @@
-"""Anchor prompts for ESD's broad preservation term (`--preserve N`): random prompts about unrelated
-things, in many styles, with words outside the toy vocabulary, so that preservation covers more
-than the other artists' usual phrasings.
+"""Broad preservation (`--preserve N`): anchor prompts, random prompts about unrelated things, in
+many styles, with words outside the toy vocabulary, so that preservation covers more than the other
+artists' usual phrasings; and `KeyValuePenalty`, which keeps their cross-attention keys and values.
 
     anchor_prompts(200, seed=0, exclude=["Vincent van Gogh"])
+    penalty = KeyValuePenalty(encode(pipe, anchors), st.params, originals)     # penalty(st.params): a scalar
 
 Kept apart from the collateral evaluation: a prompt equal (normalised) to any phrasing the
 collateral generator can produce (`phrasings.every_phrasing`) is never drawn, so that evaluation
 stays unseen by every trainer. The erased concepts (`exclude`) never appear.
 """
 import numpy as np
+import torch
 
 from .toyart.world import ARTISTS, GENERIC_STYLES, SUBJECTS
 
@@ -45,3 +47,35 @@ def anchor_prompts(n, seed=0, exclude=()):
         seen.add(key)
         out.append(text)
     return out
+
+
+class KeyValuePenalty:
+    """UCE's preservation idea (Gandikota et al., 2024) as a closed-form penalty: every trained
+    cross-attention key and value projection W (attn2.to_k / to_v weights) should map the preserved
+    prompts' text-encoder outputs k as the original W0 does. Over all their tokens K (n, D), with
+    C = K^T K / n and dW = W - W0,
+
+        mean_k |dW k|^2 / mean_k |W0 k|^2  =  tr(dW C dW^T) / tr(W0 C W0^T)
+
+    exactly, whatever the batch (no sampled prompts, no extra UNet call); the penalty is its mean
+    over the projections. `cond` is the preserved prompts' encoding (prompts.Cond), `params` the
+    trained tensors, `originals` their values before training."""
+
+    def __init__(self, cond, params, originals):
+        k = cond.emb.reshape(-1, cond.emb.shape[-1]).float()
+        self.c = k.T @ k / len(k)                                            # (D, D)
+        self.names = [n for n in params if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
+        self.w0 = {n: originals[n].detach().float().clone() for n in self.names}
+        self.scale = {n: float(((w @ self.c) * w).sum()) for n, w in self.w0.items()}
+
+    def __len__(self):
+        return len(self.names)
+
+    def __call__(self, params):
+        if not self.names:
+            return self.c.new_zeros(())
+        terms = []
+        for n in self.names:
+            dw = params[n].float() - self.w0[n]
+            terms.append(((dw @ self.c) * dw).sum() / self.scale[n])
+        return torch.stack(terms).mean()

@@ -144,10 +144,11 @@ def concept_pairs(concept, toy, n, seed=0):
     return [(r["prompt"], r["neutral"], re.search(r"(\w+)$", r["neutral"]).group(1) if toy else None) for r in rows]
 
 
-def check_supported(pipe):
-    """The learned-token attacks need one text encoder and a 4-channel text-to-image UNet."""
+def check_supported(pipe, inpaint=False):
+    """The learned-token attacks need one text encoder and a 4-channel text-to-image UNet (with
+    `inpaint`, --robust's inner attack, a 9-channel SD-inpainting UNet too)."""
     arch = architecture(pipe.unet)
-    if arch != "sd":
+    if arch != "sd" and not (inpaint and arch == "sd-inpaint"):
         raise InputError(f"the inversion and soft-prompt attacks support SD 1.x/2.x text-to-image UNets, not {arch}; "
                          "pass --attacks with prompt attacks only, or an SD 1.x/2.x base model")
 
@@ -159,8 +160,8 @@ class LearnedTokens:
     an erasure applied to pipe.unet applies here too. The new embedding rows are the only weights
     with gradients (`step` zeroes every other row's gradient)."""
 
-    def __init__(self, pipe, token, init):
-        check_supported(pipe)
+    def __init__(self, pipe, token, init, inpaint=False):
+        check_supported(pipe, inpaint)
         tokenizer, text_encoder = copy.deepcopy(pipe.tokenizer), copy.deepcopy(pipe.text_encoder)
         text_encoder.requires_grad_(False)
         level = diffusers_logging.get_verbosity()

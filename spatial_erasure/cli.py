@@ -25,7 +25,7 @@ from .errors import InputError
 from .models import REPO_ROOT, TOY_MODEL, ModelLoadError, architecture
 from .prompts import is_toy
 from .sampling import REAL_GUIDANCE, REAL_STEPS, TOY_GUIDANCE, TOY_STEPS
-from .selection import TRAIN_METHODS
+from .selection import TRAIN_METHODS, trains_keys_and_values
 from .trainer import PRECISIONS, TEACHERS
 from .trajectories import XT_SOURCES
 
@@ -141,6 +141,59 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
     a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
     a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
     add_runtime_args(p)
+
+
+PRESERVE_KV = 10.0  # --preserve_kv's default: measured on the toy model (docs/results.md#broad-preservation)
+
+
+def add_preservation_args(p, rows_help):
+    """--preserve N (anchor prompts, spatial_erasure.anchors), --preserve_weight (their rows; `rows_help`
+    says where they go) and --preserve_kv (the closed-form key/value penalty over them). The defaults
+    left unset are filled by `preservation_defaults` (measured: docs/results.md#broad-preservation)."""
+    a = p.add_argument
+    a("--preserve", type=int, default=0, help="broad preservation: N random anchor prompts (spatial_erasure.anchors), "
+      "kept by --preserve_kv and --preserve_weight; 0: off, as the reference ESD; 200 measured on the toy model")
+    a("--preserve_weight", type=float, default=None, help=f"weight of the anchors' rows: {rows_help} (default: 0 "
+      "for one concept, where rows cost other artists, 1 for several, where they keep them)")
+    a("--preserve_kv", type=float, default=None, help="weight of the closed-form key/value penalty "
+      "(anchors.KeyValuePenalty): the trained attn2.to_k/to_v keep their outputs for every token of the anchors, "
+      f"no UNet call (default with --preserve: {PRESERVE_KV:g}; 0: off)")
+
+
+def preservation_defaults(args, n_concepts):
+    """Fill --preserve_weight and --preserve_kv left unset: rows only when several concepts are erased, the
+    key/value penalty whenever there are anchors and the train method trains keys and values (both 0
+    without --preserve)."""
+    if args.preserve_weight is None:
+        args.preserve_weight = 1.0 if args.preserve and n_concepts > 1 else 0.0
+    if args.preserve_kv is None:
+        args.preserve_kv = PRESERVE_KV if args.preserve and trains_keys_and_values(args.train_method) else 0.0
+    return args
+
+
+def add_robust_args(p):
+    """--robust and its inner attack's schedule (spatial_erasure.adversarial)."""
+    from .adversarial import AdversaryConfig
+    a = p.add_argument
+    a("--robust", action="store_true", help="adversarial erasure (spatial_erasure.adversarial): every --robust_every "
+      "iterations, --robust_steps steps of a soft-prompt attack on the student, warm-started, find a prompt that "
+      "paints the concept again; the student is erased from it too (SD 1.x/2.x)")
+    a("--robust_every", type=int, default=AdversaryConfig.every, help="iterations between inner attacks")
+    a("--robust_steps", type=int, default=AdversaryConfig.steps, help="steps of each inner attack")
+    a("--robust_tokens", type=int, default=AdversaryConfig.tokens, help="adversarial embeddings before the prompt")
+    a("--robust_weight", type=float, default=AdversaryConfig.weight, help="weight of erasing from the adversarial "
+      "prompt in the loss")
+
+
+def check_preservation_args(args):
+    """One line naming the fix for inconsistent --preserve / --robust flags."""
+    require_positive(args, "robust_every", "robust_steps", "robust_tokens")
+    if args.preserve < 0:
+        fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {args.preserve}")
+    if (args.preserve_weight or 0) < 0 or (args.preserve_kv or 0) < 0:
+        fail("--preserve_weight and --preserve_kv must be 0 or more")
+    if not args.preserve and (args.preserve_kv or args.preserve_weight):
+        fail("--preserve_kv and --preserve_weight weigh anchor prompts: pass --preserve N (e.g. 200) too")
 
 
 def require_positive(args, *names):

@@ -17,15 +17,19 @@ its 2e-4 and 1.
 import os
 
 from . import cli
-from .anchors import anchor_prompts
+from .adversarial import Adversary, AdversaryConfig
+from .anchors import KeyValuePenalty, anchor_prompts
 from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss
 from .errors import InputError
 from .prompts import encode, parse_concepts
-from .trainer import forward_equivalents, prepare_from_args, resolution, seed_everything, train
+from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
 from .trajectories import make_source
 
+PRESERVE_XT = {"concept": "the concept's x_t (no extra trajectories)",
+               "own": "the anchors' own trajectories (a second x_t source of --xt_source; one more teacher row "
+                      "with stream)"}
 STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other styles, 4 loses them erasing Monet
 # Per model family (cli.model_family): the toy model's values were measured (docs/results.md), SD's and SDXL's
 # are the reference ESD code's.
@@ -57,9 +61,11 @@ def build_parser(defaults, description):
     a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
       "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
     a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
-    a("--preserve", type=int, default=0, help="broad preservation: N random anchor prompts (spatial_erasure.anchors) "
-      "whose predictions the student keeps, --batch_size of them per iteration; 0: off, as the reference ESD")
-    a("--preserve_weight", type=float, default=1.0, help="weight of the preservation term")
+    cli.add_preservation_args(p, "MSE of the student's predictions for --batch_size anchors per iteration against "
+                              "the frozen model's")
+    a("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
+      + cli.choices_help(PRESERVE_XT))
+    cli.add_robust_args(p)
     cli.add_model_arg(p, defaults["base_model"])
     cli.add_training_args(p, iterations=200, xt_source="sample", bank_size=8, stream_width=STREAM_WIDTH,
                           guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
@@ -74,13 +80,12 @@ def build_parser(defaults, description):
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     args = build_parser(defaults, description).parse_args(argv)
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
-    if args.preserve < 0:
-        cli.fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {args.preserve}")
+    cli.check_preservation_args(args)
     try:
-        parse_concepts(args.erase_concept, args.erase_from)
+        pairs = parse_concepts(args.erase_concept, args.erase_from)
     except InputError as e:
         cli.fail(str(e))
-    return args
+    return cli.preservation_defaults(args, len(pairs))
 
 
 def output_path(args):
@@ -92,22 +97,24 @@ def output_path(args):
 
 def build_prompts(pipe, args, pairs, res):
     """The concepts, "" and their erase_from prompts (`pairs`, parse_concepts), encoded once (text
-    encoders are offloaded after). With several concepts, row i of each is concept i: the x_t
-    source's cases."""
+    encoders are offloaded after), and the anchors' encoding (None without --preserve). With several
+    concepts, row i of each is concept i: the x_t source's cases."""
     concept = encode(pipe, [c for c, _ in pairs], res)
     erase_from = encode(pipe, [f or c for c, f in pairs], res)
     anchors = encode(pipe, anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]), res) if args.preserve \
         else None
-    return EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs),
-                      anchors=anchors, preserve_weight=args.preserve_weight)
+    prompts = EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs),
+                         anchors=anchors if args.preserve_weight else None, preserve_weight=args.preserve_weight)
+    return prompts, anchors
 
 
-def build_source(st, args, prompts, latent):
-    """The x_t source: trajectories of the frozen model on erase_from (a bank or warm-up runs here)."""
+def build_source(st, args, cond, null, latent, seed, desc="x_t"):
+    """An x_t source: trajectories of the frozen model on `cond`, one case per row (a bank or
+    warm-up runs here): erase_from's, or the anchors' (--preserve_xt own)."""
     with st.autocast():                            # in the compute dtype
-        return make_source(args.xt_source, st.teacher_unet, st.pipe.scheduler, prompts.erase_from, prompts.null,
-                           args.guidance_scale, args.num_inference_steps, latent, st.teacher_params, args.bank_size,
-                           args.stream_width, st.process_seed(args.seed), st.device, st.dtype)
+        return make_source(args.xt_source, st.teacher_unet, st.pipe.scheduler, cond, null, args.guidance_scale,
+                           args.num_inference_steps, latent, st.teacher_params, args.bank_size, args.stream_width,
+                           st.process_seed(seed), st.device, st.dtype, desc=desc)
 
 
 @cli.reports_errors
@@ -117,21 +124,40 @@ def main(args):
     cli.fill_defaults(args, DEFAULTS[cli.model_family(st.pipe)])     # lr, negative guidance of this model family
     res, latent = resolution(st.pipe, args.resolution)
     pairs = parse_concepts(args.erase_concept, args.erase_from)
-    prompts = build_prompts(st.pipe, args, pairs, res)
+    prompts, anchors = build_prompts(st.pipe, args, pairs, res)
+    adversary = Adversary(st.pipe, [f or c for c, f in pairs], AdversaryConfig(
+        tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every, weight=args.robust_weight,
+        seed=args.seed)) \
+        if args.robust else None                   # before the offload: its text encoder copy stays on the device
     st.offload("text_encoder", "text_encoder_2", "vae")
-    source = build_source(st, args, prompts, latent)
+    source = build_source(st, args, prompts.erase_from, prompts.null, latent, args.seed)
+    own = prompts.anchors is not None and args.preserve_xt == "own"
+    anchor_source = build_source(st, args, prompts.anchors, prompts.null, latent, args.seed + 1,
+                                 "anchor x_t") if own else None
+    penalty = KeyValuePenalty(anchors, st.params, originals(st)) if args.preserve_kv else None
+    if penalty is not None and not len(penalty):
+        raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
+                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
 
     def loss_fn(it, rng):
-        return esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance)
+        loss = esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance, anchor_source, adversary)
+        return loss + args.preserve_kv * penalty(st.params) if penalty is not None else loss
 
-    rows = (2 + prompts.separate_from + bool(args.preserve)) * args.batch_size     # teacher rows
-    student_rows = (2 if args.preserve else 1) * args.batch_size
+    keep = prompts.anchors is not None
+    rows = (2 + prompts.separate_from + keep + (own and anchor_source.streams)) * args.batch_size  # teacher rows
+    student_rows = (1 + keep + bool(adversary)) * args.batch_size
+    # --robust: each attack step is a student forward and backward (to the embeddings) on batch rows
+    attack_rows = args.batch_size * args.robust_steps / args.robust_every if adversary else 0
 
     def cost():
         c = source.cost()
-        return {**c, **forward_equivalents(c["sampling_forwards"], args.iterations, teacher_rows=rows,
-                                           student_rows=student_rows, rows=args.batch_size,
-                                           checkpointing=args.gradient_checkpointing)}
+        sampling = c["sampling_forwards"] + (anchor_source.cost()["sampling_forwards"] if own else 0)
+        return {**c, **({"anchor_" + k: v for k, v in anchor_source.cost().items() if k != "xt_source"} if own
+                        else {}),
+                **(adversary.report() if adversary else {}),
+                **forward_equivalents(sampling, args.iterations, teacher_rows=rows, student_rows=student_rows,
+                                      rows=args.batch_size, checkpointing=args.gradient_checkpointing,
+                                      attack_rows=attack_rows)}
 
     out = output_path(args)
     meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,

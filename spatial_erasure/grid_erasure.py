@@ -16,6 +16,12 @@ x_t and eps(r) at x_t^r; the student sees p and r. Loss:
 where the retain term also sees global generation. On the toy model it did not improve global
 subject retention (docs/results.md), so the default 0 keeps the paper's 10-mask set exactly.
 
+`--concept "A;B;C"` (or a CSV with a concept column) erases several concepts in one run: each
+gets --num_prompts variations, the cases are every (variation, mask) over all of them, and one x_t
+source serves them all. `--preserve N` adds N anchor prompts (`anchors.anchor_prompts`) to the
+retain term's pool: half the cases (`ANCHOR_SHARE`) take an anchor as their retain prompt, the
+other half another artist or style as before.
+
 Presets (`--preset`) set prompts x iterations and the x_t source; any flag overrides them. `main`
 builds the cases (prompts x masks), then their sources (source images, x_t trajectories), then trains.
 """
@@ -29,13 +35,16 @@ import torch
 from tqdm import tqdm
 
 from . import cli
+from .adversarial import Adversary, AdversaryConfig
+from .anchors import KeyValuePenalty, anchor_prompts
 from .erasure_file import file_name_part, training_metadata
+from .errors import InputError
 from .masks import grid_masks, mask_names, to_latent
 from .models import MODELS_DIR
 from .objectives import grid_erasure_loss
-from .prompts import Cond, concept_variations, encode, retain_prompts, write_prompt_csv
+from .prompts import Cond, concept_variations, encode, parse_concepts, retain_prompts, write_prompt_csv
 from .reports import loss_curve
-from .trainer import forward_equivalents, prepare_from_args, resolution, seed_everything, train
+from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
 from .trajectories import Inpainting, XtSource, denoise, make_source
 
 PRESETS = {
@@ -49,6 +58,8 @@ RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second b
                     "sampled per iteration)",
              "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
                         "visits)"}
+DIRECTIONS = {"null": "eps(p) - eps(\"\"), the paper's (the concept and the subject: subjects suffer)",
+              "twin": "eps(p) - eps(p0), what the concept adds to its neutral twin (the subject stays)"}
 # Defaults by model family (cli.model_family; SDXL takes SD's): the toy model's were measured (docs/results.md),
 # for real SD they are ESD's reference values.
 DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
@@ -56,6 +67,9 @@ DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, reta
 # The scaled preset's 500 iterations are 2.5x ESD-x's 200: at 7e-4 they overshoot (subjects 62%), so 3e-4
 # (docs/results.md).
 TOY_PRESET_LR = {"scaled": 3e-4}
+# --preserve N: the share of cases whose retain prompt is an anchor (the rest keep another artist or style,
+# which the toy bars measure); the retain term's cost stays one teacher and one student row per case.
+ANCHOR_SHARE = 0.5
 
 
 def build_parser(preset_default="efficient"):
@@ -65,19 +79,26 @@ def build_parser(preset_default="efficient"):
     a("--preset", default=preset_default, choices=list(PRESETS),
       help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations, xt_source {v['xt_source']}"
                      for k, v in PRESETS.items()))
-    a("--concept", default="Vincent van Gogh", help="artist or style to erase")
+    a("--concept", default="Vincent van Gogh", help="artist or style to erase; several at once as 'A;B;C' or a CSV "
+      "file with a concept column (no erase_from: grid erasure erases each concept from its own variations)")
     cli.add_model_arg(p, help="SD 1.x/2.x or SD-inpainting hub id or folder")
     a("--grid", type=int, default=3, help="G: the G x G grid of masks")
     a("--center", action=argparse.BooleanOptionalAction, default=True, help="add the centre mask")
     a("--global_share", type=float, default=0.0,
       help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only)")
-    a("--num_prompts", type=int, help="prompt variations (cases: prompts x masks); preset")
+    a("--num_prompts", type=int, help="prompt variations per concept (cases: concepts x prompts x masks); preset")
+    a("--direction", default="null", choices=list(DIRECTIONS), help="what the target steers away from: "
+      + cli.choices_help(DIRECTIONS))
     a("--outside_weight", type=float,
       help=f"weight of keeping the concept prediction outside the mask (default: {toy['outside_weight']})")
     a("--retain_weight", type=float, help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
     a("--retain_xt", default="own", choices=list(RETAIN_XT),
       help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
     a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
+    cli.add_preservation_args(p, f"the anchors join the retain term's pool, the retain prompt of "
+                              f"{100 * ANCHOR_SHARE:.0f}%% of the cases (--retain_xt concept: drawn uniformly from "
+                              "the pool), their rows weighted by this times --retain_weight")
+    cli.add_robust_args(p)
     cli.add_training_args(p, iterations=None, xt_source=None, bank_size=None, stream_width=STREAM_WIDTH,
                           guidance_scale=3.0, batch_help="cases per iteration",
                           lr_help=f"default: {toy['lr']} toy model, {TOY_PRESET_LR['scaled']} with the scaled "
@@ -94,6 +115,18 @@ def parse_args(argv=None, preset_default="efficient"):
     cli.fill_defaults(args, PRESETS[args.preset])
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
+    cli.check_preservation_args(args)
+    try:
+        pairs = parse_concepts(args.concept)
+    except InputError as e:
+        cli.fail(str(e).replace("--erase_concept", "--concept"))
+    if any(f for _, f in pairs):
+        cli.fail(f"--concept {args.concept}: grid erasure takes no erase_from (it erases each concept from its own "
+                 "prompt variations); drop the erase_from column")
+    cli.preservation_defaults(args, len(pairs))
+    if args.preserve_weight and args.retain_weight == 0:
+        cli.fail("--preserve_weight puts anchors in the retain term, which --retain_weight 0 turns off; pass "
+                 "--preserve_weight 0 (the key/value penalty alone) or a retain weight")
     if not 0 <= args.global_share < 1:
         cli.fail(f"--global_share must be in [0, 1), got {args.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
     return args
@@ -112,19 +145,28 @@ def fill_family_defaults(args, family):
     return cli.fill_defaults(args, family_defaults(args.preset, family))
 
 
+def concepts_of(args):
+    """The concepts --concept names (parse_concepts: one, 'A;B;C' or a concept CSV)."""
+    return [c for c, _ in parse_concepts(args.concept)]
+
+
 def default_output(args):
-    name = f"grid-{file_name_part(args.concept)}-{args.preset}-{args.train_method}.safetensors"
+    """models/grid-{concept}-{preset}-{method}.safetensors; several concepts joined by +."""
+    what = "+".join(file_name_part(c) for c in concepts_of(args))
+    name = f"grid-{what}-{args.preset}-{args.train_method}.safetensors"
     return os.path.join(MODELS_DIR, name)
 
 
 @dataclass
 class GridCases:
     """The training cases: every (prompt variation, grid mask) pair, then the whole-image cases."""
-    rows: list              # the V prompt variations {case_number, prompt, neutral, evaluation_seed}
+    concepts: list          # the erased concepts
+    rows: list              # the V prompt variations {case_number, prompt, neutral, evaluation_seed[, concept]}
     concept: Cond           # (V,) each variation's prompt p
     neutral: Cond           # (V,) its neutral twin p0
     null: Cond              # (1,) ""
-    retain: list            # the R retain prompts (other artists and styles)
+    retain: list            # the R retain prompts: other artists and styles, then the A anchors (--preserve)
+    n_anchors: int          # A
     retain_c: Cond          # (R,)
     pix: torch.Tensor       # (M [+1], 1, res, res) the masks, the whole image last when there are global cases
     lat: torch.Tensor       # (M [+1], 1, h, w) the same at latent size
@@ -134,6 +176,12 @@ class GridCases:
     r_of: torch.Tensor      # (C,) its retain prompt
     n_masks: int            # M, the grid masks
     n_global: int           # whole-image cases
+    anchors_c: Cond = None  # every anchor, for the key/value penalty (--preserve_kv)
+    retain_w: torch.Tensor = None   # (R,) each retain prompt's row weight (--preserve_weight of anchors; None: all 1)
+
+    def anchor_cases(self):
+        """(C,) True where a case's retain prompt is an anchor (--preserve)."""
+        return self.r_of >= len(self.retain) - self.n_anchors
 
 
 @dataclass
@@ -145,17 +193,40 @@ class GridSources:
     source_seconds: float   # generating the source images
 
 
+def retain_draws(n_cases, n_retain, n_anchors, seed):
+    """(C,) each case's retain prompt, an index into retain + anchors: uniform over the R retain
+    prompts; with anchors, ANCHOR_SHARE of the cases (chosen at random) take one instead, every
+    anchor once before any repeats."""
+    rng = np.random.default_rng(seed)
+    r_of = rng.integers(0, n_retain, n_cases)
+    if n_anchors:
+        picked = rng.permutation(n_cases)[:round(ANCHOR_SHARE * n_cases)]
+        r_of[picked] = n_retain + rng.permutation(np.arange(len(picked)) % n_anchors)
+    return torch.as_tensor(r_of)
+
+
 def build_cases(st, args, res, latent):
-    """Prompt variations (written to the prompts CSV) x masks, retain prompts, all encoded once."""
+    """Prompt variations of every concept (written to the prompts CSV) x masks, retain prompts and
+    anchors, all encoded once."""
     pipe, toy = st.pipe, cli.model_family(st.pipe) == "toy"
-    rows = concept_variations(args.concept, args.num_prompts, toy, args.seed)
+    concepts = concepts_of(args)
+    # --num_prompts per concept; concept j's variations drawn with seed + j (its own phrasing order and
+    # source images; one concept: as before), numbered across all concepts
+    rows = [{**r, **({"concept": c} if len(concepts) > 1 else {})}
+            for j, c in enumerate(concepts) for r in concept_variations(c, args.num_prompts, toy, args.seed + j)]
+    rows = [{**r, "case_number": i} for i, r in enumerate(rows)]
     if st.state.is_main_process:
-        write_prompt_csv(args.output.removesuffix(".safetensors") + ".prompts.csv", rows, extra_columns=["neutral"])
-    retain = retain_prompts(args.concept, toy)
+        write_prompt_csv(args.output.removesuffix(".safetensors") + ".prompts.csv", rows,
+                         extra_columns=["neutral"] + (["concept"] if len(concepts) > 1 else []))
+    anchors = anchor_prompts(args.preserve, args.seed, exclude=concepts) if args.preserve else []
+    pooled = anchors if args.preserve_weight else []           # the anchors with rows in the retain term
+    retain = retain_prompts(concepts, toy) + pooled
     concept = encode(pipe, [r["prompt"] for r in rows], res)
     neutral = encode(pipe, [r["neutral"] for r in rows], res)
     null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)
-    st.offload("text_encoder")
+    anchors_c = encode(pipe, anchors, res) if args.preserve_kv else None
+    retain_w = torch.tensor([1.0] * (len(retain) - len(pooled)) + [args.preserve_weight] * len(pooled)) \
+        if pooled and args.preserve_weight != 1 else None
     pix = grid_masks(res, args.grid, args.center)                          # (M, 1, res, res)
     names, n_masks = mask_names(args.grid, args.center), len(pix)
     # cases: every (prompt variation, grid mask) pair, then the whole-image cases (mask index M)
@@ -167,9 +238,9 @@ def build_cases(st, args, res, latent):
         v_of = torch.cat([v_of, torch.arange(n_global) % len(rows)])
         m_of = torch.cat([m_of, torch.full((n_global,), n_masks)])
     lat = to_latent(pix, latent[-1]).to(st.device, st.dtype)               # (M [+1], 1, h, w)
-    r_of = torch.as_tensor(np.random.default_rng(args.seed + 1).integers(0, len(retain), len(v_of)))  # retain prompt
-    return GridCases(rows, concept, neutral, null, retain, retain_c, pix, lat, names, v_of, m_of, r_of, n_masks,
-                     n_global)
+    r_of = retain_draws(len(v_of), len(retain) - len(pooled), len(pooled), args.seed + 1)   # retain prompt
+    return GridCases(concepts, rows, concept, neutral, null, retain, len(pooled), retain_c, pix, lat, names, v_of,
+                     m_of, r_of, n_masks, n_global, anchors_c, retain_w)
 
 
 @torch.no_grad()
@@ -234,23 +305,31 @@ def build_sources(st, args, cases, res, latent):
     return GridSources(inpainting, concept, retain, source_seconds)
 
 
-def report_extras(args, cases, sources, parts, unet):
-    """What the training report adds for grid erasure: x_t cost, cases, prompts, masks, loss parts."""
+def report_extras(args, cases, sources, parts, unet, adversary=None):
+    """What the training report adds for grid erasure: x_t cost, cases, prompts, masks, loss parts
+    [, the inner attack's steps and losses (--robust)]."""
     c = sources.concept.cost()
     rc = sources.retain.cost() if sources.retain is not None else {}
     retain_null = sources.retain is not None and sources.retain.streams     # one more teacher row
     b, last = args.batch_size, parts[-50:]
+    n_retain, anchor_cases = len(cases.retain) - cases.n_anchors, cases.anchor_cases()
     return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": args.retain_xt,
             **forward_equivalents(c["sampling_forwards"] + rc.get("sampling_forwards", 0), args.iterations,
-                                  teacher_rows=(4 + retain_null) * b, student_rows=2 * b, rows=b,
-                                  checkpointing=args.gradient_checkpointing),
+                                  teacher_rows=(4 + retain_null) * b, student_rows=(2 + bool(adversary)) * b, rows=b,
+                                  checkpointing=args.gradient_checkpointing,
+                                  attack_rows=b * args.robust_steps / args.robust_every if adversary else 0),
+            **(adversary.report() if adversary else {}),
             "source_images": len(cases.rows), "source_forwards": 2 * args.num_inference_steps * len(cases.rows),
             "source_seconds": round(sources.source_seconds, 2),
-            "prompts": [{k: r[k] for k in ("prompt", "neutral", "evaluation_seed")} for r in cases.rows],
-            "retain_prompts": cases.retain, "masks": cases.names, "cases": len(cases.v_of),
+            "concepts": cases.concepts,
+            "prompts": [{k: r[k] for k in ("concept", "prompt", "neutral", "evaluation_seed") if k in r}
+                        for r in cases.rows],
+            "retain_prompts": cases.retain[:n_retain], "anchor_prompts": cases.retain[n_retain:],
+            "anchors": cases.n_anchors, "anchor_cases": int(anchor_cases.sum()),
+            "anchors_used": len(set(cases.r_of[anchor_cases].tolist())), "masks": cases.names, "cases": len(cases.v_of),
             "global_cases": cases.n_global, "unet_in_channels": unet.config.in_channels,
             "loss_parts_last50": {k: round(sum(p[k] for p in last) / max(1, len(last)), 6)
-                                  for k in ("inside", "outside", "retain")}}
+                                  for k in ("inside", "outside", "retain", "kv", "adversarial") if k in parts[-1]}}
 
 
 @cli.reports_errors
@@ -265,33 +344,52 @@ def main(args):
     fill_family_defaults(args, cli.model_family(st.pipe))
 
     cases = build_cases(st, args, res, latent)
+    adversary = Adversary(st.pipe, [r["prompt"] for r in cases.rows], AdversaryConfig(
+        tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every, weight=args.robust_weight,
+        seed=args.seed)) \
+        if args.robust else None                   # before the offload: its text encoder copy stays on the device
+    st.offload("text_encoder")
+    penalty = KeyValuePenalty(cases.anchors_c, st.params, originals(st)) if args.preserve_kv else None
+    if penalty is not None and not len(penalty):
+        raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
+                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
     banked = args.xt_source in ("cache", "noise")
     own = args.retain_weight > 0 and args.retain_xt == "own"
     if main_process:
-        print(f"{len(cases.rows)} prompt variations x {cases.n_masks} masks"
+        several = len(cases.concepts) > 1
+        print((f"{len(cases.concepts)} concepts ({'; '.join(cases.concepts)}) x {args.num_prompts} = " if several
+               else "") + f"{len(cases.rows)} prompt variations x {cases.n_masks} masks"
               + (f" + {cases.n_global} whole-image" if cases.n_global else "")
               + f" = {len(cases.v_of)} cases; generating {len(cases.rows)} source images"
               + (f", then a bank of {args.bank_size} x_t trajectories" if banked else "")
               + (f" and {args.retain_bank_size} retain ones" if own and banked else ""))
+        if cases.n_anchors:
+            print(f"--preserve: {cases.n_anchors} anchor prompts are the retain prompt of "
+                  f"{int(cases.anchor_cases().sum())} of the {len(cases.v_of)} cases")
     sources = build_sources(st, args, cases, res, latent)
 
     parts = []                                     # each iteration's loss terms, for the report
 
     def loss_fn(it, rng):
         loss, p = grid_erasure_loss(rng, st, cases, sources, args.batch_size, args.negative_guidance,
-                                    args.outside_weight, args.retain_weight)
+                                    args.outside_weight, args.retain_weight, adversary, args.direction)
+        if penalty is not None:
+            kv = penalty(st.params)
+            loss, p["kv"] = loss + args.preserve_kv * kv, kv.item()
         parts.append(p)
         return loss
 
     out, stem = args.output, args.output.removesuffix(".safetensors")
-    meta = training_metadata(args, st, args.concept, args.concept, res, algorithm="grid-erasure", preset=args.preset)
+    concepts = ";".join(cases.concepts)
+    meta = training_metadata(args, st, concepts, concepts, res, algorithm="grid-erasure", preset=args.preset,
+                             **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"grid erasure {args.preset}",
-                   extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet))
+                   extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet, adversary))
     if not main_process:
         return out
-    loss_curve(report["losses"], stem + ".loss.png", f"grid erasure of {args.concept!r}, preset {args.preset} "
-               f"({len(cases.rows)} prompts x {cases.n_masks} masks)")
+    loss_curve(report["losses"], stem + ".loss.png", f"grid erasure of {', '.join(map(repr, cases.concepts))}, "
+               f"preset {args.preset} ({len(cases.rows)} prompts x {cases.n_masks} masks)")
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
           f"{report['forward_equivalents_per_iteration']:.1f} UNet forward-equivalents/iteration, x_t "

@@ -62,63 +62,97 @@ class EsdPrompts:
     preserve_weight: float = 1.0
 
 
-def esd_loss(rng, st, source, prompts, batch, negative_guidance):
+def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=None, adversary=None):
     """ESD's loss for one iteration, on `batch` rows:
 
         MSE( student(x_t, from),  eps(x_t, from) - eta * (eps(x_t, c) - eps(x_t, "")) )
-      + preserve_weight * MSE( student(x_t, a),  eps(x_t, a) )      with --preserve: anchors a
+      + preserve_weight * MSE( student(x_a, a),  eps(x_a, a) )      with --preserve: anchors a
+      + robust_weight * MSE( student(x_t, adv),  the same target )   with --robust
 
     `st` is the trainer.Student (trained UNet, teacher, scheduler), `source` the x_t source,
-    `prompts` an EsdPrompts, `rng` the trainer's numpy Generator (it picks the step k)."""
+    `prompts` an EsdPrompts, `rng` the trainer's numpy Generator (it picks the step k). The anchors
+    are drawn at random and taken at the concept's x_t (x_a = x_t), or, with `anchor_source`
+    (--preserve_xt own), x_a is a state of their own trajectories, whose case is the anchor. With an
+    `adversary` (adversarial.Adversary, --robust), its inner attack first finds adversarial prompts
+    `adv` that make the student paint the concept at x_t again; the student is erased from them too."""
     unet, scheduler = st.pipe.unet, st.pipe.scheduler
     # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps), and each
-    #    row's concept (its case: always 0 for one concept)
+    #    row's concept (its case: always 0 for one concept) [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
     concept, erase_from = prompts.concept[cases], prompts.erase_from[cases]
-    # 2. one batched teacher call: eps(c), eps("") [and eps(from)]
-    #    [and eps(a) of `batch` anchor prompts drawn at random]
-    conds = [concept, prompts.null] + ([erase_from] if prompts.separate_from else [])
-    anchors = None if prompts.anchors is None else prompts.anchors[torch.as_tensor(
-        rng.integers(0, len(prompts.anchors), batch))]
-    eps = teacher_eps(st.teacher_unet, scheduler, x, t, conds + ([anchors] if anchors is not None else []),
-                      st.teacher_params)
+    conds, xs, ts = [concept, prompts.null] + ([erase_from] if prompts.separate_from else []), [x] * 3, [t] * 3
+    anchors = None
+    if prompts.anchors is not None and anchor_source is None:
+        xa, ta, anchors = x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
+    elif prompts.anchors is not None:
+        xa, ta, ca = anchor_source.draw(anchor_source.pick_step(rng), batch)
+        anchors = prompts.anchors[ca]
+    # 2. one batched teacher call: eps(c), eps("") [and eps(from)] at x_t [and eps(a) at x_a, with
+    #    eps("") there too when the anchors' trajectories stream: they need it to move on]
+    n = len(conds)
+    if anchors is not None:
+        conds, xs, ts = conds + [anchors], xs[:n] + [xa], ts[:n] + [ta]
+        if anchor_source is not None and anchor_source.streams:
+            conds, xs, ts = conds + [prompts.null], xs + [xa], ts + [ta]
+    eps = teacher_eps(st.teacher_unet, scheduler, xs[:len(conds)], ts[:len(conds)], conds, st.teacher_params)
     eps_c, eps_null = eps[0], eps[1]
     eps_from = eps[2] if prompts.separate_from else eps_c
-    # 3. advance the source: a stream takes the frozen trajectory's guided step on these, for free
+    # 3. advance the sources: a stream takes the frozen trajectory's guided step on these, for free
     source.advance(eps_from, eps_null)
-    # 4. the student at the same x_t, prompted with `from` [and with the anchors, in the same call]
-    if anchors is None:
-        pred = unet_eps(unet, scheduler, x, t, erase_from)
-        return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance))
-    pred, pred_a = unet_eps(unet, scheduler, torch.cat([x, x]), batch_timesteps([t, t], batch),
-                            Cond.cat([erase_from, anchors])).chunk(2)
+    if anchor_source is not None:
+        anchor_source.advance(eps[n], eps[-1])
+    # 3b. --robust: the inner attack on the student at x_t, toward the concept's frozen prediction
+    adv = None if adversary is None else adversary.attack(lambda *a: unet_eps(unet, scheduler, *a), x, t, cases,
+                                                           eps_c)
+    # 4. one student call: `from` at x_t [the anchors at x_a] [the adversarial prompts at x_t]
+    target = esd_target(eps_from, eps_c, eps_null, negative_guidance)
+    rows = [(x, t, erase_from)] + ([(xa, ta, anchors)] if anchors is not None else []) + \
+        ([(x, t, adv)] if adv is not None else [])
+    preds = unet_eps(unet, scheduler, torch.cat([r[0] for r in rows]), batch_timesteps([r[1] for r in rows], batch),
+                     Cond.cat([r[2] for r in rows])).chunk(len(rows))
     # 5. the loss
-    return masked_mse(pred, esd_target(eps_from, eps_c, eps_null, negative_guidance)) + \
-        prompts.preserve_weight * masked_mse(pred_a, eps[-1])
+    loss = masked_mse(preds[0], target)
+    if anchors is not None:
+        loss = loss + prompts.preserve_weight * masked_mse(preds[1], eps[n])
+    if adv is not None:
+        loss = loss + adversary.cfg.weight * masked_mse(preds[-1], target)
+    return loss
 
 
-def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0):
+def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0,
+                    row_weights=None):
     """Grid erasure's masked terms: inside the mask the student (concept prompt) is steered onto
     `target`; outside it, it keeps the frozen concept prediction eps_c (weight `outside_weight`); a
-    retain prompt keeps the frozen prediction everywhere (weight `retain_weight`). Returns (loss, parts)."""
+    retain prompt keeps the frozen prediction everywhere (weight `retain_weight`, times each row's
+    `row_weights` when given: --preserve_weight for anchors). Returns (loss, parts)."""
     inside = masked_mse(pred_c, target, mask)
     outside = masked_mse(pred_c, eps_c, 1 - mask) if outside_weight else pred_c.new_zeros(())
-    retain = masked_mse(pred_r, eps_r) if retain_weight and pred_r is not None else pred_c.new_zeros(())
+    if not retain_weight or pred_r is None:
+        retain = pred_c.new_zeros(())
+    elif row_weights is None:
+        retain = masked_mse(pred_r, eps_r)
+    else:
+        per_row = ((pred_r.float() - eps_r.float()) ** 2).flatten(1).mean(1)
+        retain = (per_row * row_weights.to(per_row)).mean()
     loss = inside + outside_weight * outside + retain_weight * retain
     return loss, {"inside": inside.item(), "outside": outside.item(), "retain": retain.item()}
 
 
-def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight):
+def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight,
+                      adversary=None, direction="null"):
     """Grid erasure's loss for one iteration, on `batch` cases (prompt variation p, its neutral twin
     p0, mask M, retain prompt r):
 
           inside M:  MSE( student(x_t, p),  eps(x_t, p0) - eta * (eps(x_t, p) - eps(x_t, "")) )
+                     (direction "twin": eta * (eps(x_t, p) - eps(x_t, p0)), what the concept adds to p0)
         + outside_weight * outside M:  MSE( student(x_t, p),  eps(x_t, p) )
         + retain_weight * MSE( student(x_t^r, r),  eps(x_t^r, r) )
 
     x_t is an inpainting state of M with prompt p; x_t^r the same for r, from its own trajectories
     (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_erasure's
-    GridCases and GridSources. Returns (loss, parts), parts the three terms' values."""
+    GridCases and GridSources. With an `adversary` (--robust), its inner attack first finds
+    adversarial prompts for p at x_t; the student prompted with them gets the inside and outside
+    terms too (weight adversary.cfg.weight). Returns (loss, parts), parts the terms' values."""
     unet, scheduler = st.pipe.unet, st.pipe.scheduler
     source, retain_source, inpainting = sources.concept, sources.retain, sources.inpainting
     # 1. draw x_t of B cases at a step k, and x_t^r of their retain prompts at the same k
@@ -144,10 +178,21 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
     source.advance(eps_c, eps_null)
     if retain_null:
         retain_source.advance(eps_r, eps[4])
-    # 4. one student call on (x_t, p) and (x_t^r, r)
-    pred_c, pred_r = unet_eps(unet, scheduler, torch.cat([x, xr]), batch_timesteps([t, tr], batch),
-                              Cond.cat([cases.concept[v], cases.retain_c[r]]),
-                              extra=None if extra is None else torch.cat([extra, extra_r])).chunk(2)
+    # 3b. --robust: the inner attack on the student at x_t (with its mask inputs), toward eps(p)
+    adv = None if adversary is None else adversary.attack(
+        lambda xa, ta, ca: unet_eps(unet, scheduler, xa, ta, ca, extra=extra), x, t, v, eps_c)
+    # 4. one student call on (x_t, p) and (x_t^r, r) [and (x_t, adversarial p)]
+    rows = [(x, t, cases.concept[v], extra), (xr, tr, cases.retain_c[r], extra_r)] + \
+        ([(x, t, adv, extra)] if adv is not None else [])
+    preds = unet_eps(unet, scheduler, torch.cat([q[0] for q in rows]), batch_timesteps([q[1] for q in rows], batch),
+                     Cond.cat([q[2] for q in rows]),
+                     extra=None if extra is None else torch.cat([q[3] for q in rows])).chunk(len(rows))
     # 5. the masked terms
-    return grid_loss_terms(pred_c, esd_target(eps_n, eps_c, eps_null, negative_guidance), eps_c, cases.lat[m],
-                           outside_weight, pred_r, eps_r, retain_weight)
+    target = esd_target(eps_n, eps_c, eps_n if direction == "twin" else eps_null, negative_guidance)
+    loss, parts = grid_loss_terms(preds[0], target, eps_c, cases.lat[m], outside_weight, preds[1], eps_r,
+                                  retain_weight, cases.retain_w[r] if cases.retain_w is not None else None)
+    if adv is not None:
+        adv_loss, adv_parts = grid_loss_terms(preds[2], target, eps_c, cases.lat[m], outside_weight)
+        loss = loss + adversary.cfg.weight * adv_loss
+        parts["adversarial"] = adv_parts["inside"]
+    return loss, parts

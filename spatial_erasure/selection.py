@@ -27,6 +27,12 @@ def select_parameters(unet, method):
     return chosen
 
 
+def trains_keys_and_values(method):
+    """Whether `method` trains the cross-attention key and value projections (what --preserve_kv keeps)."""
+    return TRAIN_METHODS[method][1]("up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                                    torch.nn.Linear(1, 1))
+
+
 def count(params):
     """(tensors, parameters) in a {name: tensor} dict: say both, they differ by 6 orders of magnitude."""
     return len(params), sum(p.numel() for p in params.values())

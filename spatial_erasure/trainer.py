@@ -116,6 +116,14 @@ def prepare(base_model, train_method, device=None, mixed_precision="no", task="t
                    load_peak_mb=round(reset_peak_memory(device), 1))
 
 
+def originals(st):
+    """The trained tensors' values before training: the teacher's (its own copy with --teacher copy)."""
+    if st.teacher_params is not None:
+        return st.teacher_params
+    own = dict(st.teacher_unet.named_parameters())
+    return {n: own[n] for n in st.params}
+
+
 def prepare_from_args(args, task="text2img"):
     """prepare() with the runtime flags of cli.add_runtime_args."""
     return prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
@@ -159,14 +167,16 @@ def reset_peak_memory(device):
     return before
 
 
-def forward_equivalents(sampling_forwards, iterations, teacher_rows, student_rows, rows=None, checkpointing=False):
+def forward_equivalents(sampling_forwards, iterations, teacher_rows, student_rows, rows=None, checkpointing=False,
+                        attack_rows=0):
     """UNet cost per iteration: `forwards_per_iteration` (x_t sampling averaged over the run, the
-    batched teacher's rows, the student's rows) and `forward_equivalents_per_iteration`, which also
-    counts the student's backward as 2 forwards (3 with gradient checkpointing, which recomputes the
-    forward); `_per_row` divides by the x_t rows (cases) trained per iteration."""
+    batched teacher's rows, the student's rows, --robust's attack rows) and
+    `forward_equivalents_per_iteration`, which also counts every backward as 2 forwards (the
+    student's: 3 with gradient checkpointing, which recomputes the forward); `_per_row` divides by
+    the x_t rows (cases) trained per iteration."""
     sampling = sampling_forwards / max(1, iterations)
-    fe = sampling + teacher_rows + student_rows * (4 if checkpointing else 3)
-    return {"forwards_per_iteration": round(sampling + teacher_rows + student_rows, 2),
+    fe = sampling + teacher_rows + student_rows * (4 if checkpointing else 3) + attack_rows * 3
+    return {"forwards_per_iteration": round(sampling + teacher_rows + student_rows + attack_rows, 2),
             "training_forward_equivalents": fe - sampling,
             "forward_equivalents_per_iteration": round(fe, 2),
             "forward_equivalents_per_row": round(fe / (rows or student_rows), 2)}

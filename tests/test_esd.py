@@ -230,9 +230,103 @@ def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, 
     base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "2",
             "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "1"]
     plain = read_erasure(esd.main(esd.parse_args(base + ["--output", str(tmp_path / "a.safetensors")])))[1]
-    kept = read_erasure(esd.main(esd.parse_args(base + ["--preserve", "8", "--output",
+    kept = read_erasure(esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_weight", "1", "--output",
                                                         str(tmp_path / "b.safetensors")])))[1]
     assert calls == [2, 2, 3, 3], "concept and null, then the anchors as a third teacher row"
     assert kept["forward_equivalents_per_iteration"] > plain["forward_equivalents_per_iteration"]
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve", "-1", "--output", str(tmp_path)])
     assert r.returncode != 0 and "--preserve" in one_error_line(r)[0]
+    # the measured defaults: one concept keeps its anchors by the key/value penalty alone, several by rows too
+    one, two = esd.parse_args(["--erase_concept", "x", "--preserve", "8"]), esd.parse_args(
+        ["--erase_concept", "x;y", "--preserve", "8"])
+    assert (one.preserve_weight, one.preserve_kv, two.preserve_weight, two.preserve_kv) == (0, 10, 1, 10)
+    off, u = esd.parse_args(["--erase_concept", "x"]), esd.parse_args(["--erase_concept", "x", "--preserve", "8",
+                                                                      "--train_method", "esd-u"])
+    assert (off.preserve_weight, off.preserve_kv, u.preserve_kv) == (0, 0, 0), "esd-u trains no keys or values"
+
+
+def test_key_value_penalty_is_the_mean_relative_change_of_the_anchor_keys_and_values(tiny_folders):
+    from spatial_erasure.anchors import KeyValuePenalty
+    pipe = load_pipeline(tiny_folders["sd"])
+    params = select_parameters(pipe.unet, "esd-x")
+    originals = {n: p.detach().clone() for n, p in params.items()}
+    cond = encode(pipe, ["a dog", "an old red kitchen, a photo", "a robot by Claude Monet"])
+    penalty = KeyValuePenalty(cond, params, originals)
+    kv = [n for n in params if n.endswith(("to_k.weight", "to_v.weight"))]
+    assert sorted(penalty.names) == sorted(kv) and len(kv) >= 2
+    assert float(penalty(params).detach()) == 0.0
+    moved = {n: p.detach() + 0.01 * torch.randn_like(p) if n in kv[:2] else p.detach() for n, p in params.items()}
+    k = cond.emb.reshape(-1, cond.emb.shape[-1])
+    brute = [((k @ (moved[n] - originals[n]).T) ** 2).sum(1).mean() / ((k @ originals[n].T) ** 2).sum(1).mean()
+             for n in kv]
+    assert torch.allclose(penalty(moved), torch.stack(brute).mean(), rtol=1e-4)
+    assert float(penalty(moved)) > 0
+
+
+def test_esd_preserve_at_the_anchors_own_xt_and_the_key_value_penalty(tiny_folders, tmp_path, monkeypatch):
+    from spatial_erasure import esd, objectives
+    calls = []
+    teacher = objectives.teacher_eps
+
+    def spy(unet, scheduler, x, t, conds, params, extra=None):
+        calls.append((len(conds), [xi.clone() for xi in x] if isinstance(x, list) else [x.clone()]))
+        return teacher(unet, scheduler, x, t, conds, params, extra)
+    monkeypatch.setattr(objectives, "teacher_eps", spy)
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "2",
+            "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "2"]
+    own = esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_weight", "1", "--preserve_kv", "0",
+                                          "--preserve_xt", "own", "--output", str(tmp_path / "own.safetensors")]))
+    assert [n for n, _ in calls] == [4, 4], "concept, null, then the anchors and null at the anchors' own x_t"
+    assert not torch.equal(calls[0][1][0], calls[0][1][2]), "the anchors are not at the concept's x_t"
+    assert torch.equal(calls[0][1][2], calls[0][1][3])
+    meta = read_erasure(own)[1]
+    assert meta["anchor_stream_width"] == 2 and meta["anchor_warmup_forwards"] > 0
+    calls.clear()
+    kv = esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_kv", "100", "--lr", "1e-2",
+                                         "--output", str(tmp_path / "kv.safetensors")]))
+    plain = esd.main(esd.parse_args(base + ["--lr", "1e-2",
+                                            "--output", str(tmp_path / "plain.safetensors")]))
+    assert [n for n, _ in calls] == [2, 2, 2, 2], "the key/value penalty needs no teacher row"
+    pipe = load_pipeline(tiny_folders["sd"])
+    orig = dict(pipe.unet.named_parameters())
+    change = lambda path: sum(float((t - orig[n].detach()).norm()) for n, t in read_erasure(path)[0].items()  # noqa: E731
+                              if n.endswith("to_k.weight"))
+    assert change(kv) < change(plain), "the penalty holds the keys closer to their originals"
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve_kv", "1", "--output", str(tmp_path)])
+    assert r.returncode != 0 and "--preserve N" in one_error_line(r)[0]
+
+
+def test_adversary_attacks_the_embeddings_only_and_robust_esd_erases_from_them(tiny_folders, tmp_path):
+    from spatial_erasure import esd
+    from spatial_erasure.adversarial import Adversary, AdversaryConfig
+    pipe = load_pipeline(tiny_folders["sd"])
+    params = select_parameters(pipe.unet, "esd-x")
+    for p in params.values():
+        p.requires_grad_(True)
+    vocab = len(pipe.tokenizer)
+    adv = Adversary(pipe, ["a house"], AdversaryConfig(tokens=3, steps=3, every=2))
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8)
+    t = torch.tensor(500)
+    cases = torch.zeros(2, dtype=torch.long)
+    target = unet_eps(pipe.unet, pipe.scheduler, x, t, encode(pipe, ["a boat by Claude Monet"]).repeat(2)).detach()
+    before = adv.toks.vectors
+    cond = adv.attack(lambda *a: unet_eps(pipe.unet, pipe.scheduler, *a), x, t, cases, target)
+    assert all(p.grad is None for p in params.values()), "the attack leaves the trained tensors' gradients alone"
+    assert not torch.equal(before, adv.toks.vectors) and adv.attack_steps == 3
+    assert cond.emb.shape == encode(pipe, ["a house"]).emb.repeat(2, 1, 1).shape and not cond.emb.requires_grad
+    assert len(adv.losses) == 3 and adv.losses[-1] < adv.losses[0], adv.losses
+    adv.attack(lambda *a: unet_eps(pipe.unet, pipe.scheduler, *a), x, t, cases, target)
+    assert adv.attack_steps == 3, "every=2: the second call reuses the embeddings without attacking"
+    assert len(pipe.tokenizer) == vocab, "the tokens live in copies; the pipeline is unchanged"
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "3",
+            "--num_inference_steps", "4"]
+    out = esd.main(esd.parse_args(base + ["--robust", "--robust_every", "1", "--robust_steps", "2", "--output",
+                                          str(tmp_path / "robust.safetensors")]))
+    meta = read_erasure(out)[1]
+    assert meta["robust_attack_steps"] == 6 and meta["args"]["robust"] is True
+    plain = esd.main(esd.parse_args(base + ["--output", str(tmp_path / "plain.safetensors")]))
+    assert meta["forward_equivalents_per_iteration"] > read_erasure(plain)[1]["forward_equivalents_per_iteration"]
+    r = run(["original_esd/esd_sdxl.py", "--erase_concept", "x", "--base_model", tiny_folders["sdxl"], "--robust",
+             "--iterations", "1", "--output", str(tmp_path)])
+    assert r.returncode != 0 and "SD 1.x/2.x" in one_error_line(r)[0]

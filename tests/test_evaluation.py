@@ -117,3 +117,12 @@ def test_concept_impact_bad_prompt_folder(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="expected_style"):
         runpy.run_path("evaluation/concept_impact.py", run_name="__main__")
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_benchmark_trains_a_variant_with_its_own_flags_and_name(tiny_folders, tmp_path):
+    from spatial_erasure.erasure_file import read_erasure
+    assert run_script("evaluation/benchmark.py", "--methods", "ESD-x +preserve +robust", "--train_only",
+                      "--base_model", tiny_folders["sd"], "--checkpoints", str(tmp_path)) == 0
+    meta = read_erasure(str(tmp_path / "esd-Vincent_van_Gogh-esd-x-robust.safetensors"))[1]
+    assert (meta["args"]["xt_source"], meta["args"]["preserve"], meta["args"]["preserve_kv"]) == ("stream", 200, 10)
+    assert meta["args"]["robust"] is True and meta["robust_attack_steps"] > 0

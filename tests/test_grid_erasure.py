@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -126,11 +127,14 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     assert any(not torch.equal(before[k], dict(pipe.unet.named_parameters())[k]) for k in tensors)
 
 
+# two iterations of the basic preset on a tiny fixture: 2 prompts, 4 steps, a cache bank of 4
+TINY = ["--preset", "basic", "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source",
+        "cache", "--bank_size", "4"]
+
+
 def tiny_grid_erasure(model, out, *flags):
-    """Two iterations of the basic preset on a tiny fixture (2 prompts, 4 steps, a cache bank of 4): the report."""
-    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", model, "--preset", "basic", "--iterations", "2",
-             "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source", "cache", "--bank_size", "4",
-             *flags, "--output", str(out)])
+    """grid_erasure.py with TINY on a tiny fixture, as a user runs it: the report."""
+    r = run(["inpainting_erasure/grid_erasure.py", "--base_model", model, *TINY, *flags, "--output", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(out.with_suffix(".json").read_text())
 
@@ -154,6 +158,69 @@ def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path)
     assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report, "no retain bank"
     assert report["unet_in_channels"] == 4, report["unet_in_channels"]
     assert report["loss_parts_last50"]["retain"] > 0, report["loss_parts_last50"]
+
+
+def test_grid_erasure_erases_several_concepts_in_one_run(tiny_folders, tmp_path):
+    from spatial_erasure import grid_erasure
+    two = "Vincent van Gogh;Claude Monet"
+    name = os.path.basename(grid_erasure.default_output(parse_args(["--concept", two])))
+    assert name == "grid-Vincent_van_Gogh+Claude_Monet-efficient-esd-x.safetensors", name
+    out = grid_erasure.main(parse_args(["--base_model", tiny_folders["sd"], *TINY, "--concept", two, "--output",
+                                        str(tmp_path / "two.safetensors")]))
+    meta = read_erasure(out)[1]
+    assert meta["concepts"] == ["Vincent van Gogh", "Claude Monet"] and meta["concept"] == two, meta["concept"]
+    # --num_prompts per concept: 2 variations of each, every one naming its concept, each its own source image
+    rows = read_prompt_csv(str(tmp_path / "two.prompts.csv"))
+    assert [r["concept"] for r in rows] == ["Vincent van Gogh"] * 2 + ["Claude Monet"] * 2, rows
+    assert all(r["concept"] in r["prompt"] and r["concept"] not in r["neutral"] for r in rows), rows
+    assert len({r["evaluation_seed"] for r in rows}) == 4, rows
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert report["cases"] == 4 * 10 and report["anchors"] == 0, (report["cases"], report["anchors"])
+    retain = report["retain_prompts"]
+    assert not [p for p in retain if "Gogh" in p or "Monet" in p], "neither erased concept is retained"
+    assert any("Pablo Picasso" in p for p in retain), retain
+    (tmp_path / "c.csv").write_text("concept,erase_from\nVincent van Gogh,a painting\n")
+    with pytest.raises(SystemExit, match="takes no erase_from"):
+        parse_args(["--concept", str(tmp_path / "c.csv")])
+
+
+def test_grid_preserve_adds_anchor_prompts_to_the_retain_pool(tiny_folders, tmp_path):
+    from spatial_erasure import grid_erasure
+    from spatial_erasure.anchors import anchor_prompts
+
+    def train(name, *flags):
+        out = grid_erasure.main(parse_args(["--base_model", tiny_folders["sd"], *TINY, *flags, "--output",
+                                            str(tmp_path / name)]))
+        return read_erasure(out)[0], json.loads((tmp_path / name).with_suffix(".json").read_text())
+    # a retain bank of 20 holds every case's retain trajectory (TINY's 4 could miss the anchor cases), and
+    # 4 cases per iteration draw anchors in the second iteration (in the first, student = teacher: no gradient)
+    more = ["--retain_bank_size", "20", "--batch_size", "4"]
+    plain, plain_report = train("plain.safetensors", *more)
+    kept, report = train("kept.safetensors", *more, "--preserve", "8", "--preserve_weight", "1")
+    assert report["anchor_prompts"] == anchor_prompts(8, 0, exclude=["Vincent van Gogh"]), report["anchor_prompts"]
+    assert report["retain_prompts"] == plain_report["retain_prompts"], "the other artists and styles stay"
+    # half of the 2 x 10 cases take an anchor as their retain prompt, every anchor at least once
+    assert (report["anchors"], report["anchor_cases"], report["anchors_used"]) == (8, 10, 8), report["anchor_cases"]
+    assert plain_report["anchors"] == 0 and plain_report["anchor_prompts"] == []
+    assert any(not torch.equal(plain[k], kept[k]) for k in plain), "the anchors change the trained tensors"
+    r = run(["inpainting_erasure/grid_erasure.py", "--preserve", "-1", "--output", str(tmp_path / "bad.safetensors")])
+    errors = one_error_line(r)
+    assert r.returncode != 0 and len(errors) == 1 and "--preserve" in errors[0], r.stderr[-2000:]
+
+
+def test_grid_key_value_penalty_and_robust_on_a_nine_channel_model(tiny_folders, tmp_path):
+    # --preserve_weight 0: the anchors feed the key/value penalty only, not the retain pool
+    kv = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "kv.safetensors", "--preserve", "8",
+                           "--preserve_weight", "0", "--preserve_kv", "10")
+    assert kv["anchors"] == 0 and kv["anchor_prompts"] == [], "no anchor rows"
+    assert kv["loss_parts_last50"]["kv"] >= 0 and "adversarial" not in kv["loss_parts_last50"]
+    robust = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "robust.safetensors", "--robust",
+                               "--robust_every", "1", "--robust_steps", "2")
+    assert robust["robust_attack_steps"] == 2 * 2, "2 iterations x 2 attack steps"
+    assert robust["loss_parts_last50"]["adversarial"] >= 0
+    plain = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "plain.safetensors")
+    assert robust["forward_equivalents_per_iteration"] > plain["forward_equivalents_per_iteration"]
+    assert robust["unet_in_channels"] == 9
 
 
 def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):

@@ -117,6 +117,11 @@ def region_style(model, x, masks):
     return predict(model, crop_regions(x, masks, RES))[0].argmax(1).numpy()
 
 
+def region_features(model, x, masks):
+    """The classifier's features (N, 128) of each masked region, cropped as region_style crops it."""
+    return predict(model, crop_regions(x, masks, RES))[2].numpy()
+
+
 def evaluate(model, n=900, seed=10_000):
     """Held-out accuracies: full-image style and subject, and style of each of the 9 grid cells."""
     images, _, st, su = render_batch(n, seed)
