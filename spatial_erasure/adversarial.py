@@ -52,6 +52,10 @@ class Adversary:
         self.texts = [f"{cfg.token} {p}" for p in prompts]
         self.opt = torch.optim.Adam([self.toks.weight], lr=cfg.lr)
 
+    def attack_rows(self, batch):
+        """UNet rows the attack runs per iteration on average (a student forward and backward each)."""
+        return batch * self.cfg.steps / self.cfg.every
+
     def encode(self, cases):
         return Cond(self.toks.encode([self.texts[c] for c in cases.tolist()]))
 
@@ -78,3 +82,13 @@ class Adversary:
         mean = lambda v: round(sum(v) / len(v), 6) if v else None  # noqa: E731
         return {"robust_attack_steps": self.attack_steps, "robust_attack_loss_first10": mean(first),
                 "robust_attack_loss_last10": mean(last), "robust_nearest_prompt": self.toks.nearest()[1]}
+
+
+def from_args(pipe, prompts, args):
+    """The Adversary of the --robust flags (cli.add_robust_args) on `prompts`, or None without --robust.
+    Build it before the text encoder is offloaded: its copy stays on the device."""
+    if not args.robust:
+        return None
+    return Adversary(pipe, prompts, AdversaryConfig(tokens=args.robust_tokens, steps=args.robust_steps,
+                                                    every=args.robust_every, weight=args.robust_weight,
+                                                    seed=args.seed))

@@ -12,6 +12,8 @@ stays unseen by every trainer. The erased concepts (`exclude`) never appear.
 import numpy as np
 import torch
 
+from .errors import InputError
+
 from .toyart.world import ARTISTS, GENERIC_STYLES, SUBJECTS
 
 NOUNS = SUBJECTS + ["dog", "cat", "bicycle", "kitchen", "ocean", "city", "forest", "chair", "bridge", "river",
@@ -79,3 +81,15 @@ class KeyValuePenalty:
             dw = params[n].float() - self.w0[n]
             terms.append(((dw @ self.c) * dw).sum() / self.scale[n])
         return torch.stack(terms).mean()
+
+
+def key_value_penalty(args, cond, params, originals):
+    """The KeyValuePenalty of --preserve_kv over the anchors' encoding `cond`, or None when it is 0; one
+    line naming the fix when --train_method trains no key or value projection."""
+    if not args.preserve_kv:
+        return None
+    penalty = KeyValuePenalty(cond, params, originals)
+    if not len(penalty):
+        raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
+                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
+    return penalty

@@ -17,8 +17,8 @@ its 2e-4 and 1.
 import os
 
 from . import cli
-from .adversarial import Adversary, AdversaryConfig
-from .anchors import KeyValuePenalty, anchor_prompts
+from . import adversarial
+from .anchors import anchor_prompts, key_value_penalty
 from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss
@@ -125,19 +125,13 @@ def main(args):
     res, latent = resolution(st.pipe, args.resolution)
     pairs = parse_concepts(args.erase_concept, args.erase_from)
     prompts, anchors = build_prompts(st.pipe, args, pairs, res)
-    adversary = Adversary(st.pipe, [f or c for c, f in pairs], AdversaryConfig(
-        tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every, weight=args.robust_weight,
-        seed=args.seed)) \
-        if args.robust else None                   # before the offload: its text encoder copy stays on the device
+    adversary = adversarial.from_args(st.pipe, [f or c for c, f in pairs], args)     # before the offload
     st.offload("text_encoder", "text_encoder_2", "vae")
     source = build_source(st, args, prompts.erase_from, prompts.null, latent, args.seed)
     own = prompts.anchors is not None and args.preserve_xt == "own"
     anchor_source = build_source(st, args, prompts.anchors, prompts.null, latent, args.seed + 1,
                                  "anchor x_t") if own else None
-    penalty = KeyValuePenalty(anchors, st.params, originals(st)) if args.preserve_kv else None
-    if penalty is not None and not len(penalty):
-        raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
-                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
+    penalty = key_value_penalty(args, anchors, st.params, originals(st))
 
     def loss_fn(it, rng):
         loss = esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance, anchor_source, adversary)
@@ -146,8 +140,6 @@ def main(args):
     keep = prompts.anchors is not None
     rows = (2 + prompts.separate_from + keep + (own and anchor_source.streams)) * args.batch_size  # teacher rows
     student_rows = (1 + keep + bool(adversary)) * args.batch_size
-    # --robust: each attack step is a student forward and backward (to the embeddings) on batch rows
-    attack_rows = args.batch_size * args.robust_steps / args.robust_every if adversary else 0
 
     def cost():
         c = source.cost()
@@ -157,7 +149,7 @@ def main(args):
                 **(adversary.report() if adversary else {}),
                 **forward_equivalents(sampling, args.iterations, teacher_rows=rows, student_rows=student_rows,
                                       rows=args.batch_size, checkpointing=args.gradient_checkpointing,
-                                      attack_rows=attack_rows)}
+                                      attack_rows=adversary.attack_rows(args.batch_size) if adversary else 0)}
 
     out = output_path(args)
     meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,

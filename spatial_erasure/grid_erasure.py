@@ -35,8 +35,8 @@ import torch
 from tqdm import tqdm
 
 from . import cli
-from .adversarial import Adversary, AdversaryConfig
-from .anchors import KeyValuePenalty, anchor_prompts
+from . import adversarial
+from .anchors import anchor_prompts, key_value_penalty
 from .erasure_file import file_name_part, training_metadata
 from .errors import InputError
 from .masks import grid_masks, mask_names, to_latent
@@ -317,7 +317,7 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
             **forward_equivalents(c["sampling_forwards"] + rc.get("sampling_forwards", 0), args.iterations,
                                   teacher_rows=(4 + retain_null) * b, student_rows=(2 + bool(adversary)) * b, rows=b,
                                   checkpointing=args.gradient_checkpointing,
-                                  attack_rows=b * args.robust_steps / args.robust_every if adversary else 0),
+                                  attack_rows=adversary.attack_rows(b) if adversary else 0),
             **(adversary.report() if adversary else {}),
             "source_images": len(cases.rows), "source_forwards": 2 * args.num_inference_steps * len(cases.rows),
             "source_seconds": round(sources.source_seconds, 2),
@@ -344,15 +344,9 @@ def main(args):
     fill_family_defaults(args, cli.model_family(st.pipe))
 
     cases = build_cases(st, args, res, latent)
-    adversary = Adversary(st.pipe, [r["prompt"] for r in cases.rows], AdversaryConfig(
-        tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every, weight=args.robust_weight,
-        seed=args.seed)) \
-        if args.robust else None                   # before the offload: its text encoder copy stays on the device
+    adversary = adversarial.from_args(st.pipe, [r["prompt"] for r in cases.rows], args)     # before the offload
     st.offload("text_encoder")
-    penalty = KeyValuePenalty(cases.anchors_c, st.params, originals(st)) if args.preserve_kv else None
-    if penalty is not None and not len(penalty):
-        raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
-                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
+    penalty = key_value_penalty(args, cases.anchors_c, st.params, originals(st))
     banked = args.xt_source in ("cache", "noise")
     own = args.retain_weight > 0 and args.retain_xt == "own"
     if main_process:

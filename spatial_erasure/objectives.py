@@ -80,7 +80,6 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=N
     #    row's concept (its case: always 0 for one concept) [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
     concept, erase_from = prompts.concept[cases], prompts.erase_from[cases]
-    conds, xs, ts = [concept, prompts.null] + ([erase_from] if prompts.separate_from else []), [x] * 3, [t] * 3
     anchors = None
     if prompts.anchors is not None and anchor_source is None:
         xa, ta, anchors = x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
@@ -89,12 +88,14 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=N
         anchors = prompts.anchors[ca]
     # 2. one batched teacher call: eps(c), eps("") [and eps(from)] at x_t [and eps(a) at x_a, with
     #    eps("") there too when the anchors' trajectories stream: they need it to move on]
-    n = len(conds)
+    calls = [(concept, x, t), (prompts.null, x, t)] + ([(erase_from, x, t)] if prompts.separate_from else [])
+    n = len(calls)                                 # eps[n]: the anchors'
     if anchors is not None:
-        conds, xs, ts = conds + [anchors], xs[:n] + [xa], ts[:n] + [ta]
+        calls.append((anchors, xa, ta))
         if anchor_source is not None and anchor_source.streams:
-            conds, xs, ts = conds + [prompts.null], xs + [xa], ts + [ta]
-    eps = teacher_eps(st.teacher_unet, scheduler, xs[:len(conds)], ts[:len(conds)], conds, st.teacher_params)
+            calls.append((prompts.null, xa, ta))
+    eps = teacher_eps(st.teacher_unet, scheduler, [c[1] for c in calls], [c[2] for c in calls],
+                      [c[0] for c in calls], st.teacher_params)
     eps_c, eps_null = eps[0], eps[1]
     eps_from = eps[2] if prompts.separate_from else eps_c
     # 3. advance the sources: a stream takes the frozen trajectory's guided step on these, for free
