@@ -30,7 +30,7 @@ import time
 import torch
 
 from spatial_erasure.architectures import ARCHITECTURES, count_parameters, save_pipeline
-from spatial_erasure.grid_erasure import PRESETS
+from spatial_erasure.recipes import PRESETS
 from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
 from spatial_erasure.trainer import PRECISIONS
 

@@ -38,14 +38,12 @@ from spatial_erasure.distributed import machine_name, process_device
 from spatial_erasure.erasure_file import file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.attack_suite import ATTACKS, Suite, SuiteConfig
 from spatial_erasure.evaluation.metrics import make_judge
-from spatial_erasure.models import MODELS_DIR, TOY_MODEL, describe, fingerprint, load_pipeline
+from spatial_erasure.models import BUNDLED_ERASURES, TOY_MODEL, describe, fingerprint, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import ARTISTS
 
-BUNDLED = [str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"),
-           str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x.safetensors")]
 COLUMNS = ["none", *[k for k in ATTACK_KINDS if k != "none"], "inversion", "soft_prompt", "soft_prompt_projected",
            "worst"]
 
@@ -54,7 +52,7 @@ def parse_args(argv=None):
     p = cli.parser(__doc__)
     a = p.add_argument
     a("--erasures", nargs="*", default=None, help="erasure .safetensors files (default: the bundled Van Gogh ESD-x "
-      "and scaled grid files when --concept is Van Gogh, else none: the base model alone)")
+      "and scaled grid files, paper and recommended, when --concept is Van Gogh, else none: the base model alone)")
     a("--concept", default="Vincent van Gogh", help="the erased concept (toy model: one of its artists)")
     a("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS), metavar="ATTACK",
       help=cli.choices_help(ATTACKS))
@@ -191,7 +189,8 @@ def check_concept(concept, toy, attacks):
 @cli.reports_errors
 def main(args):
     t_start = time.time()
-    paths = args.erasures if args.erasures is not None else (BUNDLED if args.concept == "Vincent van Gogh" else [])
+    vangogh = args.concept == "Vincent van Gogh"
+    paths = args.erasures if args.erasures is not None else (BUNDLED_ERASURES if vangogh else [])
     erasures = names_by_stem(paths)
     metas = {name: read_erasure(path)[1] for name, path in erasures.items()}   # a bad file fails now, in one line
     for name, m in metas.items():

@@ -5,11 +5,13 @@
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
         evaluation/benchmark.py ...      # 2 processes, the images split between them
 
-Methods: ESD-x, ESD-x-strict, ESD-u (original_esd with its defaults: on the toy model lr 7e-4,
-eta 4, 200 iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled
-presets; and variants with their own flags (METHODS): ESD-x with the stream x_t source, with
+Methods: ESD-x, ESD-x-strict, ESD-u (original_esd's paper recipe: on the toy model lr 7e-4, eta 4,
+200 iterations, x_t sampled) and inpainting erasure with the basic, efficient and scaled presets
+(paper recipe); variants with their own flags (METHODS): ESD-x with the stream x_t source, with
 broad preservation (--preserve 200) and with adversarial erasure (--robust), the scaled preset with
---preserve 200 --direction twin --negative_guidance 2, with and without --robust. Each is trained
+--preserve 200 --direction twin --negative_guidance 2, with and without --robust; and the
+recommended recipe (each script's default: the twin target) for ESD-x, with and without --robust,
+and for the scaled preset. Each is trained
 with a fixed seed, or reused when its file is already in models/ or in
 --checkpoints (delete a file to retrain it). Each is then judged by the 48-test concept-impact
 assessment (spatial_erasure.evaluation.concept_impact): UA on the target; IRA (other artists and
@@ -32,7 +34,7 @@ import sys
 import time
 
 
-from spatial_erasure import cli, esd, grid_erasure
+from spatial_erasure import cli, esd, grid_erasure, recipes
 from spatial_erasure.attacks import ATTACK_KINDS
 from spatial_erasure.distributed import machine_name, process_device, process_state
 from spatial_erasure.erasure_file import file_hash, file_name_part, read_metadata
@@ -45,25 +47,33 @@ from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES
 
 # name: (trainer, flags[, file name with {concept}: variants of a trainer's default file]); flags[1] is the train
-# method (ESD) or the preset (grid)
+# method (ESD) or the preset (grid). The paper recipe's rows reproduce the reference and the published presets;
+# the recommended recipe is each script's default (spatial_erasure.recipes).
+PAPER = ["--recipe", "paper"]
 STREAM = ["--xt_source", "stream", "--stream_width", "8", "--lr", "4e-4"]      # ESD-x's stream setting (issue 14)
 PRESERVE = ["--preserve", "200"]      # with its measured defaults (one concept: the key/value penalty, weight 10)
 TWIN = ["--direction", "twin", "--negative_guidance", "2"]      # grid: steer off the concept only, not the subject
-METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x"]),          # ESD's defaults for the model family
-           "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict"]),
-           "ESD-u": ("esd", ["--train_method", "esd-u"]),
-           "ESD-x stream": ("esd", ["--train_method", "esd-x", *STREAM], "esd-{concept}-esd-x-stream.safetensors"),
-           "ESD-x +preserve": ("esd", ["--train_method", "esd-x", *STREAM, *PRESERVE],
+METHODS = {"ESD-x": ("esd", ["--train_method", "esd-x", *PAPER]),          # the reference ESD for the model family
+           "ESD-x-strict": ("esd", ["--train_method", "esd-x-strict", *PAPER]),
+           "ESD-u": ("esd", ["--train_method", "esd-u", *PAPER]),
+           "ESD-x stream": ("esd", ["--train_method", "esd-x", *PAPER, *STREAM],
+                            "esd-{concept}-esd-x-stream.safetensors"),
+           "ESD-x +preserve": ("esd", ["--train_method", "esd-x", *PAPER, *STREAM, *PRESERVE],
                                "esd-{concept}-esd-x-preserve.safetensors"),
-           "ESD-x +preserve +robust": ("esd", ["--train_method", "esd-x", *STREAM, *PRESERVE, "--robust"],
+           "ESD-x +preserve +robust": ("esd", ["--train_method", "esd-x", *PAPER, *STREAM, *PRESERVE, "--robust"],
                                        "esd-{concept}-esd-x-robust.safetensors"),
-           "grid basic": ("grid", ["--preset", "basic"]),
-           "grid efficient": ("grid", ["--preset", "efficient"]),
-           "grid scaled": ("grid", ["--preset", "scaled"]),
-           "grid scaled +preserve +twin": ("grid", ["--preset", "scaled", *PRESERVE, *TWIN],
-                                           "grid-{concept}-scaled-esd-x-preserve.safetensors"),
-           "grid scaled +preserve +twin +robust": ("grid", ["--preset", "scaled", *PRESERVE, *TWIN, "--robust"],
-                                                   "grid-{concept}-scaled-esd-x-robust.safetensors")}
+           "ESD-x recommended": ("esd", ["--train_method", "esd-x"]),
+           "ESD-x recommended +robust": ("esd", ["--train_method", "esd-x", "--robust"],
+                                         "esd-{concept}-from-{concept}-esd-x-recommended-robust.safetensors"),
+           "grid basic": ("grid", ["--preset", "basic", *PAPER]),
+           "grid efficient": ("grid", ["--preset", "efficient", *PAPER]),
+           "grid scaled": ("grid", ["--preset", "scaled", *PAPER]),
+           "grid scaled +preserve +twin": ("grid", ["--preset", "scaled", *PAPER, "--xt_source", "stream", *PRESERVE,
+                                                    *TWIN], "grid-{concept}-scaled-esd-x-preserve.safetensors"),
+           "grid scaled +preserve +twin +robust": ("grid", ["--preset", "scaled", *PAPER, "--xt_source", "stream",
+                                                            *PRESERVE, *TWIN, "--robust"],
+                                                   "grid-{concept}-scaled-esd-x-robust.safetensors"),
+           "grid scaled recommended": ("grid", ["--preset", "scaled"])}
 
 
 COST_KEYS = ("train_seconds", "bank_seconds", "retain_bank_seconds")     # a method's train_s, from its report
@@ -82,6 +92,8 @@ def parse_args(argv=None):
     a("--attacks", default="results/attacks/{concept}/attacks.json", help="attack report to take ASR columns from")
     a("--collateral", default="results/collateral/{concept}/collateral.json",
       help="collateral report to take the unseen-phrasing columns from")
+    a("--twin", default="results/twin/{concept}/twin.json", help="twin report (evaluation/twin_evaluation.py) to "
+      "take the paints-the-twin columns from")
     cli.add_common_args(p, "results/benchmark.md", "markdown table; the JSON goes beside it", seed=0,
                         seed_help="training seed of every method", steps=None, guidance=None)
     return p.parse_args(argv)
@@ -95,7 +107,7 @@ def checkpoint(name, args):
     if named:
         file = named[0].format(concept=file_name_part(args.concept))
     elif kind == "esd":
-        file = esd.default_name(args.concept, None, flags[1])
+        file = esd.default_name(args.concept, None, flags[1], "paper" if "paper" in flags else recipes.DEFAULT)
     else:
         file = os.path.basename(grid_erasure.default_output(grid_erasure.parse_args(["--concept", args.concept,
                                                                                       *flags])))
@@ -112,6 +124,8 @@ def checkpoint(name, args):
 
 
 ROBUSTNESS = ["coll_style", "coll_photo", "coll_subj", "ASR_none", "ASR_prompt", "ASR_CI", "ASR_soft", "ASR_worst"]
+TWIN_COLUMNS = {"twin_dist": "twin_distance", "twin_FDx": "fd_ratio", "twin_subj": "subject_ratio",
+                "twin_excess": "style_excess"}
 
 
 def load_report(template, concept):
@@ -149,6 +163,17 @@ def robustness(path, attacks, collateral, concept):
     return cols
 
 
+def twin_columns(path, twin):
+    """The paints-the-twin columns of one erasure file from the twin report's entry with its hash (None: n/a)."""
+    cols = dict.fromkeys(TWIN_COLUMNS)
+    if twin and path is not None:
+        names = {e["file_hash"]: n for n, e in twin["erasures"].items()}
+        m = twin["models"].get(names.get(file_hash(path)))
+        if m:
+            cols.update({c: m[k] for c, k in TWIN_COLUMNS.items()})
+    return cols
+
+
 @cli.reports_errors
 def main(args):
     t0 = time.time()
@@ -165,6 +190,7 @@ def main(args):
     judge = make_judge(pipe, args.concept)
     steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
     attacks, collateral = load_report(args.attacks, args.concept), load_report(args.collateral, args.concept)
+    twin = load_report(args.twin, args.concept)
     rows = []
     for name, (path, how) in files.items():
         meta = read_metadata(path)
@@ -173,13 +199,15 @@ def main(args):
         if not rows:    # the base model's own numbers, from the same images
             rows.append({"method": "base model", **{m: pooled(res, m, "base") for m in ("UA", "IRA", "CRA")},
                          "FD": 0.0, "train_s": None, "s_per_it": None, "peak_MiB": None, "tensors": 0,
-                         "parameters": 0, "checkpoint": None, **robustness(None, attacks, collateral, args.concept)})
+                         "parameters": 0, "checkpoint": None, **robustness(None, attacks, collateral, args.concept),
+                         "twin_dist": 1.0 if twin else None})
         rows.append({"method": name, **{m: pooled(res, m) for m in ("UA", "IRA", "CRA")},
                      "FD": res["retain_fd"], "train_s": sum(meta.get(k, 0) for k in COST_KEYS),
                      "s_per_it": meta.get("seconds_per_iteration"), "peak_MiB": meta.get("peak_memory_mb"),
+                     "fe_per_it": meta.get("forward_equivalents_per_iteration"),
                      "tensors": meta.get("tensors_changed"), "parameters": meta.get("parameters_changed"),
                      "iterations": meta.get("iterations_done"), "file": os.path.relpath(path), "checkpoint": how,
-                     **robustness(path, attacks, collateral, args.concept)})
+                     **robustness(path, attacks, collateral, args.concept), **twin_columns(path, twin)})
         state.print(f"{name}: UA {rows[-1]['UA']:.3f} IRA {rows[-1]['IRA']:.3f} CRA {rows[-1]['CRA']:.3f} "
                     f"FD {rows[-1]['FD']:.3f}")
     if not state.is_main_process:     # every process holds every number; the main one writes
@@ -189,8 +217,8 @@ def main(args):
               "tests": len(res["rows"]), "images_per_test": args.images_per_test, "machine": machine,
               "seconds": round(time.time() - t0), "rows": rows}
     write_json(os.path.splitext(args.output)[0] + ".json", report)
-    cols = ["method", "UA", "IRA", "CRA", "FD", *ROBUSTNESS, "train_s", "s_per_it", "peak_MiB", "tensors",
-            "parameters", "checkpoint"]
+    cols = ["method", "UA", "IRA", "CRA", "FD", *TWIN_COLUMNS, *ROBUSTNESS, "train_s", "fe_per_it", "s_per_it",
+            "peak_MiB", "tensors", "parameters", "checkpoint"]
     table = markdown_table([{**r, "parameters": f"{r['parameters']:,}",
                              "train_s": None if r["train_s"] is None else f"{r['train_s']:.0f}",
                              "peak_MiB": None if r["peak_MiB"] is None else round(r["peak_MiB"])} for r in rows], cols)
@@ -201,7 +229,13 @@ def main(args):
           "recognised as themselves. CRA: objects and nature scenes whose subject is still recognised. FD: Frechet "
           "distance between the judge's features of base and erased images of every retain prompt (0 = "
           "identical). train_s: training plus x_t bank (and retain bank) seconds, from each file's report (on "
-          "the machine that trained it); tensors and parameters: what the erasure file changes. Robustness, "
+          "the machine that trained it); fe_per_it: UNet forward-equivalents per iteration (x_t warm-up or sampling "
+          "included); tensors and parameters: what the erasure file changes. Paints the twin, from "
+          f"{'the twin report' if twin else 'no twin report'} (evaluation/twin_evaluation.py: held-out phrasings, "
+          "the erased model on the prompt against the base model on its neutral twin, same seed): twin_dist, the "
+          "paired pixel distance (0 = the twin, 1 = no erasure); twin_FDx, the Frechet distance over the base "
+          "model's seed spread; twin_subj, subject kept over the twins'; twin_excess, the largest share a style "
+          "takes beyond the twins'. Robustness, "
           f"from {'the attack report' if attacks else 'no attack report'} and "
           f"{'the collateral report' if collateral else 'no collateral report'} (n/a: file not evaluated there): "
           "coll_style, the lowest other style's rate on unseen phrasings; coll_photo, photo's; coll_subj, subjects "

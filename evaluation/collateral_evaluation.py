@@ -25,22 +25,20 @@ from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.erasure_file import file_hash, file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.collateral import collateral, cut_by_kind
 from spatial_erasure.evaluation.metrics import make_judge
-from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
+from spatial_erasure.models import BUNDLED_ERASURES, describe, load_pipeline
 from spatial_erasure.phrasings import KINDS, PER_STYLE, SEED, STYLED_KINDS, unseen_phrasings
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES, SUBJECTS
 
-BUNDLED = [str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"),
-           str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x.safetensors")]
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     a = p.add_argument
-    a("--erasures", nargs="+", default=BUNDLED, help="erasure .safetensors files (default: the bundled ESD-x and "
-      "scaled grid files of Van Gogh, models/)")
+    a("--erasures", nargs="+", default=BUNDLED_ERASURES, help="erasure .safetensors files (default: the bundled ESD-x "
+      "and scaled grid files of Van Gogh, paper and recommended, models/)")
     a("--concept", default="Vincent van Gogh", help=f"the erased style, one of: {', '.join(STYLES)}")
     a("--per_style", type=int, default=PER_STYLE, help="images per style and kind (no-style prompts: per subject)")
     a("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS), metavar="KIND",

@@ -1,5 +1,7 @@
 """Inpaint regions of an image with a prompt, with and without an erasure file; pixels outside each
-mask are kept exactly (paste-back). Writes the results and a comparison figure, one column per mask.
+mask are kept exactly (paste-back). Writes the results and a comparison figure, one column per mask:
+the base model on the prompt, the base model on its neutral twin (the prompt without the erased
+concept: the picture an erasure should leave), and the erased model on the prompt.
 
     python inpainting_erasure/inpaint.py --base_model models/toyart-sd-inpainting \
         --source_prompt "a realistic photo of a house" --mask 0 1 3 center \
@@ -25,7 +27,7 @@ from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.errors import InputError
 from spatial_erasure.masks import parse_mask
 from spatial_erasure.models import TOY_CLASSIFIER, describe, load_pipeline
-from spatial_erasure.prompts import is_toy
+from spatial_erasure.prompts import is_toy, neutral_twin
 from spatial_erasure.reports import image_grid, save_png
 from spatial_erasure.sampling import full_mask_generate, inpaint
 from spatial_erasure.toyart.classifier import load_classifier, region_style, to_tensor
@@ -42,6 +44,8 @@ def parse_args(argv=None):
                                               "row of the figure each")
     a("--prompt", required=True, help="what to paint inside the mask")
     a("--erasure", default=None, help="erasure .safetensors file: also inpaint with it, side by side")
+    a("--twin", default=None, help="the neutral twin prompt: the base model paints it in a row above the erased one, "
+      "the picture the erasure should leave (default with --erasure: --prompt without the erased concept)")
     cli.add_common_args(p, "results/inpaint", "output folder", seed=0,
                         seed_help="seed of the inpainting (and of --source_prompt)")
     return p.parse_args(argv)
@@ -55,10 +59,20 @@ def region_judge(pipe):
     return lambda images, masks: [STYLES[i] for i in region_style(clf, to_tensor(images), masks > 0.5)]
 
 
+def twin_prompt(prompt, meta):
+    """`prompt` without every concept the erasure file names (the one its metadata records, or several)."""
+    for concept in meta.get("concepts") or [meta.get("concept", "")]:
+        if concept and concept.lower() in prompt.lower():
+            prompt = neutral_twin(prompt, concept)
+    return prompt
+
+
 @cli.reports_errors
 def main(args):
+    twin = args.twin
     if args.erasure:
-        read_erasure(args.erasure)                 # a bad file fails now, in one line, not after loading
+        meta = read_erasure(args.erasure)[1]       # a bad file fails now, in one line, not after loading
+        twin = twin or twin_prompt(args.prompt, meta)
     pipe = load_pipeline(args.base_model, task="inpaint", device=process_device(args.device))
     print(describe(pipe))
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -75,6 +89,8 @@ def main(args):
     # the source with the mask darkened, then each model's inpainting of it (the same seed per row)
     columns = {"source (mask dark)": (images * (1 - 0.6 * masks[..., None])).astype(np.uint8),
                "base": inpaint(pipe, images, masks, [args.prompt] * m, [args.seed] * m, **kw)[1]}
+    if twin is not None:                           # what the erased row should look like: the base model on the twin
+        columns[f"base, twin {twin!r}"] = inpaint(pipe, images, masks, [twin] * m, [args.seed] * m, **kw)[1]
     if args.erasure:
         meta = apply_erasure(pipe, args.erasure)
         columns[f"erased ({meta.get('method')}, {meta.get('algorithm', 'esd')})"] = \

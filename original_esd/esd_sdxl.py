@@ -3,7 +3,8 @@
     python original_esd/esd_sdxl.py --erase_concept "Vincent van Gogh" --train_method esd-x \
         --mixed_precision bf16 --device cuda
 
-Default --base_model is stabilityai/stable-diffusion-xl-base-1.0 (needs the hub and a GPU).
+Default --base_model is stabilityai/stable-diffusion-xl-base-1.0 (needs the hub and a GPU); the
+recipes are esd_sd.py's (--recipe paper: the reference's lr 2e-4 and negative guidance 1).
 """
 from spatial_erasure.esd import SDXL_DEFAULTS, main
 from spatial_erasure.esd import parse_args as esd_args

@@ -124,7 +124,7 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
     model family), then the runtime flags."""
     a = p.add_argument
     a("--train_method", default="esd-x", choices=list(TRAIN_METHODS), help=choices_help(TRAIN_METHODS))
-    a("--iterations", type=int, default=iterations, help="training iterations" + ("; preset" * (iterations is None)))
+    a("--iterations", type=int, default=iterations, help="training iterations" + ("; recipe" * (iterations is None)))
     a("--lr", type=float, help=f"Adam learning rate, constant ({lr_help})")
     a("--negative_guidance", type=float, help=f"eta of the ESD target ({eta_help})")
     a("--num_inference_steps", type=int, default=50, help="scheduler steps that define the grid of steps k")
@@ -133,7 +133,7 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
     a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
     add_seed_arg(p, 0, seed_help)
     a("--xt_source", default=xt_source, choices=list(XT_SOURCES),
-      help=choices_help(XT_SOURCES) + ("; preset" * (xt_source is None)))
+      help=choices_help(XT_SOURCES) + ("; recipe" * (xt_source is None)))
     a("--bank_size", type=int, default=bank_size,
       help="trajectories in the bank of xt_source cache/noise" + ("; preset" * (bank_size is None)))
     a("--stream_width", type=int, default=stream_width,
@@ -151,8 +151,8 @@ def add_preservation_args(p, rows_help):
     says where they go) and --preserve_kv (the closed-form key/value penalty over them). The defaults
     left unset are filled by `preservation_defaults` (measured: docs/results.md#broad-preservation)."""
     a = p.add_argument
-    a("--preserve", type=int, default=0, help="broad preservation: N random anchor prompts (spatial_erasure.anchors), "
-      "kept by --preserve_kv and --preserve_weight; 0: off, as the reference ESD; 200 measured on the toy model")
+    a("--preserve", type=int, default=None, help="broad preservation: N random anchor prompts "
+      "(spatial_erasure.anchors), kept by --preserve_kv and --preserve_weight; 0: off, as the reference ESD; recipe")
     a("--preserve_weight", type=float, default=None, help=f"weight of the anchors' rows: {rows_help} (default: 0 "
       "for one concept, where rows cost other artists, 1 for several, where they keep them)")
     a("--preserve_kv", type=float, default=None, help="weight of the closed-form key/value penalty "
@@ -171,13 +171,22 @@ def preservation_defaults(args, n_concepts):
     return args
 
 
+def add_recipe_arg(p, trainer):
+    """--recipe (spatial_erasure.recipes) and the argument group of the method flags it sets, returned."""
+    from .recipes import DEFAULT, RECIPES, describe
+    m = p.add_argument_group("method", "set by --recipe; a flag given here overrides it")
+    m.add_argument("--recipe", default=DEFAULT, choices=list(RECIPES[trainer]), help=describe(trainer))
+    return m
+
+
 def add_robust_args(p):
     """--robust and its inner attack's schedule (spatial_erasure.adversarial)."""
     from .adversarial import AdversaryConfig
     a = p.add_argument
-    a("--robust", action="store_true", help="adversarial erasure (spatial_erasure.adversarial): every --robust_every "
-      "iterations, --robust_steps steps of a soft-prompt attack on the student, warm-started, find a prompt that "
-      "paints the concept again; the student is erased from it too (SD 1.x/2.x)")
+    a("--robust", action=argparse.BooleanOptionalAction, default=None, help="adversarial erasure "
+      "(spatial_erasure.adversarial): every --robust_every iterations, --robust_steps steps of a soft-prompt attack "
+      "on the student, warm-started, find a prompt that paints the concept again; the student is erased from it "
+      "too (SD 1.x/2.x); recipe")
     a("--robust_every", type=int, default=AdversaryConfig.every, help="iterations between inner attacks")
     a("--robust_steps", type=int, default=AdversaryConfig.steps, help="steps of each inner attack")
     a("--robust_tokens", type=int, default=AdversaryConfig.tokens, help="adversarial embeddings before the prompt")

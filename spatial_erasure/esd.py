@@ -10,49 +10,58 @@ predictions); one batched teacher call with the original weights gives eps_c (co
 ("") and eps_from; the student (trained UNet, erase_from prompt) is regressed onto
 eps_from - negative_guidance * (eps_c - eps_null).
 
-The learning rate and negative guidance default to the model family's (`DEFAULTS`): on the toy
-model the measured 7e-4 and 4 (the bundled ESD-x file), on SD the reference's 5e-5 and 2, on SDXL
-its 2e-4 and 1.
+`--target twin` (objectives.twin_loss) maps the concept onto its neutral twin instead: x_t from the
+twins' own trajectories, the student regressed onto eps(x_t, twin), with "" kept.
+
+`--recipe` (spatial_erasure.recipes) sets the method: `paper` is the reference ESD (x_t sampled,
+ESD's target, the concept prompt alone: the bundled esd-...-esd-x file), `recommended` (the
+default) the best-measured combination. The learning rate and negative guidance default to the
+model family's: on the toy model the measured 7e-4 and 4, on SD the reference's 5e-5 and 2, on SDXL
+its 2e-4 and 1; ESD's target on a stream takes 4/7 of that lr (measured on the toy model).
 """
+import argparse
 import os
 
-from . import cli
-from . import adversarial
+from . import adversarial, cli, recipes
 from .anchors import anchor_prompts, key_value_penalty
 from .erasure_file import file_name_part, training_metadata
 from .models import MODELS_DIR, TOY_MODEL
-from .objectives import EsdPrompts, esd_loss
+from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
-from .prompts import encode, parse_concepts
+from .prompts import concept_variations, encode, is_toy, neutral_twin, parse_concepts
 from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
+from .selection import trains_keys_and_values
 from .trajectories import make_source
+from .twin_map import residual, solve_twin_map, start_from_twin_map
 
 PRESERVE_XT = {"concept": "the concept's x_t (no extra trajectories)",
                "own": "the anchors' own trajectories (a second x_t source of --xt_source; one more teacher row "
                       "with stream)"}
+TARGETS = {"esd": "ESD's: eps(x_t, from) - eta * (eps(x_t, c) - eps(x_t, \"\")), x_t from the prompt's own "
+                  "trajectories (the reference)",
+           "twin": "eps(x_t, twin): the prompt mapped onto its neutral twin (the prompt without the concept; the "
+                   "bare concept's twin is \"\"), x_t from the twin's own trajectories, and \"\" kept "
+                   "(objectives.twin_loss)"}
 STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other styles, 4 loses them erasing Monet
-# Per model family (cli.model_family): the toy model's values were measured (docs/results.md), SD's and SDXL's
-# are the reference ESD code's.
-DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),
-            "sdxl": dict(lr=2e-4, negative_guidance=1.0)}
 # What the two entry scripts differ in: the default model, and the guidance of the x_t sampling.
 SD_DEFAULTS = dict(base_model=TOY_MODEL, guidance_scale=3.0)
 SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guidance_scale=2.0)
 
 
-def default_name(concept, erase_from, method):
+def default_name(concept, erase_from, method, recipe="paper"):
     """The reference repo's file name: esd-{concept}-from-{from}-{method}.safetensors, spaces as _;
-    several concepts (parse_concepts) joined by +, each from itself unless its erase_from says otherwise."""
+    several concepts (parse_concepts) joined by +, each from itself unless its erase_from says otherwise;
+    a recipe other than paper is named at the end (esd-...-esd-x-recommended.safetensors)."""
     pairs = parse_concepts(concept, erase_from)
     what = "+".join(file_name_part(c) for c, _ in pairs)
     source = "+".join(file_name_part(f or c) for c, f in pairs)
-    return f"esd-{what}-from-{source}-{method}.safetensors"
+    return f"esd-{what}-from-{source}-{method}" + (f"-{recipe}" if recipe != "paper" else "") + ".safetensors"
 
 
 def family_help(key):
-    """'default: 0.0007 toy model, 5e-05 SD, 0.0002 SDXL': a flag's per-family defaults, for --help."""
+    """'paper: 0.0007 toy model, 5e-05 SD, 0.0002 SDXL': a flag's per-family defaults, for --help."""
     names = {"toy": "toy model", "sd": "SD", "sdxl": "SDXL"}
-    return "default: " + ", ".join(f"{DEFAULTS[f][key]} {name}" for f, name in names.items())
+    return "model family's: " + ", ".join(f"{recipes.ESD_FAMILY[f][key]} {name}" for f, name in names.items())
 
 
 def build_parser(defaults, description):
@@ -61,13 +70,25 @@ def build_parser(defaults, description):
     a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
       "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
     a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
-    cli.add_preservation_args(p, "MSE of the student's predictions for --batch_size anchors per iteration against "
+    m = cli.add_recipe_arg(p, "esd")
+    m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
+    m.add_argument("--variations", type=int, default=None, help="prompt variations per concept, each with its neutral "
+                   "twin (prompts.concept_variations: templates x subjects), trained beside the concept prompt itself; "
+                   "0: the concept prompt alone, as the reference; recipe")
+    m.add_argument("--null_weight", type=float, default=1.0, help="--target twin: weight of keeping eps(x_t, \"\"), "
+                   "the unconditional branch of guidance")
+    m.add_argument("--twin_map", action=argparse.BooleanOptionalAction, default=None, help="--target twin: start "
+                   "from the closed-form map of the prompts onto their twins in attn2.to_k/to_v "
+                   "(spatial_erasure.twin_map; no UNet call); recipe")
+    m.add_argument("--twin_map_keep", type=float, default=1.0, help="--twin_map: weight of keeping the --preserve "
+                   "anchors' tokens")
+    cli.add_preservation_args(m, "MSE of the student's predictions for --batch_size anchors per iteration against "
                               "the frozen model's")
-    a("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
-      + cli.choices_help(PRESERVE_XT))
-    cli.add_robust_args(p)
+    m.add_argument("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
+                   + cli.choices_help(PRESERVE_XT))
+    cli.add_robust_args(m)
     cli.add_model_arg(p, defaults["base_model"])
-    cli.add_training_args(p, iterations=200, xt_source="sample", bank_size=8, stream_width=STREAM_WIDTH,
+    cli.add_training_args(p, iterations=None, xt_source=None, bank_size=8, stream_width=STREAM_WIDTH,
                           guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
                           eta_help=family_help("negative_guidance"),
                           batch_help="x_t samples per iteration",
@@ -78,8 +99,10 @@ def build_parser(defaults, description):
 
 
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
-    args = build_parser(defaults, description).parse_args(argv)
+    args = recipes.resolve(build_parser(defaults, description).parse_args(argv), "esd")
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    if (args.variations or 0) < 0:
+        cli.fail(f"--variations must be 0 (the concept prompt alone) or more, got {args.variations}")
     cli.check_preservation_args(args)
     try:
         pairs = parse_concepts(args.erase_concept, args.erase_from)
@@ -92,19 +115,36 @@ def output_path(args):
     """--output as the erasure file: a .safetensors path as given, else the reference name in that folder."""
     if args.output.endswith(".safetensors"):
         return args.output
-    return os.path.join(args.output, default_name(args.erase_concept, args.erase_from, args.train_method))
+    return os.path.join(args.output, default_name(args.erase_concept, args.erase_from, args.train_method, args.recipe))
 
 
-def build_prompts(pipe, args, pairs, res):
-    """The concepts, "" and their erase_from prompts (`pairs`, parse_concepts), encoded once (text
-    encoders are offloaded after), and the anchors' encoding (None without --preserve). With several
-    concepts, row i of each is concept i: the x_t source's cases."""
-    concept = encode(pipe, [c for c, _ in pairs], res)
-    erase_from = encode(pipe, [f or c for c, f in pairs], res)
-    anchors = encode(pipe, anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]), res) if args.preserve \
-        else None
-    prompts = EsdPrompts(concept, encode(pipe, [""], res), erase_from, separate_from=any(f for _, f in pairs),
-                         anchors=anchors if args.preserve_weight else None, preserve_weight=args.preserve_weight)
+def case_rows(pipe, args, pairs):
+    """The training cases, (concept prompt c, erase_from prompt, its neutral twin) each: per concept
+    of `pairs` (parse_concepts), its erase_from prompt (the concept itself unless given; twin: the
+    prompt without the concept, "" for the bare concept), then --variations prompt variations with
+    their twins (each variation is its own c and erase_from)."""
+    rows = []
+    for j, (c, f) in enumerate(pairs):
+        try:
+            twin = neutral_twin(f or c, c)
+        except InputError:
+            if args.target == "twin":
+                raise
+            twin = ""                                  # the esd target never uses it
+        rows.append((c, f or c, twin))
+        rows += [(v["prompt"], v["prompt"], v["neutral"])
+                 for v in concept_variations(c, args.variations, is_toy(pipe), args.seed + j)]
+    return rows
+
+
+def build_prompts(pipe, args, rows, anchor_texts, res):
+    """The cases' prompts (`case_rows`), "" and the anchors (None without --preserve), encoded once
+    (text encoders are offloaded after). Row i of each is case i: the x_t source's cases."""
+    anchors = encode(pipe, anchor_texts, res) if anchor_texts else None
+    prompts = EsdPrompts(encode(pipe, [c for c, _, _ in rows], res), encode(pipe, [""], res),
+                         encode(pipe, [f for _, f, _ in rows], res), separate_from=any(c != f for c, f, _ in rows),
+                         anchors=anchors if args.preserve_weight else None, preserve_weight=args.preserve_weight,
+                         twin=encode(pipe, [z for _, _, z in rows], res) if args.target == "twin" else None)
     return prompts, anchors
 
 
@@ -121,25 +161,43 @@ def build_source(st, args, cond, null, latent, seed, desc="x_t"):
 def main(args):
     seed_everything(args.seed)
     st = prepare_from_args(args)
-    cli.fill_defaults(args, DEFAULTS[cli.model_family(st.pipe)])     # lr, negative guidance of this model family
+    recipes.resolve(args, "esd", cli.model_family(st.pipe))     # what depends on the model family: lr, eta, ...
     res, latent = resolution(st.pipe, args.resolution)
     pairs = parse_concepts(args.erase_concept, args.erase_from)
-    prompts, anchors = build_prompts(st.pipe, args, pairs, res)
-    adversary = adversarial.from_args(st.pipe, [f or c for c, f in pairs], args)     # before the offload
+    rows = case_rows(st.pipe, args, pairs)
+    twin_map = args.target == "twin" and args.twin_map
+    if twin_map and not trains_keys_and_values(args.train_method):
+        raise InputError(f"--twin_map sets cross-attention keys and values, which --train_method {args.train_method} "
+                         "does not train; pass --no-twin_map or --train_method esd-x")
+    anchor_texts = anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]) if args.preserve else []
+    prompts, anchors = build_prompts(st.pipe, args, rows, anchor_texts, res)
+    if twin_map:                                   # closed-form start: no UNet call (twin_map.py)
+        m = solve_twin_map(st.pipe, [(f, z) for _, f, z in rows], [""] + anchor_texts, res,
+                           keep_weight=args.twin_map_keep)
+        start_from_twin_map(st.params, originals(st), m)
+        twin_map_residual = residual(st.pipe, [(f, z) for _, f, z in rows], m, res)
+    adversary = adversarial.from_args(st.pipe, [f for _, f, _ in rows], args)     # before the offload
     st.offload("text_encoder", "text_encoder_2", "vae")
-    source = build_source(st, args, prompts.erase_from, prompts.null, latent, args.seed)
+    twin = args.target == "twin"                   # x_t from the twins' trajectories, else from erase_from's
+    source = build_source(st, args, prompts.twin if twin else prompts.erase_from, prompts.null, latent, args.seed)
     own = prompts.anchors is not None and args.preserve_xt == "own"
     anchor_source = build_source(st, args, prompts.anchors, prompts.null, latent, args.seed + 1,
                                  "anchor x_t") if own else None
     penalty = key_value_penalty(args, anchors, st.params, originals(st))
 
     def loss_fn(it, rng):
-        loss = esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance, anchor_source, adversary)
+        if twin:
+            loss = twin_loss(rng, st, source, prompts, args.batch_size, args.null_weight, anchor_source, adversary,
+                             args.negative_guidance)
+        else:
+            loss = esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance, anchor_source,
+                            adversary)
         return loss + args.preserve_kv * penalty(st.params) if penalty is not None else loss
 
     keep = prompts.anchors is not None
-    rows = (2 + prompts.separate_from + keep + (own and anchor_source.streams)) * args.batch_size  # teacher rows
-    student_rows = (1 + keep + bool(adversary)) * args.batch_size
+    extra_row = (bool(adversary) or args.negative_guidance != 0) if twin else prompts.separate_from  # eps(from)
+    teacher_rows = (2 + extra_row + keep + (own and anchor_source.streams)) * args.batch_size
+    student_rows = (1 + (twin and args.null_weight > 0) + keep + bool(adversary)) * args.batch_size
 
     def cost():
         c = source.cost()
@@ -147,13 +205,15 @@ def main(args):
         return {**c, **({"anchor_" + k: v for k, v in anchor_source.cost().items() if k != "xt_source"} if own
                         else {}),
                 **(adversary.report() if adversary else {}),
-                **forward_equivalents(sampling, args.iterations, teacher_rows=rows, student_rows=student_rows,
+                **forward_equivalents(sampling, args.iterations, teacher_rows=teacher_rows, student_rows=student_rows,
                                       rows=args.batch_size, checkpointing=args.gradient_checkpointing,
                                       attack_rows=adversary.attack_rows(args.batch_size) if adversary else 0)}
 
     out = output_path(args)
     meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,
-                             **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}))
+                             **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}),
+                             **({"cases": len(rows), "twins": sorted({z for _, _, z in rows})[:50]} if twin else {}),
+                             **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"ESD {args.train_method}",
                    extra_report=cost)

@@ -22,7 +22,13 @@ source serves them all. `--preserve N` adds N anchor prompts (`anchors.anchor_pr
 retain term's pool: half the cases (`ANCHOR_SHARE`) take an anchor as their retain prompt, the
 other half another artist or style as before.
 
-Presets (`--preset`) set prompts x iterations and the x_t source; any flag overrides them. `main`
+`--target twin` maps the concept onto its twin inside the mask instead: x_t from the twin's own
+inpainting trajectories, the student regressed onto eps(x_t, p0) inside M, with "" kept.
+
+Recipes (`--recipe`, spatial_erasure.recipes) set the method: `paper` the one above as first
+published (x_t sampled; a cached bank for scaled), `recommended` (the default) the twin target on
+streams with the key/value penalty of 200 anchors. Presets (`--preset`) set prompts x iterations;
+any flag overrides both. `main`
 builds the cases (prompts x masks), then their sources (source images, x_t trajectories), then trains.
 """
 import argparse
@@ -34,8 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import cli
-from . import adversarial
+from . import adversarial, cli, recipes
 from .anchors import anchor_prompts, key_value_penalty
 from .erasure_file import file_name_part, training_metadata
 from .errors import InputError
@@ -47,38 +52,30 @@ from .reports import loss_curve
 from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
 from .trajectories import Inpainting, XtSource, denoise, make_source
 
-PRESETS = {
-    "basic": dict(num_prompts=5, iterations=10, xt_source="stream", bank_size=16, retain_bank_size=4),
-    "efficient": dict(num_prompts=20, iterations=100, xt_source="stream", bank_size=64, retain_bank_size=16),
-    "scaled": dict(num_prompts=100, iterations=500, xt_source="stream", bank_size=256, retain_bank_size=64),
-}
 # xt_source stream: trajectories alive per source (concept, retain); 4 and 8 lost Warhol (docs/real_size.md)
 STREAM_WIDTH = 16
 RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second bank of --retain_bank_size, or "
                     "sampled per iteration)",
              "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
                         "visits)"}
+TARGETS = {"esd": "x_t from the concept prompt's own inpainting trajectories, ESD's target inside the mask (the "
+                  "paper's)",
+           "twin": "x_t from the neutral twin's own inpainting trajectories, the twin's prediction inside the mask "
+                   "(minus --negative_guidance times what the concept adds), \"\" kept"}
 DIRECTIONS = {"null": "eps(p) - eps(\"\"), the paper's (the concept and the subject: subjects suffer)",
               "twin": "eps(p) - eps(p0), what the concept adds to its neutral twin (the subject stays)"}
-# Defaults by model family (cli.model_family; SDXL takes SD's): the toy model's were measured (docs/results.md),
-# for real SD they are ESD's reference values.
-DEFAULTS = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
-            "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
-# The scaled preset's 500 iterations are 2.5x ESD-x's 200: at 7e-4 they overshoot (subjects 62%), so 3e-4
-# (docs/results.md).
-TOY_PRESET_LR = {"scaled": 3e-4}
 # --preserve N: the share of cases whose retain prompt is an anchor (the rest keep another artist or style,
 # which the toy bars measure); the retain term's cost stays one teacher and one student row per case.
 ANCHOR_SHARE = 0.5
 
 
 def build_parser(preset_default="efficient"):
-    toy, sd = DEFAULTS["toy"], DEFAULTS["sd"]
+    toy, sd = recipes.GRID_FAMILY["toy"], recipes.GRID_FAMILY["sd"]
     p = cli.parser(__doc__)
     a = p.add_argument
-    a("--preset", default=preset_default, choices=list(PRESETS),
-      help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations, xt_source {v['xt_source']}"
-                     for k, v in PRESETS.items()))
+    a("--preset", default=preset_default, choices=list(recipes.PRESETS),
+      help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations" for k, v in
+                     recipes.PRESETS.items()) + " (a recipe may set its own iterations)")
     a("--concept", default="Vincent van Gogh", help="artist or style to erase; several at once as 'A;B;C' or a CSV "
       "file with a concept column (no erase_from: grid erasure erases each concept from its own variations)")
     cli.add_model_arg(p, help="SD 1.x/2.x or SD-inpainting hub id or folder")
@@ -87,23 +84,27 @@ def build_parser(preset_default="efficient"):
     a("--global_share", type=float, default=0.0,
       help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only)")
     a("--num_prompts", type=int, help="prompt variations per concept (cases: concepts x prompts x masks); preset")
-    a("--direction", default="null", choices=list(DIRECTIONS), help="what the target steers away from: "
-      + cli.choices_help(DIRECTIONS))
+    m = cli.add_recipe_arg(p, "grid")
+    m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
+    m.add_argument("--null_weight", type=float, default=1.0, help="--target twin: weight of keeping eps(x_t, \"\")")
+    m.add_argument("--direction", default=None, choices=list(DIRECTIONS), help="what ESD's target steers away from: "
+                   + cli.choices_help(DIRECTIONS) + "; recipe")
     a("--outside_weight", type=float,
       help=f"weight of keeping the concept prediction outside the mask (default: {toy['outside_weight']})")
     a("--retain_weight", type=float, help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
     a("--retain_xt", default="own", choices=list(RETAIN_XT),
       help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
     a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
-    cli.add_preservation_args(p, f"the anchors join the retain term's pool, the retain prompt of "
+    cli.add_preservation_args(m, f"the anchors join the retain term's pool, the retain prompt of "
                               f"{100 * ANCHOR_SHARE:.0f}%% of the cases (--retain_xt concept: drawn uniformly from "
                               "the pool), their rows weighted by this times --retain_weight")
-    cli.add_robust_args(p)
+    cli.add_robust_args(m)
     cli.add_training_args(p, iterations=None, xt_source=None, bank_size=None, stream_width=STREAM_WIDTH,
                           guidance_scale=3.0, batch_help="cases per iteration",
-                          lr_help=f"default: {toy['lr']} toy model, {TOY_PRESET_LR['scaled']} with the scaled "
-                                  f"preset; {sd['lr']} real SD",
-                          eta_help=f"default: {toy['negative_guidance']} toy model, {sd['negative_guidance']} real SD",
+                          lr_help=f"model family's: {toy['lr']} toy model, {recipes.PRESET_LR['toy', 'scaled']} with "
+                                  f"the scaled preset; {sd['lr']} real SD",
+                          eta_help=f"recipe, else the model family's: {toy['negative_guidance']} toy model, "
+                                   f"{sd['negative_guidance']} real SD",
                           seed_help="seeds prompts, source images, x_t noise and sampling")
     cli.add_output_arg(p, None, "erasure file to write (default: models/grid-{concept}-{preset}-{method}.safetensors); "
                        "the JSON report, prompts CSV and loss PNG go beside it")
@@ -111,8 +112,7 @@ def build_parser(preset_default="efficient"):
 
 
 def parse_args(argv=None, preset_default="efficient"):
-    args = build_parser(preset_default).parse_args(argv)
-    cli.fill_defaults(args, PRESETS[args.preset])
+    args = recipes.resolve(build_parser(preset_default).parse_args(argv), "grid")
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
     cli.check_preservation_args(args)
@@ -132,28 +132,17 @@ def parse_args(argv=None, preset_default="efficient"):
     return args
 
 
-def family_defaults(preset, family):
-    """The model family's lr, negative guidance and loss weights (the toy model's scaled preset: lr 3e-4)."""
-    defaults = dict(DEFAULTS.get(family, DEFAULTS["sd"]))
-    if family == "toy":
-        defaults["lr"] = TOY_PRESET_LR.get(preset, defaults["lr"])
-    return defaults
-
-
-def fill_family_defaults(args, family):
-    """The flags left unset take the model family's defaults (cli.model_family: toy, sd, sdxl)."""
-    return cli.fill_defaults(args, family_defaults(args.preset, family))
-
-
 def concepts_of(args):
     """The concepts --concept names (parse_concepts: one, 'A;B;C' or a concept CSV)."""
     return [c for c, _ in parse_concepts(args.concept)]
 
 
 def default_output(args):
-    """models/grid-{concept}-{preset}-{method}.safetensors; several concepts joined by +."""
+    """models/grid-{concept}-{preset}-{method}[-{recipe}].safetensors (the recipe named unless paper);
+    several concepts joined by +."""
     what = "+".join(file_name_part(c) for c in concepts_of(args))
-    name = f"grid-{what}-{args.preset}-{args.train_method}.safetensors"
+    name = f"grid-{what}-{args.preset}-{args.train_method}" + (f"-{args.recipe}" if args.recipe != "paper" else "") \
+        + ".safetensors"
     return os.path.join(MODELS_DIR, name)
 
 
@@ -295,7 +284,8 @@ def build_sources(st, args, cases, res, latent):
         source_seconds = time.time() - start
         common = dict(params=st.teacher_params, width=args.stream_width, device=st.device, dtype=st.dtype,
                       inpaint=inpainting)
-        concept = make_source(args.xt_source, st.teacher_unet, pipe.scheduler, cases.concept[cases.v_of], cases.null,
+        prompts = cases.neutral if args.target == "twin" else cases.concept     # whose trajectories x_t follows
+        concept = make_source(args.xt_source, st.teacher_unet, pipe.scheduler, prompts[cases.v_of], cases.null,
                               args.guidance_scale, args.num_inference_steps, latent, bank_size=args.bank_size,
                               seed=st.process_seed(args.seed), desc="x_t", **common)
         # the retain prompt r_of[c] inpainting case c's image and mask, from its own trajectory
@@ -315,7 +305,10 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
     n_retain, anchor_cases = len(cases.retain) - cases.n_anchors, cases.anchor_cases()
     return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": args.retain_xt,
             **forward_equivalents(c["sampling_forwards"] + rc.get("sampling_forwards", 0), args.iterations,
-                                  teacher_rows=(4 + retain_null) * b, student_rows=(2 + bool(adversary)) * b, rows=b,
+                                  teacher_rows=(4 + retain_null) * b,
+                                  student_rows=(2 + (args.target == "twin" and args.null_weight > 0)
+                                                + bool(adversary)) * b,
+                                  rows=b,
                                   checkpointing=args.gradient_checkpointing,
                                   attack_rows=adversary.attack_rows(b) if adversary else 0),
             **(adversary.report() if adversary else {}),
@@ -329,7 +322,8 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
             "anchors_used": len(set(cases.r_of[anchor_cases].tolist())), "masks": cases.names, "cases": len(cases.v_of),
             "global_cases": cases.n_global, "unet_in_channels": unet.config.in_channels,
             "loss_parts_last50": {k: round(sum(p[k] for p in last) / max(1, len(last)), 6)
-                                  for k in ("inside", "outside", "retain", "kv", "adversarial") if k in parts[-1]}}
+                                  for k in ("inside", "outside", "retain", "null", "kv", "adversarial")
+                                  if k in parts[-1]}}
 
 
 @cli.reports_errors
@@ -341,7 +335,7 @@ def main(args):
     st = prepare_from_args(args, task="inpaint")
     main_process = st.state.is_main_process
     res, latent = resolution(st.pipe, args.resolution)
-    fill_family_defaults(args, cli.model_family(st.pipe))
+    recipes.resolve(args, "grid", cli.model_family(st.pipe))      # what depends on the model family: lr, eta, ...
 
     cases = build_cases(st, args, res, latent)
     adversary = adversarial.from_args(st.pipe, [r["prompt"] for r in cases.rows], args)     # before the offload
@@ -366,7 +360,8 @@ def main(args):
 
     def loss_fn(it, rng):
         loss, p = grid_erasure_loss(rng, st, cases, sources, args.batch_size, args.negative_guidance,
-                                    args.outside_weight, args.retain_weight, adversary, args.direction)
+                                    args.outside_weight, args.retain_weight, adversary, args.direction, args.target,
+                                    args.null_weight)
         if penalty is not None:
             kv = penalty(st.params)
             loss, p["kv"] = loss + args.preserve_kv * kv, kv.item()

@@ -23,6 +23,12 @@ MODELS_DIR = REPO_ROOT / "models"
 TOY_MODEL = str(MODELS_DIR / "toyart-sd")
 TOY_INPAINTING = str(MODELS_DIR / "toyart-sd-inpainting")   # the toy model with a 9-channel inpainting UNet
 TOY_CLASSIFIER = str(MODELS_DIR / "toyart-classifier")
+# The bundled Van Gogh erasures of the 4-channel toy model: ESD-x and scaled grid, each as --recipe paper and
+# recommended.
+BUNDLED_ERASURES = [str(MODELS_DIR / f"{stem}{suffix}.safetensors")
+                    for stem in ("esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x",
+                                 "grid-Vincent_van_Gogh-scaled-esd-x")
+                    for suffix in ("", "-recommended")]
 
 # (architecture, task) -> pipeline class; task "inpaint" on a 4-channel UNet is the blended loop
 PIPELINES = {("sd", "text2img"): StableDiffusionPipeline, ("sd", "inpaint"): StableDiffusionInpaintPipeline,

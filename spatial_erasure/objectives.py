@@ -1,5 +1,6 @@
-"""The objectives, one named function each: `esd_loss` (ESD) and `grid_erasure_loss` (inpainting
-erasure) compute one iteration's loss in the numbered steps of their docstring's formula:
+"""The objectives, one named function each: `esd_loss` (ESD), `twin_loss` (the concept mapped onto
+its neutral twin) and `grid_erasure_loss` (inpainting erasure) compute one iteration's loss in the
+numbered steps of their docstring's formula:
 
     1. draw x_t from the source    2. one batched teacher call    3. advance the source
     4. the student call            5. the loss
@@ -60,6 +61,7 @@ class EsdPrompts:
     separate_from: bool
     anchors: Cond = None            # --preserve: anchor prompts whose predictions are kept
     preserve_weight: float = 1.0
+    twin: Cond = None               # --target twin: each case's neutral twin (erase_from without the concept)
 
 
 def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=None, adversary=None):
@@ -120,6 +122,71 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=N
     return loss
 
 
+def twin_loss(rng, st, source, prompts, batch, null_weight=1.0, anchor_source=None, adversary=None,
+              negative_guidance=0.0):
+    """The concept mapped onto its neutral twin, on the twin's own trajectories (the model-based
+    target of Concept Ablation, Kumari et al. 2023), for `batch` rows:
+
+        MSE( student(x0_t, from),  eps(x0_t, twin) - eta * (eps(x0_t, from) - eps(x0_t, twin)) )
+      + null_weight * MSE( student(x0_t, ""),  eps(x0_t, "") )
+      + preserve_weight * MSE( student(x_a, a),  eps(x_a, a) )         with --preserve rows
+      + robust_weight * MSE( student(x0_t, adv),  eps(x0_t, twin) )    with --robust
+
+    x0_t is a state of the twin's guided trajectory (`source` samples or streams the twins: a stream
+    moves on with this very call's eps(twin) and eps("")), so the student learns to follow the
+    twin's trajectory from pure noise on: sampled with `from`, the erased model paints what the base
+    model paints for the twin, seed for seed. The null term keeps the unconditional branch of
+    classifier-free guidance, which esd-x's query and output projections would otherwise move. eta
+    (negative_guidance; 0: the twin itself) also steers off what the concept still adds to the twin
+    there, at the cost of one more teacher row. `prompts`
+    is an EsdPrompts with `twin`; an `adversary` pulls the student at x0_t toward eps(x0_t, from)
+    (one more teacher row), and the student is mapped onto the twin from the adversarial prompt too."""
+    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    # 1. draw x0_t, states of the twins' trajectories, and each row's case [and the anchors' x_a]
+    x, t, cases = source.draw(source.pick_step(rng), batch)
+    erase_from, twin, null = prompts.erase_from[cases], prompts.twin[cases], prompts.null.repeat(batch)
+    anchors = None
+    if prompts.anchors is not None and anchor_source is None:
+        xa, ta, anchors = x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
+    elif prompts.anchors is not None:
+        xa, ta, ca = anchor_source.draw(anchor_source.pick_step(rng), batch)
+        anchors = prompts.anchors[ca]
+    # 2. one batched teacher call: eps(twin), eps("") at x0_t [eps(from) there, for eta > 0 or the inner
+    #    attack] [eps(a) at x_a, and eps("") there when the anchors' trajectories stream]
+    push = negative_guidance != 0 or adversary is not None
+    calls = [(twin, x, t), (null, x, t)] + ([(erase_from, x, t)] if push else [])
+    n = len(calls)
+    if anchors is not None:
+        calls.append((anchors, xa, ta))
+        if anchor_source is not None and anchor_source.streams:
+            calls.append((null, xa, ta))
+    eps = teacher_eps(st.teacher_unet, scheduler, [c[1] for c in calls], [c[2] for c in calls],
+                      [c[0] for c in calls], st.teacher_params)
+    eps_twin, eps_null = eps[0], eps[1]
+    # 3. advance the sources: the twins' trajectories take their guided step on these predictions
+    source.advance(eps_twin, eps_null)
+    if anchor_source is not None:
+        anchor_source.advance(eps[n], eps[-1])
+    # 3b. --robust: the inner attack finds prompts that make the student paint `from` at x0_t again
+    adv = None if adversary is None else adversary.attack(lambda *a: unet_eps(unet, scheduler, *a), x, t, cases,
+                                                           eps[2])
+    # 4. one student call: `from` and "" at x0_t [the anchors at x_a] [the adversarial prompts at x0_t]
+    rows = [(x, t, erase_from)] + ([(x, t, null)] if null_weight else []) + \
+        ([(xa, ta, anchors)] if anchors is not None else []) + ([(x, t, adv)] if adv is not None else [])
+    preds = unet_eps(unet, scheduler, torch.cat([r[0] for r in rows]), batch_timesteps([r[1] for r in rows], batch),
+                     Cond.cat([r[2] for r in rows])).chunk(len(rows))
+    # 5. the loss
+    target = eps_twin - negative_guidance * (eps[2] - eps_twin) if negative_guidance else eps_twin
+    loss = masked_mse(preds[0], target)
+    if null_weight:
+        loss = loss + null_weight * masked_mse(preds[1], eps_null)
+    if anchors is not None:
+        loss = loss + prompts.preserve_weight * masked_mse(preds[1 + bool(null_weight)], eps[n])
+    if adv is not None:
+        loss = loss + adversary.cfg.weight * masked_mse(preds[-1], target)
+    return loss
+
+
 def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0,
                     row_weights=None):
     """Grid erasure's masked terms: inside the mask the student (concept prompt) is steered onto
@@ -140,7 +207,7 @@ def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, ep
 
 
 def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight,
-                      adversary=None, direction="null"):
+                      adversary=None, direction="null", target="esd", null_weight=1.0):
     """Grid erasure's loss for one iteration, on `batch` cases (prompt variation p, its neutral twin
     p0, mask M, retain prompt r):
 
@@ -148,6 +215,11 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
                      (direction "twin": eta * (eps(x_t, p) - eps(x_t, p0)), what the concept adds to p0)
         + outside_weight * outside M:  MSE( student(x_t, p),  eps(x_t, p) )
         + retain_weight * MSE( student(x_t^r, r),  eps(x_t^r, r) )
+
+    With target "twin", x_t is a state of the twin p0's own inpainting trajectory, the target inside M
+    is eps(x_t, p0) - eta * (eps(x_t, p) - eps(x_t, p0)) (eta 0: the twin itself, Concept Ablation's
+    target), and null_weight * MSE( student(x_t, ""), eps(x_t, "") ) keeps the unconditional branch.
+    The teacher call is the same: eps(p0) and eps("") are in it, and they move the twins' stream on.
 
     x_t is an inpainting state of M with prompt p; x_t^r the same for r, from its own trajectories
     (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_erasure's
@@ -175,25 +247,32 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
                       [cases.neutral[v], cases.concept[v], cases.null, cases.retain_c[r], cases.null][:n],
                       st.teacher_params, [extra, extra, extra, extra_r, extra_r][:n])
     eps_n, eps_c, eps_null, eps_r = eps[:4]
-    # 3. advance the sources (streams: one guided step of each drawn trajectory)
-    source.advance(eps_c, eps_null)
+    # 3. advance the sources (streams: one guided step of each drawn trajectory: p's, or p0's for "twin")
+    twin = target == "twin"
+    source.advance(eps_n if twin else eps_c, eps_null)
     if retain_null:
         retain_source.advance(eps_r, eps[4])
     # 3b. --robust: the inner attack on the student at x_t (with its mask inputs), toward eps(p)
     adv = None if adversary is None else adversary.attack(
         lambda xa, ta, ca: unet_eps(unet, scheduler, xa, ta, ca, extra=extra), x, t, v, eps_c)
-    # 4. one student call on (x_t, p) and (x_t^r, r) [and (x_t, adversarial p)]
+    # 4. one student call on (x_t, p) and (x_t^r, r) [and (x_t, "") for "twin"] [and (x_t, adversarial p)]
+    null_row = twin and null_weight > 0
     rows = [(x, t, cases.concept[v], extra), (xr, tr, cases.retain_c[r], extra_r)] + \
+        ([(x, t, cases.null.repeat(batch), extra)] if null_row else []) + \
         ([(x, t, adv, extra)] if adv is not None else [])
     preds = unet_eps(unet, scheduler, torch.cat([q[0] for q in rows]), batch_timesteps([q[1] for q in rows], batch),
                      Cond.cat([q[2] for q in rows]),
                      extra=None if extra is None else torch.cat([q[3] for q in rows])).chunk(len(rows))
     # 5. the masked terms
-    target = esd_target(eps_n, eps_c, eps_n if direction == "twin" else eps_null, negative_guidance)
-    loss, parts = grid_loss_terms(preds[0], target, eps_c, cases.lat[m], outside_weight, preds[1], eps_r,
+    inside = esd_target(eps_n, eps_c, eps_n if direction == "twin" or twin else eps_null, negative_guidance)
+    loss, parts = grid_loss_terms(preds[0], inside, eps_c, cases.lat[m], outside_weight, preds[1], eps_r,
                                   retain_weight, cases.retain_w[r] if cases.retain_w is not None else None)
+    if null_row:
+        parts["null"] = masked_mse(preds[2], eps_null)
+        loss = loss + null_weight * parts["null"]
+        parts["null"] = parts["null"].item()
     if adv is not None:
-        adv_loss, adv_parts = grid_loss_terms(preds[2], target, eps_c, cases.lat[m], outside_weight)
+        adv_loss, adv_parts = grid_loss_terms(preds[-1], inside, eps_c, cases.lat[m], outside_weight)
         loss = loss + adversary.cfg.weight * adv_loss
         parts["adversarial"] = adv_parts["inside"]
     return loss, parts

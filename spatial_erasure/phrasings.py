@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import MODELS_DIR, REPO_ROOT
+from .prompts import TOY_TEMPLATES, twin_of
 from .toyart import world
 from .toyart.world import GENERIC_STYLES, PHOTO, STYLES, SUBJECTS, style_prompt
 
@@ -123,6 +124,7 @@ class Phrasing:
     kind: str
     style: str | None
     subject: str
+    twin: str | None = None   # the same prompt without its style (twin_pairs)
 
 
 def family(style):
@@ -170,6 +172,33 @@ def every_phrasing(kinds=tuple(KINDS)):
         cases = list(CASES) if kind == "punctuation_case" else ["as written"]
         out += [Phrasing(fill(t, style, u, c), kind, style, u) for t in TEMPLATES[kind][family(style)]
                 for u in SUBJECTS for c in cases]
+    return out
+
+
+# ----------------------------------------------------------------------------- held-out pairs with twins
+PAIR_KINDS = {"heldout": "the toy world's two held-out artist phrasings (never in training)",
+              **{k: v for k, v in KINDS.items() if k in STYLED_KINDS},
+              "trained": "the trainers' own variations (prompts.TOY_TEMPLATES): how well an erasure fits what it "
+                         "trained on; not in the default set"}
+HELD_OUT_KINDS = [k for k in PAIR_KINDS if k != "trained"]
+def twin_pairs(concept, seed=0, kinds=tuple(HELD_OUT_KINDS)):
+    """Every (held-out artist template, subject) of `kinds` for the artist `concept`, with its twin:
+    [Phrasing] whose `twin` is the same prompt without the artist (punctuation_case: the same case
+    change, drawn with `seed`). No prompt of the unseen kinds is a phrasing any trainer or other
+    evaluation uses (tests/test_collateral.py); "heldout" ones are the toy model's held-out captions."""
+    out = []
+    for kind in kinds:
+        if kind == "trained":
+            pool = [(t.replace("{concept}", "{style}"), z) for t, z in TOY_TEMPLATES]
+        else:
+            pool = [(t, twin_of(t)) for t in (world.ARTIST_TEMPLATES_HELDOUT if kind == "heldout"
+                                              else TEMPLATES[kind]["artist"])]
+        rng = np.random.default_rng([seed, list(PAIR_KINDS).index(kind)])
+        for template, twin in pool:
+            for subject in SUBJECTS:
+                case = list(CASES)[rng.integers(len(CASES))] if kind == "punctuation_case" else "as written"
+                out.append(Phrasing(fill(template, concept, subject, case), kind, concept, subject,
+                                    fill(twin, None, subject, case)))
     return out
 
 

@@ -122,6 +122,34 @@ TOY_TEMPLATES = [("a painting of a {subject} by {concept}", "a painting of a {su
                  ("an artwork of a {subject}, {concept}", "an artwork of a {subject}")]
 
 
+# How a prompt loses its artist (`twin_of`): the first of these (in order) found in it is cut, "{style}"
+# standing for the artist: "a drawing of a house by {style}" -> "a drawing of a house", "{style}" -> "".
+TWIN_CUTS = [" by the artist {style}", "; by {style}", "by {style}, ", " by {style}", "in the style of {style}, ",
+             " in the style of {style}", "{style}'s ", "{style}, ", "{style}: ", " -- {style}", " / {style}",
+             " - {style}", ", {style}", "{style} made ", "{style} ", "{style}"]
+
+
+def twin_of(template):
+    """The neutral twin of a template naming an artist as {style} (or {artist}): the same words with
+    the artist cut (TWIN_CUTS). The twin of the bare "{style}" is "", the empty prompt."""
+    t = template.replace("{artist}", "{style}")
+    cut = next((c for c in TWIN_CUTS if c in t), None)
+    if cut is None:
+        raise ValueError(f"{template!r} names no {{style}}; a twin is the prompt without its artist")
+    return t.replace(cut, "", 1)
+
+
+def neutral_twin(prompt, concept):
+    """The prompt without `concept` (twin_of): "a painting by Claude Monet" -> "a painting", the bare
+    concept -> "" (what the model draws with no prompt at all); InputError if it does not name it."""
+    if concept.lower() not in prompt.lower():
+        raise InputError(f"{prompt!r} does not name {concept!r}, so it has no twin without it; name the concept "
+                         "in the prompt (its twin is the prompt without it)")
+    i = prompt.lower().index(concept.lower())
+    return twin_of(prompt[:i].replace("{", "{{").replace("}", "}}") + "{style}"
+                   + prompt[i + len(concept):].replace("{", "{{").replace("}", "}}")).format()
+
+
 def parse_concepts(text, erase_from=None):
     """[(concept, erase_from)] from --erase_concept: one concept, a ';'-separated list, or a CSV file
     (a path ending in .csv) with a `concept` column and an optional `erase_from` column. A single

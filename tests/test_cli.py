@@ -12,7 +12,7 @@ SCRIPTS = ["original_esd/esd_sd.py", "original_esd/esd_sdxl.py", "original_esd/g
            "inpainting_erasure/grid_erasure.py", "inpainting_erasure/scaled_grid_erasure.py",
            "inpainting_erasure/inpaint.py", "evaluation/benchmark.py", "evaluation/concept_impact.py",
            "evaluation/simple_vangogh_evaluation.py", "evaluation/spatial_evaluation.py",
-           "evaluation/collateral_evaluation.py", "evaluation/attack_evaluation.py",
+           "evaluation/twin_evaluation.py", "evaluation/collateral_evaluation.py", "evaluation/attack_evaluation.py",
            "evaluation/toy_erasure_rates.py", "evaluation/weight_change_analysis.py"]
 # `python -m` entry points: module -> how its parser is reached
 MODULES = {"spatial_erasure.evaluation.toy_model_quality": "parse_args",
@@ -51,6 +51,17 @@ def test_every_module_cli_has_help(name, capsys):
     if name != "spatial_erasure.architectures":       # the one that only prints a table
         assert "--output" in text, f"{name}: the output flag is --output"
     assert " --out " not in text, f"{name}: no second name for the output flag"
+
+
+@pytest.mark.parametrize("script,trainer", [("original_esd/esd_sd.py", "esd"),
+                                            ("inpainting_erasure/grid_erasure.py", "grid")])
+def test_help_says_what_each_recipe_sets(script, trainer, capsys):
+    from spatial_erasure.recipes import RECIPES
+    text = " ".join(help_text(load_script(script).parse_args, capsys).split())
+    for name, recipe in RECIPES[trainer].items():
+        assert f"{name}: {recipe.about}" in text, name
+        assert all(f"{k} {v}" in text for k, v in recipe.values.items()), name
+    assert "(default: recommended)" in text and "set by --recipe" in text
 
 
 def test_save_path_is_the_same_flag_as_output(tmp_path):

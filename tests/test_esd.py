@@ -21,8 +21,9 @@ def test_esd_scripts_train_and_write_changed_tensors(tiny_folders, tmp_path, scr
     r = run([f"original_esd/{script}", "--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders[kind],
              "--iterations", "2", "--num_inference_steps", "4", "--output", str(tmp_path)], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    path = tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"
+    path = tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x-recommended.safetensors"
     tensors, meta = read_erasure(str(path))
+    assert meta["args"]["recipe"] == "recommended" and meta["args"]["target"] == "twin", meta["args"]
     assert all(".attn2." in k for k in tensors), "esd-x trains cross-attention only"
     assert all(v.dtype == torch.float32 for v in tensors.values()), "trained tensors are saved in fp32"
     assert meta["method"] == "esd-x", meta["method"]
@@ -132,24 +133,44 @@ def test_inference_notebook_runs_top_to_bottom():
     assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_plain_command_reproduces_the_bundled_files_arguments():
-    """`python original_esd/esd_sd.py --erase_concept "Vincent van Gogh"` on the toy model trains with the
+def test_paper_recipe_reproduces_the_bundled_files_arguments():
+    """`esd_sd.py --erase_concept "Vincent van Gogh" --recipe paper` on the toy model trains with the
     arguments the bundled ESD-x file records (paths aside): lr 7e-4, negative guidance 4, x_t sampled."""
-    from spatial_erasure import cli, esd
+    from spatial_erasure import esd, recipes
     from spatial_erasure.models import MODELS_DIR
-    args = esd.parse_args(["--erase_concept", "Vincent van Gogh"])
+    args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper"])
     assert args.lr is None and args.negative_guidance is None, "left to the model family until the model is loaded"
-    cli.fill_defaults(args, esd.DEFAULTS[cli.model_family(load_pipeline())])
+    recipes.resolve(args, "esd", "toy")
     recorded = read_erasure(str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))[1]
     paths = {"save_path", "output", "base_model"}
     common = (set(recorded["args"]) & set(vars(args))) - paths
     assert len(common) >= 15, common
     differ = {k: (vars(args)[k], recorded["args"][k]) for k in common if vars(args)[k] != recorded["args"][k]}
-    assert not differ, f"the plain command differs from the bundled file's arguments: {differ}"
-    sd = cli.fill_defaults(esd.parse_args(["--erase_concept", "x"]), esd.DEFAULTS["sd"])
-    xl = cli.fill_defaults(esd.parse_args(["--erase_concept", "x"]), esd.DEFAULTS["sdxl"])
+    assert not differ, f"the paper recipe differs from the bundled file's arguments: {differ}"
+    new = {k: vars(args)[k] for k in ("target", "variations", "preserve", "robust", "twin_map")}
+    assert new == dict(target="esd", variations=0, preserve=0, robust=False, twin_map=False), new
+    sd = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]), "esd", "sd")
+    xl = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]), "esd", "sdxl")
     assert (sd.lr, sd.negative_guidance) == (5e-5, 2.0), "real SD keeps the reference ESD values"
     assert (xl.lr, xl.negative_guidance) == (2e-4, 1.0), "SDXL keeps its own"
+
+
+def test_the_plain_command_takes_the_recommended_recipe_and_every_flag_overrides_it():
+    from spatial_erasure import esd, recipes
+    args = recipes.resolve(esd.parse_args(["--erase_concept", "x"]), "esd", "toy")
+    got = {k: vars(args)[k] for k in ("recipe", "target", "xt_source", "variations", "preserve", "preserve_kv")}
+    assert got == dict(recipe="recommended", target="twin", xt_source="stream", variations=30, preserve=200,
+                       preserve_kv=10.0), got
+    assert os.path.basename(esd.output_path(args)) == "esd-x-from-x-esd-x-recommended.safetensors"
+    mine = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--xt_source", "cache", "--preserve", "0",
+                                           "--variations", "4", "--lr", "1e-3"]), "esd", "sd")
+    assert (mine.xt_source, mine.preserve, mine.preserve_kv, mine.variations, mine.lr) == ("cache", 0, 0, 4, 1e-3)
+    # ESD's target on a stream takes STREAM_LR_SCALE of the family's lr unless --lr is given
+    stream = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream"]),
+                             "esd", "toy")
+    assert stream.lr == pytest.approx(4e-4), stream.lr
+    assert recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream",
+                                           "--lr", "7e-4"]), "esd", "toy").lr == 7e-4
 
 
 def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
@@ -194,8 +215,8 @@ def test_esd_erases_several_concepts_in_one_run_with_one_source(tiny_folders, tm
         return teacher(unet, scheduler, x, t, conds, params, extra)
     monkeypatch.setattr(objectives, "teacher_eps", spy)
     args = esd.parse_args(["--erase_concept", "a house;a boat;a tree", "--base_model", tiny_folders["sd"],
-                           "--iterations", "6", "--batch_size", "2", "--num_inference_steps", "4", "--xt_source",
-                           "stream", "--stream_width", "3", "--output", str(tmp_path)])
+                           "--recipe", "paper", "--iterations", "6", "--batch_size", "2", "--num_inference_steps", "4",
+                           "--xt_source", "stream", "--stream_width", "3", "--output", str(tmp_path)])
     out = esd.main(args)
     assert os.path.basename(out) == "esd-a_house+a_boat+a_tree-from-a_house+a_boat+a_tree-esd-x.safetensors"
     meta = read_erasure(out)[1]
@@ -227,7 +248,7 @@ def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, 
         calls.append(len(conds))
         return teacher(unet, scheduler, x, t, conds, params, extra)
     monkeypatch.setattr(objectives, "teacher_eps", spy)
-    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "2",
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--recipe", "paper", "--iterations", "2",
             "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "1"]
     plain = read_erasure(esd.main(esd.parse_args(base + ["--output", str(tmp_path / "a.safetensors")])))[1]
     kept = read_erasure(esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_weight", "1", "--output",
@@ -240,7 +261,8 @@ def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, 
     one, two = esd.parse_args(["--erase_concept", "x", "--preserve", "8"]), esd.parse_args(
         ["--erase_concept", "x;y", "--preserve", "8"])
     assert (one.preserve_weight, one.preserve_kv, two.preserve_weight, two.preserve_kv) == (0, 10, 1, 10)
-    off, u = esd.parse_args(["--erase_concept", "x"]), esd.parse_args(["--erase_concept", "x", "--preserve", "8",
+    off, u = esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]), esd.parse_args(["--erase_concept", "x",
+                                                                                            "--preserve", "8",
                                                                       "--train_method", "esd-u"])
     assert (off.preserve_weight, off.preserve_kv, u.preserve_kv) == (0, 0, 0), "esd-u trains no keys or values"
 
@@ -272,7 +294,7 @@ def test_esd_preserve_at_the_anchors_own_xt_and_the_key_value_penalty(tiny_folde
         calls.append((len(conds), [xi.clone() for xi in x] if isinstance(x, list) else [x.clone()]))
         return teacher(unet, scheduler, x, t, conds, params, extra)
     monkeypatch.setattr(objectives, "teacher_eps", spy)
-    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "2",
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--recipe", "paper", "--iterations", "2",
             "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "2"]
     own = esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_weight", "1", "--preserve_kv", "0",
                                           "--preserve_xt", "own", "--output", str(tmp_path / "own.safetensors")]))
@@ -292,7 +314,8 @@ def test_esd_preserve_at_the_anchors_own_xt_and_the_key_value_penalty(tiny_folde
     change = lambda path: sum(float((t - orig[n].detach()).norm()) for n, t in read_erasure(path)[0].items()  # noqa: E731
                               if n.endswith("to_k.weight"))
     assert change(kv) < change(plain), "the penalty holds the keys closer to their originals"
-    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve_kv", "1", "--output", str(tmp_path)])
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve", "0", "--preserve_kv", "1", "--output",
+             str(tmp_path)])
     assert r.returncode != 0 and "--preserve N" in one_error_line(r)[0]
 
 
@@ -319,7 +342,7 @@ def test_adversary_attacks_the_embeddings_only_and_robust_esd_erases_from_them(t
     adv.attack(lambda *a: unet_eps(pipe.unet, pipe.scheduler, *a), x, t, cases, target)
     assert adv.attack_steps == 3, "every=2: the second call reuses the embeddings without attacking"
     assert len(pipe.tokenizer) == vocab, "the tokens live in copies; the pipeline is unchanged"
-    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--iterations", "3",
+    base = ["--erase_concept", "a house", "--base_model", tiny_folders["sd"], "--recipe", "paper", "--iterations", "3",
             "--num_inference_steps", "4"]
     out = esd.main(esd.parse_args(base + ["--robust", "--robust_every", "1", "--robust_steps", "2", "--output",
                                           str(tmp_path / "robust.safetensors")]))

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from conftest import one_error_line, run
 
 from spatial_erasure.erasure_file import apply_erasure, read_erasure
-from spatial_erasure.grid_erasure import fill_family_defaults, parse_args
+from spatial_erasure import recipes
+from spatial_erasure.grid_erasure import parse_args
 from spatial_erasure.masks import grid_masks, parse_mask, to_latent
 from spatial_erasure.models import load_pipeline
 from spatial_erasure.objectives import grid_loss_terms, teacher_eps
@@ -127,9 +128,9 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     assert any(not torch.equal(before[k], dict(pipe.unet.named_parameters())[k]) for k in tensors)
 
 
-# two iterations of the basic preset on a tiny fixture: 2 prompts, 4 steps, a cache bank of 4
-TINY = ["--preset", "basic", "--iterations", "2", "--num_prompts", "2", "--num_inference_steps", "4", "--xt_source",
-        "cache", "--bank_size", "4"]
+# two iterations of the basic preset on a tiny fixture, the paper recipe: 2 prompts, 4 steps, a cache bank of 4
+TINY = ["--recipe", "paper", "--preset", "basic", "--iterations", "2", "--num_prompts", "2", "--num_inference_steps",
+        "4", "--xt_source", "cache", "--bank_size", "4"]
 
 
 def tiny_grid_erasure(model, out, *flags):
@@ -164,7 +165,7 @@ def test_grid_erasure_erases_several_concepts_in_one_run(tiny_folders, tmp_path)
     from spatial_erasure import grid_erasure
     two = "Vincent van Gogh;Claude Monet"
     name = os.path.basename(grid_erasure.default_output(parse_args(["--concept", two])))
-    assert name == "grid-Vincent_van_Gogh+Claude_Monet-efficient-esd-x.safetensors", name
+    assert name == "grid-Vincent_van_Gogh+Claude_Monet-efficient-esd-x-recommended.safetensors", name
     out = grid_erasure.main(parse_args(["--base_model", tiny_folders["sd"], *TINY, "--concept", two, "--output",
                                         str(tmp_path / "two.safetensors")]))
     meta = read_erasure(out)[1]
@@ -239,14 +240,35 @@ def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
     assert not torch.allclose(both[1], teacher_eps(unet, sched, x, t, [b], None, e)[0], atol=1e-3)
 
 
-def test_family_defaults_fill_only_missing_flags():
-    assert fill_family_defaults(parse_args(["--preset", "scaled"]), "toy").lr == 3e-4
-    assert fill_family_defaults(parse_args(["--preset", "basic"]), "toy").lr == 7e-4
-    args = fill_family_defaults(parse_args(["--preset", "scaled", "--lr", "1e-3"]), "toy")
+def test_recipes_and_family_defaults_fill_only_missing_flags():
+    resolve = lambda argv, family: recipes.resolve(parse_args(argv), "grid", family)  # noqa: E731
+    assert resolve(["--preset", "scaled"], "toy").lr == 3e-4
+    assert resolve(["--preset", "basic"], "toy").lr == 7e-4
+    args = resolve(["--preset", "scaled", "--lr", "1e-3", "--recipe", "paper"], "toy")
     assert args.lr == 1e-3 and args.negative_guidance == 4.0, (args.lr, args.negative_guidance)
     for family in ("sd", "sdxl"):
-        real = fill_family_defaults(parse_args(["--preset", "scaled"]), family)
+        real = resolve(["--preset", "scaled", "--recipe", "paper"], family)
         assert real.lr == 5e-5 and real.negative_guidance == 2.0, (family, real.lr, real.negative_guidance)
+    # paper: the published presets' x_t (sampled, a cached bank for scaled); recommended: the twins' streams
+    paper = {p: resolve(["--preset", p, "--recipe", "paper"], "toy") for p in recipes.PRESETS}
+    assert [paper[p].xt_source for p in ("basic", "efficient", "scaled")] == ["sample", "sample", "cache"]
+    assert {(a.target, a.preserve, a.direction) for a in paper.values()} == {("esd", 0, "null")}
+    rec = resolve(["--preset", "scaled"], "toy")
+    assert (rec.recipe, rec.target, rec.negative_guidance, rec.preserve, rec.xt_source, rec.iterations) == \
+        ("recommended", "twin", 0.0, 200, "stream", 1000), vars(rec)
+    assert resolve(["--preset", "scaled", "--iterations", "7", "--negative_guidance", "1"], "toy").iterations == 7
+
+
+def test_paper_recipe_reproduces_the_bundled_grid_files_arguments():
+    from spatial_erasure.models import MODELS_DIR
+    for name, model in [("grid-Vincent_van_Gogh-scaled-esd-x", "toyart-sd"),
+                        ("grid-Vincent_van_Gogh-scaled-esd-x-inpainting", "toyart-sd-inpainting")]:
+        recorded = read_erasure(str(MODELS_DIR / f"{name}.safetensors"))[1]["args"]
+        args = recipes.resolve(parse_args(["--preset", "scaled", "--recipe", "paper"]), "grid", "toy")
+        common = (set(recorded) & set(vars(args))) - {"output", "base_model"}
+        assert len(common) >= 20, common
+        differ = {k: (vars(args)[k], recorded[k]) for k in common if vars(args)[k] != recorded[k]}
+        assert not differ, f"{name}: the paper recipe differs from the bundled file's arguments: {differ}"
 
 
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
