@@ -23,6 +23,7 @@ from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.prompts import read_prompt_csv
 from spatial_erasure.reports import save_png, write_json
 from spatial_erasure.sampling import to_uint8
+from spatial_erasure.trainer import resolution
 
 
 def parse_args(argv=None):
@@ -36,7 +37,10 @@ def parse_args(argv=None):
     a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
     cli.add_common_args(p, "results/images", "output root folder", guidance_help="CFG scale unless the row sets one",
                         save_path_alias=True)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.require_positive(args, "num_samples", "num_inference_steps")
+    cli.check_output(args.output, folder=True)
+    return args
 
 
 @cli.reports_errors
@@ -54,8 +58,7 @@ def main(args):
         print(describe(pipe) + (f" + {args.erasure}" if args.erasure else ""))
     out_dir = os.path.join(args.output, name)
     os.makedirs(out_dir, exist_ok=True)
-    res = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    shape = (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
+    res, shape = resolution(pipe, args.resolution)
 
     done = []
     with state.split_between_processes(rows) as mine:

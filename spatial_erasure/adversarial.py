@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .attacks import LearnedTokens
+from .attacks import LearnedTokens, check_supported
 from .prompts import Cond
 
 
@@ -89,6 +89,7 @@ def from_args(pipe, prompts, args):
     Build it before the text encoder is offloaded: its copy stays on the device."""
     if not args.robust:
         return None
+    check_supported(pipe, inpaint=True, fix="pass --no-robust, or an SD 1.x/2.x base model")
     return Adversary(pipe, prompts, AdversaryConfig(tokens=args.robust_tokens, steps=args.robust_steps,
                                                     every=args.robust_every, weight=args.robust_weight,
                                                     seed=args.seed))

@@ -144,13 +144,13 @@ def concept_pairs(concept, toy, n, seed=0):
     return [(r["prompt"], r["neutral"], re.search(r"(\w+)$", r["neutral"]).group(1) if toy else None) for r in rows]
 
 
-def check_supported(pipe, inpaint=False):
+def check_supported(pipe, inpaint=False, fix="pass --attacks with prompt attacks only, or an SD 1.x/2.x base model"):
     """The learned-token attacks need one text encoder and a 4-channel text-to-image UNet (with
-    `inpaint`, --robust's inner attack, a 9-channel SD-inpainting UNet too)."""
+    `inpaint`, --robust's inner attack, a 9-channel SD-inpainting UNet too); `fix` ends the error."""
     arch = architecture(pipe.unet)
     if arch != "sd" and not (inpaint and arch == "sd-inpaint"):
         raise InputError(f"the inversion and soft-prompt attacks support SD 1.x/2.x text-to-image UNets, not {arch}; "
-                         "pass --attacks with prompt attacks only, or an SD 1.x/2.x base model")
+                         + fix)
 
 
 # ----------------------------------------------------------------------------- learned tokens

@@ -1,7 +1,7 @@
 """Resumable training state in safetensors only: model tensors, optimizer moments, step, RNG-free.
 
 Optimizer state is flattened into tensors ("opt.{param_index}.{name}") with the param groups
-in the metadata as JSON, so a checkpoint never needs unpickling. Writes go to a temporary file
+in the metadata as JSON, so a checkpoint never needs unpickling. Writes go to a unique temporary file
 that is renamed when complete, so an interrupted save leaves the previous checkpoint intact.
 """
 import json
@@ -12,13 +12,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .files import atomic_path
+
 
 def atomic_save(tensors, path, metadata=None):
-    """save_file to path + '.tmp', then rename: readers never see half a file."""
-    tmp = path + ".tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+    """save_file to a unique temporary name, then rename (files.atomic_path): readers never see half
+    a file, and a failed save leaves no temporary behind."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
 def replace_folder(tmp, folder, keep=("README.md",)):

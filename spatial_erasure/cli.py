@@ -17,10 +17,12 @@ main is wrapped in `reports_errors`: an error the user can fix ends the run with
 """
 import argparse
 import functools
+import math
 import os
 from pathlib import Path
 
-from .distributed import end_processes
+from . import files
+from .distributed import check_device, end_processes
 from .errors import InputError
 from .models import REPO_ROOT, TOY_MODEL, ModelLoadError, architecture
 from .prompts import is_toy
@@ -211,6 +213,28 @@ def require_positive(args, *names):
         value = getattr(args, name)
         if value < 1:
             fail(f"--{name} must be at least 1, got {value}; pass --{name} 1 or more")
+
+
+def check_training_args(args):
+    """One line naming the fix for trainer flags that would fail or mislead later: run before any
+    model loads (lr, device, batch size against the stream width)."""
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        fail(f"--lr must be a finite number above 0, got {args.lr}; pass e.g. --lr 1e-4 (or leave it to the recipe)")
+    try:
+        check_device(args.device)
+    except InputError as e:
+        fail(str(e))
+    if args.xt_source == "stream" and args.batch_size > args.stream_width:
+        fail(f"--batch_size {args.batch_size} draws more trajectories per iteration than --stream_width "
+             f"{args.stream_width} keeps alive; pass --stream_width {args.batch_size} or more")
+
+
+def check_output(path, flag="--output", folder=False):
+    """One line naming the fix when `path` cannot be written (files.check_output), before any work."""
+    try:
+        files.check_output(path, flag, folder)
+    except InputError as e:
+        fail(str(e))
 
 
 def model_family(pipe):

@@ -26,6 +26,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm import tqdm
 
+from .errors import InputError
+
 
 def process_state():
     """accelerate's PartialState (a singleton). cpu=True without CUDA, else a CPU-only launch
@@ -49,9 +51,33 @@ def machine_name():
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def check_device(device):
+    """InputError in one line for a --device torch does not know or this machine does not have; None
+    (the default) is always fine."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {device} is not a torch device; pass cpu, cuda or cuda:N (or leave --device "
+                         "out)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch sees no CUDA GPU on this machine; pass --device cpu (or leave "
+                         "--device out)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s); pass "
+                         "cuda:0 or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: MPS is not available here; pass --device cpu (or leave --device out)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {device}: this toolkit runs on cpu, cuda or mps; pass one of them")
+
+
 def process_device(device=None):
     """The torch device for this process: "cuda" (or None, when CUDA is available) becomes this
-    process's own GPU; anything else is returned as given; None without CUDA is "cpu"."""
+    process's own GPU; anything else is returned as given; None without CUDA is "cpu". InputError
+    for a device that does not exist here (check_device)."""
+    check_device(device)
     if device in (None, "cuda") and torch.cuda.is_available():
         return process_state().device
     return device or "cpu"

@@ -133,6 +133,14 @@ def read_erasure(path):
         raise ErasureFileError(f"{path} is not an erasure file (no method or base_fingerprint metadata); {WRITTEN_BY}")
     if not tensors:
         raise ErasureFileError(f"{path} holds no tensors; {WRITTEN_BY}")
+    wrong = [f"{k} ({v.dtype})" for k, v in tensors.items() if not v.is_floating_point()]
+    if wrong:
+        raise ErasureFileError(f"{path} holds non-float tensors, e.g. {wrong[0]}; an erasure file holds float UNet "
+                               f"weights; {WRITTEN_BY}")
+    bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ErasureFileError(f"{path} holds NaN or Inf in {len(bad)} tensors (e.g. {bad[0]}): its training "
+                               "diverged; retrain it with a lower --lr")
     return tensors, meta
 
 

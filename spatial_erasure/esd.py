@@ -101,6 +101,7 @@ def build_parser(defaults, description):
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     args = recipes.resolve(build_parser(defaults, description).parse_args(argv), "esd")
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    cli.check_training_args(args)
     if (args.variations or 0) < 0:
         cli.fail(f"--variations must be 0 (the concept prompt alone) or more, got {args.variations}")
     cli.check_preservation_args(args)
@@ -108,6 +109,7 @@ def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
         pairs = parse_concepts(args.erase_concept, args.erase_from)
     except InputError as e:
         cli.fail(str(e))
+    cli.check_output(output_path(args))
     return cli.preservation_defaults(args, len(pairs))
 
 

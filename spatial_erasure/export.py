@@ -28,13 +28,13 @@ all. The report (JSON beside the output) lists every tensor's rank and relative 
 import argparse
 import os
 import shutil
-import sys
 from collections import Counter
 from contextlib import contextmanager
 
 import torch
 
 from .checkpoint import atomic_save, replace_folder
+from .errors import InputError
 from .erasure_file import ErasureFileError, read_erasure, recorded_base
 from .models import fingerprint
 from .reports import write_json
@@ -298,9 +298,8 @@ def parse_args(argv=None):
 def main(args):
     try:
         report = export(args.file, args.format, args.output, args.rank, args.energy, args.base_model, args.bias)
-    except (ExportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    except (ExportError, InputError, FileNotFoundError) as e:    # one line, exit status 1, as every script
+        raise SystemExit(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
     print_report(report)
     return report
 

@@ -115,6 +115,7 @@ def parse_args(argv=None, preset_default="efficient"):
     args = recipes.resolve(build_parser(preset_default).parse_args(argv), "grid")
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
+    cli.check_training_args(args)
     cli.check_preservation_args(args)
     try:
         pairs = parse_concepts(args.concept)
@@ -129,6 +130,9 @@ def parse_args(argv=None, preset_default="efficient"):
                  "--preserve_weight 0 (the key/value penalty alone) or a retain weight")
     if not 0 <= args.global_share < 1:
         cli.fail(f"--global_share must be in [0, 1), got {args.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
+    if args.output is not None and not args.output.endswith(".safetensors"):
+        cli.fail(f"--output {args.output} must end in .safetensors (the erasure file); reports go beside it")
+    cli.check_output(args.output or default_output(args))
     return args
 
 
@@ -195,7 +199,7 @@ def retain_draws(n_cases, n_retain, n_anchors, seed):
 
 
 def build_cases(st, args, res, latent):
-    """Prompt variations of every concept (written to the prompts CSV) x masks, retain prompts and
+    """Prompt variations of every concept (main writes them to the prompts CSV) x masks, retain prompts and
     anchors, all encoded once."""
     pipe, toy = st.pipe, cli.model_family(st.pipe) == "toy"
     concepts = concepts_of(args)
@@ -204,9 +208,6 @@ def build_cases(st, args, res, latent):
     rows = [{**r, **({"concept": c} if len(concepts) > 1 else {})}
             for j, c in enumerate(concepts) for r in concept_variations(c, args.num_prompts, toy, args.seed + j)]
     rows = [{**r, "case_number": i} for i, r in enumerate(rows)]
-    if st.state.is_main_process:
-        write_prompt_csv(args.output.removesuffix(".safetensors") + ".prompts.csv", rows,
-                         extra_columns=["neutral"] + (["concept"] if len(concepts) > 1 else []))
     anchors = anchor_prompts(args.preserve, args.seed, exclude=concepts) if args.preserve else []
     pooled = anchors if args.preserve_weight else []           # the anchors with rows in the retain term
     retain = retain_prompts(concepts, toy) + pooled
@@ -330,8 +331,6 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
 def main(args):
     seed_everything(args.seed)
     args.output = args.output or default_output(args)
-    if not args.output.endswith(".safetensors"):
-        cli.fail(f"--output {args.output} must end in .safetensors (the erasure file); reports go beside it")
     st = prepare_from_args(args, task="inpaint")
     main_process = st.state.is_main_process
     res, latent = resolution(st.pipe, args.resolution)
@@ -377,6 +376,8 @@ def main(args):
                    extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet, adversary))
     if not main_process:
         return out
+    write_prompt_csv(stem + ".prompts.csv", cases.rows,
+                     extra_columns=["neutral"] + (["concept"] if len(cases.concepts) > 1 else []))
     loss_curve(report["losses"], stem + ".loss.png", f"grid erasure of {', '.join(map(repr, cases.concepts))}, "
                f"preset {args.preset} ({len(cases.rows)} prompts x {cases.n_masks} masks)")
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "

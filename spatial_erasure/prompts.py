@@ -4,6 +4,7 @@ CSV columns (the reference ESD format): case_number, prompt, evaluation_seed, an
 negative_prompt and guidance_scale.
 """
 import csv
+import io
 import os
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .files import atomic_path
 
 
 @dataclass
@@ -63,28 +65,39 @@ def encode(pipe, prompts, resolution=None):
 REQUIRED = ("case_number", "prompt", "evaluation_seed")
 
 
+def csv_reader(path, what):
+    """A csv.DictReader over a UTF-8 file (a byte-order mark is fine); InputError in one line for
+    another encoding."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "save it as UTF-8") from None
+    return csv.DictReader(io.StringIO(text, newline=""))
+
+
 def read_prompt_csv(path):
     """Rows of a prompt CSV as dicts with typed fields; one clear error for a malformed file."""
     if not os.path.isfile(path):
         raise InputError(f"prompt CSV {path} does not exist; pass a file such as prompts/toy_vangogh.csv")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; a prompt CSV needs "
-                             f"{', '.join(REQUIRED)} (optional: negative_prompt, guidance_scale)")
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            try:
-                row = {"case_number": int(r["case_number"]), "prompt": r["prompt"],
-                       "evaluation_seed": int(r["evaluation_seed"])}
-                if r.get("negative_prompt"):
-                    row["negative_prompt"] = r["negative_prompt"]
-                if r.get("guidance_scale"):
-                    row["guidance_scale"] = float(r["guidance_scale"])
-            except (TypeError, ValueError) as e:
-                raise InputError(f"{path}, line {i}: {e}; case_number and evaluation_seed must be integers") from e
-            rows.append({**{k: v for k, v in r.items() if k not in row and v not in (None, "")}, **row})
+    reader = csv_reader(path, "prompt CSV")
+    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; a prompt CSV needs "
+                         f"{', '.join(REQUIRED)} (optional: negative_prompt, guidance_scale)")
+    rows = []
+    for i, r in enumerate(reader, start=2):
+        try:
+            row = {"case_number": int(r["case_number"]), "prompt": r["prompt"],
+                   "evaluation_seed": int(r["evaluation_seed"])}
+            if r.get("negative_prompt"):
+                row["negative_prompt"] = r["negative_prompt"]
+            if r.get("guidance_scale"):
+                row["guidance_scale"] = float(r["guidance_scale"])
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{path}, line {i}: {e}; case_number and evaluation_seed must be integers") from e
+        rows.append({**{k: v for k, v in r.items() if k not in row and v not in (None, "")}, **row})
     cases = [r["case_number"] for r in rows]
     if len(set(cases)) != len(cases):
         raise InputError(f"{path}: case_number values repeat; give each row its own case_number")
@@ -95,12 +108,10 @@ def write_prompt_csv(path, rows, extra_columns=()):
     """Write rows (dicts) in the CSV format above, atomically."""
     cols = list(REQUIRED) + [c for c in ("negative_prompt", "guidance_scale") if any(c in r for r in rows)]
     cols += [c for c in extra_columns if c not in cols]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(path + ".tmp", path)
 
 
 # Prompt variations for inpainting erasure: (prompt with the concept, its neutral twin without it).
@@ -159,12 +170,11 @@ def parse_concepts(text, erase_from=None):
         if not os.path.isfile(text):
             raise InputError(f"concept CSV {text} does not exist; pass a file with a concept column (and optionally "
                              "erase_from), or the concepts themselves separated by ';'")
-        with open(text, newline="") as f:
-            reader = csv.DictReader(f)
-            if "concept" not in (reader.fieldnames or []):
-                raise InputError(f"{text}: no concept column; a concept CSV has the columns concept and, "
-                                 "optionally, erase_from")
-            pairs = [(r["concept"].strip(), (r.get("erase_from") or "").strip() or None) for r in reader]
+        reader = csv_reader(text, "concept CSV")
+        if "concept" not in (reader.fieldnames or []):
+            raise InputError(f"{text}: no concept column; a concept CSV has the columns concept and, "
+                             "optionally, erase_from")
+        pairs = [(r["concept"].strip(), (r.get("erase_from") or "").strip() or None) for r in reader]
     else:
         pairs = [(c.strip(), None) for c in text.split(";")]
     pairs = [(c, f) for c, f in pairs if c]

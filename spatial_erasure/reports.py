@@ -1,18 +1,17 @@
 """Figures and tables: labelled image grids, JSON and markdown written atomically."""
 import json
-import os
 import textwrap
 
 from PIL import Image
 from matplotlib.figure import Figure  # pyplot-free: no global backend switch (notebooks keep inline plots)
 
+from .files import atomic_path
+
 
 def atomic_write_text(path, text):
-    """Write text to path via a temporary name, so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    """Write text to path via a unique temporary name, so a crash never leaves half a file."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def write_json(path, obj):
@@ -21,17 +20,14 @@ def write_json(path, obj):
 
 def save_png(image, path):
     """Save a uint8 (H, W, 3) array as PNG atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(image).save(path + ".tmp.png", format="PNG")
-    os.replace(path + ".tmp.png", path)
+    with atomic_path(path, ".png") as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def save_figure(fig, path, dpi=120):
     """Save a matplotlib Figure as PNG atomically. Build figures with `Figure(...)`, not pyplot."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
 
 
 def image_grid(images, path, row_labels=None, col_labels=None, captions=None, title=None, cell=1.1):

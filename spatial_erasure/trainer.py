@@ -13,9 +13,11 @@ process index, `Student.process_seed`), gradients of the trained tensors are ave
 main process alone writes checkpoints, the erasure file and the log.
 """
 import copy
+import math
 import os
 import random
 import resource
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -88,6 +90,10 @@ def prepare(base_model, train_method, device=None, mixed_precision="no", task="t
     state, device = process_state(), str(process_device(device))
     dtype = PRECISIONS[mixed_precision] or torch.float32
     pipe = load_pipeline(base_model, task)         # fp32 on the CPU: the fingerprint is that of the file
+    if task == "text2img" and pipe.unet.config.in_channels != pipe.unet.config.out_channels:
+        raise InputError(f"{base_model} has an inpainting UNet ({pipe.unet.config.in_channels} input channels) and "
+                         "ESD trains text-to-image ones; erase from it with grid erasure "
+                         "(inpainting_erasure/scaled_grid_erasure.py), or pass a text-to-image --base_model")
     base_fingerprint = fingerprint(pipe.unet)
     if state.is_main_process:
         print(describe(pipe, base_fingerprint))
@@ -132,10 +138,11 @@ def prepare_from_args(args, task="text2img"):
 
 def resolution(pipe, requested=None):
     """The training resolution (default: the model's native size) and the latent shape for it."""
-    res = requested or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    if res % pipe.vae_scale_factor:
-        raise InputError(f"--resolution {res} must be a multiple of {pipe.vae_scale_factor}; pass e.g. "
-                         f"{res - res % pipe.vae_scale_factor or pipe.vae_scale_factor}")
+    res = pipe.unet.config.sample_size * pipe.vae_scale_factor if requested is None else requested
+    step = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)   # the UNet halves it
+    if res < step or res % step:
+        raise InputError(f"--resolution {res} must be a positive multiple of {step} for this model (its VAE and UNet "
+                         f"downsample by that much); pass e.g. {max(step, res - res % step)}")
     return res, (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
 
 
@@ -182,6 +189,34 @@ def forward_equivalents(sampling_forwards, iterations, teacher_rows, student_row
             "forward_equivalents_per_row": round(fe / (rows or student_rows), 2)}
 
 
+def check_finite(it, loss, params, lr, state_path):
+    """One line (InputError) at the first non-finite loss or trained tensor: the run diverged. Nothing
+    is written; the last good checkpoint, if any, stays for a resume with a lower --lr."""
+    if math.isfinite(loss) and math.isfinite(float(sum(p.detach().double().sum() for p in params.values()))):
+        return
+    what = f"the loss is {loss}" if not math.isfinite(loss) else "a trained tensor holds NaN or Inf"
+    kept = f"; the last good checkpoint {state_path} is kept" if os.path.exists(state_path) else ""
+    raise InputError(f"training diverged at iteration {it + 1}: {what} at --lr {lr:g}; pass a lower --lr "
+                     f"(e.g. {lr / 10:g}); no erasure file was written{kept}")
+
+
+def check_space(out_path, params, checkpoints):
+    """InputError in one line, before the first iteration, when the erasure file and its checkpoints
+    (params and Adam's two moments, fp32, a temporary beside the old one) would not fit: the free
+    disk space, or this process's file-size limit (ulimit -f)."""
+    n = sum(p.numel() for p in params.values()) * 4
+    largest, total = (3 * n if checkpoints else n), n + (6 * n if checkpoints else 0) + 2**20
+    folder = os.path.dirname(os.path.abspath(out_path))
+    free = shutil.disk_usage(folder).free
+    if free < total:
+        raise InputError(f"{folder} has {free / 2**20:.0f} MiB free and this run writes up to {total / 2**20:.0f} "
+                         "MiB (erasure file and checkpoints); free some space or pass another --output")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < largest + 2**16:
+        raise InputError(f"this process may write files of {limit / 2**20:.1f} MiB at most (ulimit -f) and this run "
+                         f"writes one of {largest / 2**20:.1f} MiB; raise the limit (ulimit -f unlimited)")
+
+
 def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_every=50, resume=True, log_every=1,
           desc="erasing", extra_report=None):
     """Run the loop on the Student `st`; returns the report dict, also written to out_path with .json
@@ -196,11 +231,19 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
     scaler = torch.amp.GradScaler(enabled=st.dtype is torch.float16 and str(device).startswith("cuda"))
     parallel = st.state.num_processes > 1
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    check_space(out_path, params, checkpoint_every and checkpoint_every < iterations)
     state_path = out_path.replace(".safetensors", "") + ".state.safetensors"
     start_it, losses, seconds0 = 0, [], 0.0
     if resume and os.path.exists(state_path):
-        start_it, extra = load_state(state_path, {"params": [params[n] for n in names]}, opt)
-        losses, seconds0 = extra["losses"], extra["seconds"]
+        try:
+            start_it, extra = load_state(state_path, {"params": [params[n] for n in names]}, opt)
+            losses, seconds0 = extra["losses"], extra["seconds"]
+            for group in opt.param_groups:         # the flags rule, not the checkpoint's settings
+                group["lr"] = lr
+        except Exception as e:                     # truncated, foreign, or another run's: safetensors only, no pickle
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
+                             "--no-resume to start over") from None
         print(f"resuming from {state_path} at iteration {start_it}")
     rng = np.random.default_rng(st.process_seed(seed) + start_it)
     torch.manual_seed(st.process_seed(seed) + start_it)
@@ -218,6 +261,7 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
         scaler.step(opt)
         scaler.update()
         losses.append(float(loss.detach()))
+        check_finite(it, losses[-1], params, lr, state_path)
         if it % log_every == 0:
             bar.set_postfix(loss=f"{losses[-1]:.5f}")
         if main and checkpoint_every and (it + 1) % checkpoint_every == 0 and it + 1 < iterations:

@@ -42,7 +42,8 @@ def test_forward_equivalents_count_a_backward_as_two():
 
 def test_esd_stream_on_sdxl_reports_its_cost(tiny_folders, tmp_path):
     r = run(["original_esd/esd_sdxl.py", "--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders["sdxl"],
-             "--recipe", "paper", "--iterations", "6", "--num_inference_steps", "4", "--xt_source", "stream", "--stream_width", "2",
+             "--recipe", "paper", "--iterations", "6", "--num_inference_steps", "4", "--xt_source", "stream",
+             "--stream_width", "2",
              "--batch_size", "2", "--output", str(tmp_path)], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     log = json.loads(next(tmp_path.glob("*.json")).read_text())

@@ -1,0 +1,229 @@
+"""Bad input and faults end in one line and lose nothing (issue 25): each case runs the entry point
+and asserts exit status 1 (SystemExit with one `error: ...` line, no traceback), the words that name
+the fix, and that nothing was left in the output folder. In-process calls where the CLI contract
+allows; a few subprocess runs check the contract itself."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import REPO, one_error_line, run
+from spatial_erasure import esd, grid_erasure
+from spatial_erasure.models import MODELS_DIR
+
+PROMPTS = os.path.join(REPO, "prompts", "toy_vangogh.csv")
+BUNDLED = str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
+FAST = ["--iterations", "3", "--num_inference_steps", "4", "--variations", "2", "--preserve", "0"]
+GRID_FAST = ["--preset", "basic", "--iterations", "3", "--num_prompts", "2", "--num_inference_steps", "4",
+             "--preserve", "0"]
+
+
+def latin1_csv(tmp_path, header, row):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(f"{header}\n{row}\n".encode("latin-1"))
+    return str(path)
+
+
+def esd_run(argv):
+    return esd.main(esd.parse_args(argv))
+
+
+def grid_run(argv):
+    return grid_erasure.main(grid_erasure.parse_args(argv))
+
+
+def generate(argv):
+    from conftest import load_script
+    gen = load_script("original_esd/generate_images.py")
+    return gen.main(gen.parse_args(argv))
+
+
+def export(argv):
+    from spatial_erasure import export as ex
+    return ex.main(ex.parse_args(argv))
+
+
+def broken_erasure(tmp_path, how):
+    """The bundled ESD-x file with one tensor made NaN, or cast to int64."""
+    from spatial_erasure.erasure_file import read_erasure
+    tensors, meta = read_erasure(BUNDLED)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone().fill_(float("nan")) if how == "nan" else tensors[name].long()
+    path = tmp_path / "in" / f"{how}.safetensors"
+    path.parent.mkdir()
+    save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v)
+                                            for k, v in meta.items()})
+    return str(path)
+
+
+# (id, call(tmp_path, out, tiny_folders) -> None, words the error line must hold)
+CASES = [
+    ("device-unknown", lambda t, o, f: esd_run(["--erase_concept", "x", "--device", "tpu7", "--output", o]),
+     ["--device tpu7", "cpu"]),
+    ("device-cuda-without-gpu", lambda t, o, f: esd_run(["--erase_concept", "x", "--device", "cuda", "--output", o]),
+     ["no CUDA GPU", "--device cpu"]),
+    ("grid-device-unknown", lambda t, o, f: grid_run(["--concept", "x", "--device", "tpu7",
+                                                      "--output", o + "/g.safetensors"]), ["--device tpu7"]),
+    ("lr-negative", lambda t, o, f: esd_run(["--erase_concept", "x", "--lr", "-0.001", "--output", o]),
+     ["--lr", "above 0"]),
+    ("lr-nan", lambda t, o, f: esd_run(["--erase_concept", "x", "--lr", "nan", "--output", o]), ["--lr", "finite"]),
+    ("lr-zero", lambda t, o, f: esd_run(["--erase_concept", "x", "--lr", "0", "--output", o]), ["--lr", "above 0"]),
+    ("grid-lr-negative", lambda t, o, f: grid_run(["--concept", "x", "--lr", "-1", "--output", o + "/g.safetensors"]),
+     ["--lr", "above 0"]),
+    ("batch-over-stream-width", lambda t, o, f: esd_run(["--erase_concept", "x", "--batch_size", "4",
+                                                          "--stream_width", "2", "--output", o]),
+     ["--stream_width 4"]),
+    ("grid-batch-over-stream-width", lambda t, o, f: grid_run(["--concept", "x", "--batch_size", "4", "--xt_source",
+                                                               "stream", "--stream_width", "2",
+                                                               "--output", o + "/g.safetensors"]),
+     ["--stream_width 4"]),
+    ("concept-csv-not-utf8", lambda t, o, f: esd_run(["--erase_concept", latin1_csv(t, "concept", "Café Müller"),
+                                                       "--output", o]), ["not UTF-8", "save it as UTF-8"]),
+    ("prompt-csv-not-utf8", lambda t, o, f: generate(["--prompts_path", latin1_csv(t, "case_number,prompt,"
+                                                      "evaluation_seed", "0,Café,1"), "--output", o]),
+     ["not UTF-8"]),
+    ("generate-zero-steps", lambda t, o, f: generate(["--prompts_path", PROMPTS,
+                                                      "--num_inference_steps", "0", "--output", o]),
+     ["--num_inference_steps must be at least 1"]),
+    ("generate-resolution-30", lambda t, o, f: generate(["--prompts_path", PROMPTS,
+                                                         "--base_model", f["sd"], "--resolution", "30",
+                                                         "--output", o]), ["--resolution 30", "multiple"]),
+    ("esd-on-inpainting-unet", lambda t, o, f: esd_run(["--erase_concept", "x", "--base_model", f["sd-inpaint"],
+                                                         *FAST, "--output", o]), ["grid erasure"]),
+    ("sdxl-robust", lambda t, o, f: esd_run(["--erase_concept", "x", "--base_model", f["sdxl"], *FAST, "--robust",
+                                             "--output", o]), ["--no-robust"]),
+    ("lr-diverges", lambda t, o, f: esd_run(["--erase_concept", "x", "--base_model", f["sd"], *FAST, "--lr", "1e10",
+                                             "--output", o]), ["diverged at iteration", "lower --lr"]),
+    ("grid-lr-diverges", lambda t, o, f: grid_run(["--concept", "x", "--base_model", f["sd-inpaint"], *GRID_FAST,
+                                                   "--lr", "1e10", "--output", o + "/g.safetensors"]),
+     ["diverged at iteration", "lower --lr"]),
+    ("apply-nan-file", lambda t, o, f: generate(["--prompts_path", PROMPTS,
+                                                 "--erasure", broken_erasure(t, "nan"), "--output", o]),
+     ["NaN or Inf", "lower --lr"]),
+    ("apply-int64-file", lambda t, o, f: generate(["--prompts_path", PROMPTS,
+                                                   "--erasure", broken_erasure(t, "int"), "--output", o]),
+     ["non-float tensors"]),
+    ("export-kohya-nan-file", lambda t, o, f: export([broken_erasure(t, "nan"), "--format", "kohya",
+                                                      "--output", o + "/x.safetensors"]), ["NaN or Inf"]),
+    ("output-cannot-be-written", lambda t, o, f: esd_run(["--erase_concept", "x", "--output",
+                                                           "/proc/x/e.safetensors"]), ["cannot write"]),
+    ("output-under-a-file", lambda t, o, f: esd_run(["--erase_concept", "x", "--output",
+                                                      str(a_file(t)) + "/e.safetensors"]), ["is a file, not a folder"]),
+    ("output-is-a-folder", lambda t, o, f: grid_run(["--concept", "x", "--output", str(a_folder(t, "d.safetensors"))]),
+     ["is a folder"]),
+    ("output-name-too-long", lambda t, o, f: esd_run(["--erase_concept", "x" * 2000, "--output", o]),
+     ["more than the file system's", "shorter --output"]),
+    ("generate-output-is-a-file", lambda t, o, f: generate(["--prompts_path", PROMPTS, "--output", str(a_file(t))]),
+     ["is a file, not a folder"]),
+    ("grid-too-fine-writes-no-prompts", lambda t, o, f: grid_run(["--concept", "x", "--base_model", f["sd-inpaint"],
+                                                                  *GRID_FAST, "--grid", "100",
+                                                                  "--output", o + "/g.safetensors"]),
+     ["grid 100 does not fit"]),
+]
+
+
+def a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    return path
+
+
+def a_folder(tmp_path, name):
+    path = tmp_path / name
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_ends_in_one_line_and_writes_nothing(case, tiny_folders, tmp_path):
+    name, call, words = case
+    if name == "device-cuda-without-gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        call(tmp_path, str(out), tiny_folders)
+    message = str(e.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert all(w in message for w in words), (words, message)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_a_foreign_or_truncated_checkpoint_is_refused_in_one_line(tiny_folders, tmp_path):
+    out = tmp_path / "x.safetensors"
+    state = tmp_path / "x.state.safetensors"
+    for content in (b"\x00garbage", None):
+        if content is None:                        # a valid safetensors file of another shape
+            save_file({"params.0": torch.zeros(3)}, str(state), metadata={"step": "2", "extra": "{}"})
+        else:
+            state.write_bytes(content)
+        with pytest.raises(SystemExit) as e:
+            esd_run(["--erase_concept", "x", "--base_model", tiny_folders["sd"], *FAST, "--output", str(out)])
+        message = str(e.value.code)
+        assert "not a checkpoint of this run" in message and "--no-resume" in message and "\n" not in message
+        assert not out.exists()
+
+
+def test_a_diverging_run_exits_nonzero_names_the_iteration_and_writes_no_file(tmp_path):
+    """The command line itself: `--lr 1e10` stops within a few iterations, exit 1, one line, no file."""
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "Vincent van Gogh", "--iterations", "20", "--xt_source",
+             "stream", "--stream_width", "2", "--num_inference_steps", "10", "--lr", "1e10", "--preserve", "0",
+             "--variations", "2", "--output", str(tmp_path)], timeout=600)
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = one_error_line(r)
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    it = int(lines[0].split("diverged at iteration ")[1].split(":")[0])
+    assert it <= 5, lines[0]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".safetensors" and ".state" not in p.name]
+
+
+def test_bad_device_from_the_command_line_is_one_line(tmp_path):
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--device", "tpu7", "--output", str(tmp_path)])
+    assert r.returncode == 1 and len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from spatial_erasure.prompts import parse_concepts, read_prompt_csv
+    path = tmp_path / "bom.csv"
+    path.write_bytes("concept\nCafé Müller\n".encode("utf-8-sig"))
+    assert parse_concepts(str(path)) == [("Café Müller", None)]
+    path.write_bytes("case_number,prompt,evaluation_seed\n0,Café,1\n".encode("utf-8-sig"))
+    assert read_prompt_csv(str(path)) == [{"case_number": 0, "prompt": "Café", "evaluation_seed": 1}]
+
+
+def test_a_file_size_limit_stops_the_run_before_training(tiny_folders, tmp_path):
+    """`ulimit -f 500`: the checkpoint of a full-UNet run would not fit; one line before the first iteration."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (500 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--base_model", tiny_folders["sd"], *FAST,
+             "--train_method", "esd-all", "--checkpoint_every", "1", "--output", str(tmp_path / "e.safetensors")],
+            timeout=600, preexec_fn=limit)
+    assert r.returncode == 1 and len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "ulimit -f" in one_error_line(r)[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_writes_use_unique_temporaries_and_leave_none_behind(tmp_path):
+    from spatial_erasure.checkpoint import atomic_save
+    from spatial_erasure.files import atomic_path
+    path = str(tmp_path / "x.safetensors")
+    with atomic_path(path) as a, atomic_path(path) as b:
+        assert a != b and os.path.dirname(a) == str(tmp_path), (a, b)
+        open(a, "w").close()
+        open(b, "w").close()
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as c:
+            open(c, "w").close()
+            raise RuntimeError("the write failed")
+    assert sorted(os.listdir(tmp_path)) == ["x.safetensors"], os.listdir(tmp_path)
+    with pytest.raises(Exception):
+        atomic_save({"a": object()}, path)         # not a tensor: the save fails
+    assert sorted(os.listdir(tmp_path)) == ["x.safetensors"], os.listdir(tmp_path)
+    atomic_save({"a": torch.ones(2)}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, "the usual permissions, not mkstemp's 0600"
