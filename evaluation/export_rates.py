@@ -82,7 +82,8 @@ def main(args):
                 path = os.path.join(tmp, f"{fmt}-{rank}.safetensors")
                 report = export(args.erasure, fmt, path, rank=rank, base_model=base_model)
                 reports[f"{fmt}-{rank}"] = {k: report.get(k) for k in ("max_rel_error", "mean_rel_error", "bias")}
-                lora = DiffusionPipeline.from_pretrained(base_model, safety_checker=None).to(device)   # plain diffusers
+                lora = DiffusionPipeline.from_pretrained(base_model, safety_checker=None,
+                                                         use_safetensors=True).to(device)   # plain diffusers
                 lora.set_progress_bar_config(disable=True)
                 lora.load_lora_weights(path)
                 row = summary(f"{fmt} LoRA", rates(lora), args.target, rank, fmt)

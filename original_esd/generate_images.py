@@ -7,9 +7,12 @@
 Images go to {output}/{model_name}/{case_number}_{i}.png (--save_path, the reference ESD repo's
 name, is accepted for --output). Row r's images come from one latent
 batch drawn with its evaluation_seed (image i = slice i), so a missing image is regenerated
-exactly and existing ones are skipped. Under `accelerate launch` the rows are split between the
-processes; the main process alone writes the manifest.
+exactly and existing ones are skipped. A folder's manifest names its model (base UNet fingerprint,
+erasure file hash) and sampling; a folder of another model's images is refused, never reused.
+Under `accelerate launch` the rows are split between the processes; the main process alone writes
+the manifest.
 """
+import json
 import os
 
 import torch
@@ -18,8 +21,9 @@ from tqdm import tqdm
 
 from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
-from spatial_erasure.erasure_file import apply_erasure, read_erasure
-from spatial_erasure.models import describe, load_pipeline
+from spatial_erasure.erasure_file import apply_erasure, file_hash, read_erasure
+from spatial_erasure.errors import InputError
+from spatial_erasure.models import describe, fingerprint, load_pipeline
 from spatial_erasure.prompts import read_prompt_csv
 from spatial_erasure.reports import save_png, write_json
 from spatial_erasure.sampling import to_uint8
@@ -43,6 +47,24 @@ def parse_args(argv=None):
     return args
 
 
+def check_folder_key(out_dir, manifest, key):
+    """InputError unless `out_dir` is new or holds images of the model and sampling `key` (its manifest's
+    model_key): a folder of another model's images, or of unknown origin, is never reused."""
+    pngs = os.path.isdir(out_dir) and any(f.endswith(".png") for f in os.listdir(out_dir))
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            theirs = json.load(f).get("model_key")
+    elif not pngs:
+        return
+    else:
+        theirs = None
+    if theirs != key:
+        what = "of unknown origin" if theirs is None else "of another model or sampling (" + ", ".join(
+            f"{k} {theirs.get(k)} there, {v} here" for k, v in key.items() if theirs.get(k) != v) + ")"
+        raise InputError(f"{out_dir} holds images {what}; pass another --model_name or --output, or delete the "
+                         "folder")
+
+
 @cli.reports_errors
 def main(args):
     state = process_state()
@@ -52,13 +74,21 @@ def main(args):
         read_erasure(args.erasure)                 # a bad file fails now, in one line, not after loading
     pipe = load_pipeline(args.base_model, device=device)
     name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")
+    base_fp = fingerprint(pipe.unet)
     if args.erasure:
         apply_erasure(pipe, args.erasure)
     if state.is_main_process:
-        print(describe(pipe) + (f" + {args.erasure}" if args.erasure else ""))
+        print(describe(pipe, base_fp) + (f" + {args.erasure}" if args.erasure else ""))
     out_dir = os.path.join(args.output, name)
-    os.makedirs(out_dir, exist_ok=True)
     res, shape = resolution(pipe, args.resolution)
+    # the images of a folder are those of one model and sampling: never reuse another's
+    key = {"base_fingerprint": base_fp, "erasure_hash": file_hash(args.erasure) if args.erasure else None,
+           "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale, "resolution": res}
+    manifest = os.path.join(out_dir, "manifest.json")
+    check_folder_key(out_dir, manifest, key)
+    if state.is_main_process and not os.path.exists(manifest):
+        write_json(manifest, {"model_key": key, "base_model": args.base_model, "erasure": args.erasure})
+    state.wait_for_everyone()
 
     done = []
     with state.split_between_processes(rows) as mine:
@@ -77,8 +107,9 @@ def main(args):
                 done.append({"case_number": row["case_number"], "image": i, "process": state.process_index})
     done = gather_object(done) if state.num_processes > 1 else done
     if state.is_main_process:
-        write_json(os.path.join(out_dir, "manifest.json"),
-                   {"base_model": args.base_model, "erasure": args.erasure, "prompts_path": args.prompts_path,
+        write_json(manifest,
+                   {"model_key": key, "base_model": args.base_model, "erasure": args.erasure,
+                    "prompts_path": args.prompts_path,
                     "num_samples": args.num_samples, "num_inference_steps": args.num_inference_steps,
                     "processes": state.num_processes, "generated_now": done})
         print(f"{len(done)} images generated, {len(rows) * args.num_samples - len(done)} already present, in {out_dir}")

@@ -141,7 +141,10 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
     a("--stream_width", type=int, default=stream_width,
       help="trajectories kept alive by xt_source stream (at least --batch_size)")
     a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
-    a("--resume", action=argparse.BooleanOptionalAction, default=True, help="resume from a checkpoint if present")
+    a("--resume", action=argparse.BooleanOptionalAction, default=True,
+      help="resume from a checkpoint of this output if present (only one of the same run: same flags but "
+           "--iterations, --lr, --device)")
+    a("--restart", action="store_true", help="start over: ignore a checkpoint of this output (it is replaced)")
     add_runtime_args(p)
 
 
@@ -270,4 +273,6 @@ def reports_errors(main):
         except (InputError, ModelLoadError) as e:
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(message.removeprefix("error: "))
+        finally:
+            files.release_locks()
     return run

@@ -24,7 +24,9 @@ import os
 
 from . import adversarial, cli, recipes
 from .anchors import anchor_prompts, key_value_penalty
+from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
+from .files import OutputLock
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
@@ -162,6 +164,8 @@ def build_source(st, args, cond, null, latent, seed, desc="x_t"):
 @cli.reports_errors
 def main(args):
     seed_everything(args.seed)
+    out = output_path(args)
+    lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
     st = prepare_from_args(args)
     recipes.resolve(args, "esd", cli.model_family(st.pipe))     # what depends on the model family: lr, eta, ...
     res, latent = resolution(st.pipe, args.resolution)
@@ -211,14 +215,14 @@ def main(args):
                                       rows=args.batch_size, checkpointing=args.gradient_checkpointing,
                                       attack_rows=adversary.attack_rows(args.batch_size) if adversary else 0)}
 
-    out = output_path(args)
     meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,
                              **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}),
                              **({"cases": len(rows), "twins": sorted({z for _, _, z in rows})[:50]} if twin else {}),
                              **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"ESD {args.train_method}",
-                   extra_report=cost)
+                   checkpoint_every=args.checkpoint_every, resume=args.resume and not args.restart,
+                   desc=f"ESD {args.train_method}", extra_report=cost,
+                   sources=[source] + ([anchor_source] if own else []), lock=lock)
     if st.state.is_main_process:
         print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
               f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "

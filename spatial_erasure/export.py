@@ -36,7 +36,7 @@ import torch
 from .checkpoint import atomic_save, replace_folder
 from .errors import InputError
 from .erasure_file import ErasureFileError, read_erasure, recorded_base
-from .models import fingerprint
+from .models import SAFETENSORS_FIX, fingerprint
 from .reports import write_json
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
@@ -180,9 +180,11 @@ def load_base(model, meta, full=False):
     from diffusers import DiffusionPipeline, UNet2DConditionModel
     try:
         pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True) if full else None
-        unet = pipe.unet if full else UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+        unet = pipe.unet if full else UNet2DConditionModel.from_pretrained(model, subfolder="unet",
+                                                                           use_safetensors=True)
     except (OSError, ValueError) as e:
-        raise ExportError(f"could not load base model {model}: {str(e).splitlines()[0]}; pass --base_model") from e
+        raise ExportError(f"could not load base model {model}: {str(e).splitlines()[0]}; pass --base_model (a "
+                          f"pipeline saved as safetensors: {SAFETENSORS_FIX})") from e
     if "base_fingerprint" in meta and fingerprint(unet) != meta["base_fingerprint"]:
         raise ExportError(f"the erasure was trained on {meta.get('base_model', '?')} (UNet fingerprint "
                           f"{meta['base_fingerprint']}) but {model} has fingerprint {fingerprint(unet)}; "

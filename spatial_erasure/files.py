@@ -1,7 +1,7 @@
 """Writing outputs safely: a unique temporary name renamed into place, and the output path checked
 before any work is spent on it.
 
-    with atomic_path("models/x.safetensors") as tmp:   # .x.safetensors.k3j2_a.tmp beside it
+    with atomic_path("models/x.safetensors") as tmp:   # .x.safetensors.k3j2_a1b.tmp beside it
         save_file(tensors, tmp)                        # renamed to models/x.safetensors on success,
                                                        # removed if the block raises
     check_output("models/x.safetensors")               # InputError in one line if it cannot be written
@@ -20,12 +20,12 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_path(path, suffix=".tmp"):
-    """A unique temporary path beside `path` (its folder is created); renamed to `path` when the
-    block ends, removed when it raises (a KeyboardInterrupt included)."""
+def atomic_path(path, ext=""):
+    """A unique temporary path beside `path` (.NAME.XXXXXXXX.tmp[ext]; its folder is created); renamed
+    to `path` when the block ends, removed when it raises (a KeyboardInterrupt included)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path)[:80] + ".", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path)[:80] + ".", suffix=".tmp" + ext)
     os.close(fd)
     try:
         yield tmp
@@ -76,3 +76,57 @@ def check_output(path, flag="--output", folder=False):
                          "write") from None
     os.close(fd)
     os.remove(tmp)
+
+
+HELD = []   # the OutputLocks this process holds; cli.reports_errors releases them when a script's main ends
+
+
+def release_locks():
+    while HELD:
+        HELD.pop().release()
+
+
+class OutputLock:
+    """An exclusive lock on one output path for the life of a run: a second run on the same output
+    gets InputError in one line instead of adopting the first run's live checkpoint. The lock is a
+    hidden file beside the output (.NAME.lock), held with flock, so it dies with its process (even
+    kill -9); `release()` removes it. Temporaries a killed run left beside the output are removed
+    once the lock is held (no other run can be writing them). Scripts release it when main ends, by
+    any path (cli.reports_errors); the trainer when the erasure file is written."""
+
+    def __init__(self, path):
+        import fcntl
+        self.path = os.path.abspath(path)
+        folder, name = os.path.split(self.path)
+        os.makedirs(folder, exist_ok=True)
+        self.lock_path = os.path.join(folder, f".{name}.lock")
+        while True:
+            self.fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                raise InputError(f"another run is writing {path} (it holds {self.lock_path}); wait for it to "
+                                 "finish, or pass another --output") from None
+            try:                                   # the file we locked may have been removed by a finishing run
+                if os.stat(self.lock_path).st_ino == os.fstat(self.fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+        HELD.append(self)
+        stem = name.removesuffix(".safetensors")
+        own = tuple(f".{stem}.{kind}." for kind in ("safetensors", "state.safetensors", "json", "prompts.csv",
+                                                    "loss.png"))
+        for left in os.listdir(folder):
+            if left.startswith(own) and left.endswith((".tmp", ".tmp.png")):
+                with suppress(OSError):
+                    os.remove(os.path.join(folder, left))
+
+    def release(self):
+        """Remove the lock file and let go (again: nothing)."""
+        if self.fd is not None:
+            with suppress(OSError):
+                os.remove(self.lock_path)
+            os.close(self.fd)
+            self.fd = None

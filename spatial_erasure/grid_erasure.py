@@ -42,8 +42,10 @@ from tqdm import tqdm
 
 from . import adversarial, cli, recipes
 from .anchors import anchor_prompts, key_value_penalty
+from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
 from .errors import InputError
+from .files import OutputLock
 from .masks import grid_masks, mask_names, to_latent
 from .models import MODELS_DIR
 from .objectives import grid_erasure_loss
@@ -331,6 +333,7 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
 def main(args):
     seed_everything(args.seed)
     args.output = args.output or default_output(args)
+    lock = OutputLock(args.output) if process_state().is_main_process else None   # one run per output
     st = prepare_from_args(args, task="inpaint")
     main_process = st.state.is_main_process
     res, latent = resolution(st.pipe, args.resolution)
@@ -372,7 +375,9 @@ def main(args):
     meta = training_metadata(args, st, concepts, concepts, res, algorithm="grid-erasure", preset=args.preset,
                              **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume, desc=f"grid erasure {args.preset}",
+                   checkpoint_every=args.checkpoint_every, resume=args.resume and not args.restart,
+                   desc=f"grid erasure {args.preset}", lock=lock,
+                   sources=[sources.concept] + ([sources.retain] if sources.retain is not None else []),
                    extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet, adversary))
     if not main_process:
         return out

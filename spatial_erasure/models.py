@@ -22,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
 TOY_MODEL = str(MODELS_DIR / "toyart-sd")
 TOY_INPAINTING = str(MODELS_DIR / "toyart-sd-inpainting")   # the toy model with a 9-channel inpainting UNet
+# How to turn a folder of pickle (.bin) weights into one this toolkit loads: it never unpickles them itself.
+SAFETENSORS_FIX = ("a folder with only .bin weights: convert it once, where you trust it, with "
+                   "DiffusionPipeline.from_pretrained(folder).save_pretrained(new_folder, safe_serialization=True)")
 TOY_CLASSIFIER = str(MODELS_DIR / "toyart-classifier")
 # The bundled Van Gogh erasures of the 4-channel toy model: ESD-x and scaled grid, each as --recipe paper and
 # recommended.
@@ -93,7 +96,7 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
     except (OSError, ValueError) as e:
         if local:
             raise ModelLoadError(f"could not load the pipeline in {model}: {str(e).splitlines()[0]}; pass a folder "
-                                 "written by save_pretrained (safetensors) or a hub id") from e
+                                 f"written by save_pretrained (safetensors) or a hub id ({SAFETENSORS_FIX})") from e
         raise hub_unreachable(model, e) from e
     cls = PIPELINES.get((architecture(pipe.unet), task))
     if cls is None:

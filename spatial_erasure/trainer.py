@@ -13,6 +13,7 @@ process index, `Student.process_seed`), gradients of the trained tensors are ave
 main process alone writes checkpoints, the erasure file and the log.
 """
 import copy
+import json
 import math
 import os
 import random
@@ -20,6 +21,7 @@ import resource
 import shutil
 import sys
 import time
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import reduce
 from diffusers.utils import logging as diffusers_logging
+from safetensors import safe_open
 from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
@@ -217,10 +220,73 @@ def check_space(out_path, params, checkpoints):
                          f"writes one of {largest / 2**20:.1f} MiB; raise the limit (ulimit -f unlimited)")
 
 
+# Flags that may change between a run and its resume (a checkpoint keeps the rest of its run's config);
+# --lr too, so a diverged run resumes its last good checkpoint at a lower rate.
+RESUMABLE = ("iterations", "lr", "checkpoint_every", "resume", "restart", "device", "output", "save_path")
+
+
+def run_config(metadata):
+    """What a checkpoint must share with the run that resumes it: the metadata (base fingerprint,
+    method, concept, ...) and every argument but RESUMABLE, as JSON values."""
+    args = {k: v for k, v in metadata.get("args", {}).items() if k not in RESUMABLE}
+    return json.loads(json.dumps({**{k: v for k, v in metadata.items() if k != "args"}, "args": args}, default=str))
+
+
+def config_differences(theirs, ours, prefix=""):
+    """'--flag (theirs there, ours here)' for every setting that differs (args as flags)."""
+    out = []
+    for k in sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(k), ours.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, "--" if k == "args" else f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} ({str(a)[:40]} there, {str(b)[:40]} here)")
+    return out
+
+
+def rng_state(rng):
+    """Every random generator the loop draws from: torch's (CPU, and CUDA where present) as tensors;
+    the loop's numpy Generator, numpy's and Python's global ones as JSON."""
+    tensors = [torch.get_rng_state()] + [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    g = np.random.get_state()
+    return tensors, {"loop": rng.bit_generator.state, "numpy": [g[0], g[1].tolist(), *g[2:]],
+                     "python": random.getstate(), "cuda_devices": torch.cuda.device_count()}
+
+
+def set_rng_state(rng, tensors, info):
+    torch.set_rng_state(tensors[0])
+    for i, t in enumerate(tensors[1:]):
+        torch.cuda.set_rng_state(t, i)
+    rng.bit_generator.state = info["loop"]
+    g = info["numpy"]
+    np.random.set_state((g[0], np.array(g[1], dtype=np.uint32), *g[2:]))
+    v = info["python"]
+    random.setstate((v[0], tuple(v[1]), v[2]))
+
+
+def read_checkpoint_info(state_path):
+    """(step, extra JSON) of a checkpoint without loading its tensors; InputError for a file that is
+    not one of ours."""
+    try:
+        with safe_open(state_path, "pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["step"]), json.loads(meta["extra"])
+    except Exception as e:                         # truncated, foreign: safetensors only, never unpickled
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
+                         "--restart to start over") from None
+
+
 def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_every=50, resume=True, log_every=1,
-          desc="erasing", extra_report=None):
+          desc="erasing", extra_report=None, sources=(), lock=None):
     """Run the loop on the Student `st`; returns the report dict, also written to out_path with .json
-    instead of .safetensors (by the main process; every process returns it)."""
+    instead of .safetensors (by the main process; every process returns it).
+
+    Checkpoints (OUT.state.safetensors, every `checkpoint_every` iterations) hold the trained tensors,
+    Adam's moments, every RNG, the x_t `sources`' state (their `state()`/`restore()`) and the run's
+    config (`run_config`): a run resumes only a checkpoint of the same config (`--iterations` may
+    grow), and a single-process resumed run equals the uninterrupted one bit for bit on the CPU.
+    `lock` (files.OutputLock of out_path, held since the run began) is released at the end."""
     params, device, main = st.params, st.device, st.state.is_main_process
     for name, p in params.items():
         if p.dtype != torch.float32:
@@ -233,20 +299,57 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     check_space(out_path, params, checkpoint_every and checkpoint_every < iterations)
     state_path = out_path.replace(".safetensors", "") + ".state.safetensors"
-    start_it, losses, seconds0 = 0, [], 0.0
+    config = run_config(metadata)
+    start_it, losses, seconds0, run_id = 0, [], 0.0, uuid.uuid4().hex[:12]
+    rng = np.random.default_rng(st.process_seed(seed))
+    torch.manual_seed(st.process_seed(seed))
+
+    def modules(rng_tensors):
+        return {"params": [params[n] for n in names], "rng": rng_tensors,
+                **{f"source{i}": s.state()[0] for i, s in enumerate(sources)}}
+
     if resume and os.path.exists(state_path):
+        start_it, extra = read_checkpoint_info(state_path)
+        if "config" not in extra:
+            raise InputError(f"{state_path} was written by an older version and records no config; pass --restart "
+                             "to start over (the checkpoint is replaced)")
+        differ = config_differences(extra["config"], config)
+        if differ:
+            raise InputError(f"{state_path} is the checkpoint of another run: it differs in {'; '.join(differ[:4])}"
+                             f"{' and more' if len(differ) > 4 else ''}; pass the same flags to resume it, or "
+                             "--restart to start over")
+        if start_it > iterations:
+            raise InputError(f"{state_path} holds {start_it} iterations, more than --iterations {iterations}; pass "
+                             f"--iterations {start_it} or more to resume it, or --restart to start over")
+        exact = not parallel and extra.get("rng", {}).get("cuda_devices") == torch.cuda.device_count()
+        rng_tensors = rng_state(rng)[0] if exact else []
+        mods = modules(rng_tensors)
+        if not exact:                              # other processes (or another machine): params and moments only
+            mods = {"params": mods["params"]}
         try:
-            start_it, extra = load_state(state_path, {"params": [params[n] for n in names]}, opt)
-            losses, seconds0 = extra["losses"], extra["seconds"]
-            for group in opt.param_groups:         # the flags rule, not the checkpoint's settings
-                group["lr"] = lr
-        except Exception as e:                     # truncated, foreign, or another run's: safetensors only, no pickle
+            load_state(state_path, mods, opt)
+        except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
-                             "--no-resume to start over") from None
-        print(f"resuming from {state_path} at iteration {start_it}")
-    rng = np.random.default_rng(st.process_seed(seed) + start_it)
-    torch.manual_seed(st.process_seed(seed) + start_it)
+                             "--restart to start over") from None
+        losses, seconds0, run_id = extra["losses"], extra["seconds"], extra.get("run_id", run_id)
+        for group in opt.param_groups:             # the flags rule, not the checkpoint's settings
+            group["lr"] = lr
+        if exact:
+            set_rng_state(rng, rng_tensors, extra["rng"])
+            for i, s in enumerate(sources):
+                s.restore(mods[f"source{i}"], extra["sources"][i])
+        else:                                      # as before: a fresh draw per process (not exact)
+            rng = np.random.default_rng(st.process_seed(seed) + start_it)
+            torch.manual_seed(st.process_seed(seed) + start_it)
+        print(f"resuming run {run_id} from {state_path} at iteration {start_it}")
+
+    def checkpoint(step):
+        rng_tensors, rng_info = rng_state(rng)
+        save_state(state_path, modules(rng_tensors), opt, step,
+                   {"losses": losses, "seconds": seconds0 + time.time() - t0, "config": config, "run_id": run_id,
+                    "rng": rng_info, "sources": [s.state()[1] for s in sources]})
+
     t0 = time.time()
     bar = tqdm(range(start_it, iterations), desc=desc, initial=start_it, total=iterations, disable=not main)
     for it in bar:
@@ -265,8 +368,7 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
         if it % log_every == 0:
             bar.set_postfix(loss=f"{losses[-1]:.5f}")
         if main and checkpoint_every and (it + 1) % checkpoint_every == 0 and it + 1 < iterations:
-            save_state(state_path, {"params": [params[n] for n in names]}, opt, it + 1,
-                       {"losses": losses, "seconds": seconds0 + time.time() - t0})
+            checkpoint(it + 1)
     seconds = seconds0 + time.time() - t0
     if parallel:                                   # every process must end with the same tensors (mean gradients)
         total = torch.stack([p.detach().double().sum() for p in params.values()]).sum().reshape(1)
@@ -284,5 +386,7 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
         write_json(out_path.replace(".safetensors", "") + ".json", {**report, "losses": losses})
         if os.path.exists(state_path):
             os.remove(state_path)
+    if lock is not None:
+        lock.release()
     st.state.wait_for_everyone()
     return {**report, "losses": losses}

@@ -229,6 +229,16 @@ class XtSource:
             x = self.scheduler.add_noise(self.bank[j, -1], self._noise(batch), t.expand(batch))
         return x, t, cases
 
+    def state(self):
+        """What a checkpoint keeps for an exact resume: tensors (restored in place, then `restore`) and
+        JSON. The bank itself is rebuilt from the seed, the same at every start."""
+        return [self.gen.get_state()], {"forwards": self.forwards}
+
+    def restore(self, tensors, info):
+        """After the checkpoint's values were copied into `state()`'s tensors: the rest of the state."""
+        self.gen.set_state(tensors[0])
+        self.forwards = info["forwards"]
+
     def cost(self):
         return {"xt_source": self.kind, "sampling_forwards": self.forwards, "bank_forwards": self.bank_forwards,
                 "bank_seconds": round(self.bank_seconds, 2), "bank_size": 0 if self.bank is None else len(self.bank)}
@@ -328,6 +338,18 @@ class Stream(XtSource):
             self.noise[new] = self._noise(len(new))
             self.x[new], self.k[new] = self.noise[new] * self.scheduler.init_noise_sigma, 0
             self.restarts += int(count) * len(new)
+
+    def state(self):
+        """The live trajectories (x, their steps k, noise, cases), the generator, the case queue and
+        the counters: a resumed stream continues exactly where the checkpoint left it."""
+        return [self.gen.get_state(), self.x, self.k, self.noise, self.case], \
+            {"forwards": self.forwards, "queue": self.queue, "ptr": self.ptr, "restarts": self.restarts,
+             "k_histogram": self.k_histogram}
+
+    def restore(self, tensors, info):
+        super().restore(tensors, info)
+        self.queue, self.ptr, self.restarts = list(info["queue"]), info["ptr"], info["restarts"]
+        self.k_histogram = list(info["k_histogram"])
 
     def cost(self):
         return {"xt_source": "stream", "stream_width": self.width, "sampling_forwards": self.forwards,

@@ -161,7 +161,8 @@ def test_a_foreign_or_truncated_checkpoint_is_refused_in_one_line(tiny_folders, 
         with pytest.raises(SystemExit) as e:
             esd_run(["--erase_concept", "x", "--base_model", tiny_folders["sd"], *FAST, "--output", str(out)])
         message = str(e.value.code)
-        assert "not a checkpoint of this run" in message and "--no-resume" in message and "\n" not in message
+        assert ("not a checkpoint of this run" if content else "records no config") in message, message
+        assert "--restart" in message and "\n" not in message, message
         assert not out.exists()
 
 
@@ -227,3 +228,21 @@ def test_atomic_writes_use_unique_temporaries_and_leave_none_behind(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, "the usual permissions, not mkstemp's 0600"
+
+
+def test_generate_images_never_reuses_another_models_images(tmp_path, capsys):
+    csv = tmp_path / "one.csv"
+    csv.write_text("case_number,prompt,evaluation_seed\n0,a painting of a house by Vincent van Gogh,3\n")
+    common = ["--prompts_path", str(csv), "--num_inference_steps", "2", "--model_name", "X", "--output",
+              str(tmp_path / "img")]
+    generate(common)
+    assert "1 images generated, 0 already present" in capsys.readouterr().out
+    generate(common)                               # the same model and sampling: reused
+    assert "0 images generated, 1 already present" in capsys.readouterr().out
+    for flags, words in ((["--erasure", BUNDLED], ["another model", "erasure_hash"]),
+                         (["--num_inference_steps", "3"], ["num_inference_steps 2 there, 3 here"])):
+        with pytest.raises(SystemExit) as e:
+            generate(common + flags)
+        message = str(e.value.code)
+        assert message.startswith("error: ") and all(w in message for w in words), message
+    assert sorted(os.listdir(tmp_path / "img" / "X")) == ["0_0.png", "manifest.json"]

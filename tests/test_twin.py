@@ -123,9 +123,14 @@ def test_esd_twin_target_trains_on_the_twins_trajectories(tiny_folders, tmp_path
 def test_esd_twin_map_starts_from_the_closed_form(tiny_folders, tmp_path):
     from spatial_erasure import esd
     base = ["--erase_concept", "Vincent van Gogh", "--base_model", tiny_folders["sd"], "--iterations", "1",
-            "--num_inference_steps", "4", "--variations", "2", "--preserve", "0", "--lr", "0"]
-    mapped = read_erasure(esd.main(esd.parse_args(base + ["--twin_map", "--output", str(tmp_path / "m.safetensors")])))
-    plain = read_erasure(esd.main(esd.parse_args(base + ["--output", str(tmp_path / "p.safetensors")])))
+            "--num_inference_steps", "4", "--variations", "2", "--preserve", "0"]
+
+    def still(argv):                               # lr 0 (the command line refuses it): nothing but the start moves
+        args = esd.parse_args(argv)
+        args.lr = 0.0
+        return read_erasure(esd.main(args))
+    mapped = still(base + ["--twin_map", "--output", str(tmp_path / "m.safetensors")])
+    plain = still(base + ["--output", str(tmp_path / "p.safetensors")])
     kv = [k for k in mapped[0] if k.endswith(("to_k.weight", "to_v.weight"))]
     assert all(not torch.equal(mapped[0][k], plain[0][k]) for k in kv), "lr 0: only the closed form moved them"
     assert all(torch.equal(mapped[0][k], plain[0][k]) for k in mapped[0] if k not in kv)

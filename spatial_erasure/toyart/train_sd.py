@@ -172,7 +172,8 @@ def main(args):
     vae = make_vae()
     vae_path = os.path.join(args.work_dir, "vae.safetensors")
     if args.init_from and not os.path.exists(vae_path):     # continue from an exported pipeline's VAE
-        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").state_dict())
+        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, subfolder="vae",
+                                                          use_safetensors=True).state_dict())
         save_state(vae_path, {"vae": vae}, None, args.vae_steps)
     train_vae(args, vae, vae_path)
     dec_path = os.path.join(args.work_dir, "decoder.safetensors")
@@ -203,9 +204,10 @@ def main(args):
     elif args.init_from:
         # another sitting without --work_dir's checkpoint: start from the exported (EMA) weights at the
         # step they reached; the optimizer's moments start afresh
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet",
+                                                                   use_safetensors=True).state_dict())
         text_encoder.load_state_dict(
-            CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
+            CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder", use_safetensors=True).state_dict())
         ema = EMAModel(params, decay=args.ema_decay)
         with open(os.path.join(args.init_from, "training.json")) as f:
             done = json.load(f)
