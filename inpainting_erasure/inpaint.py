@@ -44,6 +44,8 @@ def parse_args(argv=None):
                                               "row of the figure each")
     a("--prompt", required=True, help="what to paint inside the mask")
     a("--erasure", default=None, help="erasure .safetensors file: also inpaint with it, side by side")
+    a("--allow_unverified", action="store_true",
+      help="apply an erasure file that records no base_fingerprint (nothing says which model it was trained on)")
     a("--twin", default=None, help="the neutral twin prompt: the base model paints it in a row above the erased one, "
       "the picture the erasure should leave (default with --erasure: --prompt without the erased concept)")
     cli.add_common_args(p, "results/inpaint", "output folder", seed=0,
@@ -92,7 +94,7 @@ def main(args):
     if twin is not None:                           # what the erased row should look like: the base model on the twin
         columns[f"base, twin {twin!r}"] = inpaint(pipe, images, masks, [twin] * m, [args.seed] * m, **kw)[1]
     if args.erasure:
-        meta = apply_erasure(pipe, args.erasure)
+        meta = apply_erasure(pipe, args.erasure, allow_unverified=args.allow_unverified)
         columns[f"erased ({meta.get('method')}, {meta.get('algorithm', 'esd')})"] = \
             inpaint(pipe, images, masks, [args.prompt] * m, [args.seed] * m, **kw)[1]
     result = list(columns.values())[-1]

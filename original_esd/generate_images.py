@@ -36,6 +36,8 @@ def parse_args(argv=None):
     a("--prompts_path", required=True,
       help="CSV with case_number, prompt, evaluation_seed [, negative_prompt, guidance_scale]")
     a("--erasure", default=None, help="erasure .safetensors to apply (default: none, the base model)")
+    a("--allow_unverified", action="store_true",
+      help="apply an erasure file that records no base_fingerprint (nothing says which model it was trained on)")
     a("--model_name", default=None, help="subfolder name (default: the erasure file's stem, or 'base')")
     a("--num_samples", type=int, default=1, help="images per row")
     a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
@@ -76,7 +78,7 @@ def main(args):
     name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")
     base_fp = fingerprint(pipe.unet)
     if args.erasure:
-        apply_erasure(pipe, args.erasure)
+        apply_erasure(pipe, args.erasure, allow_unverified=args.allow_unverified)
     if state.is_main_process:
         print(describe(pipe, base_fp) + (f" + {args.erasure}" if args.erasure else ""))
     out_dir = os.path.join(args.output, name)

@@ -170,13 +170,24 @@ def check_fits(tensors, own, name="the erasure file", base=None):
                               + (f" ({base})" if base else ""))
 
 
-def apply_erasure(pipe, path, check_base=True):
+def check_recorded_base(path, meta, allow_unverified=False):
+    """ErasureMismatch for a file that records no base fingerprint (nothing says which model it was
+    trained on), unless allow_unverified (the scripts' --allow_unverified)."""
+    if "base_fingerprint" not in meta and not allow_unverified:
+        raise ErasureMismatch(f"{path} records no base_fingerprint, so nothing says which model it was trained on; "
+                              "pass --allow_unverified to use it anyway")
+
+
+def apply_erasure(pipe, path, check_base=True, allow_unverified=False):
     """Load the trained tensors of `path` into pipe.unet in place; returns the file's metadata.
 
     Every key must name a UNet parameter of the same shape, and (unless check_base=False) the
-    UNet's fingerprint must equal the one recorded at training time.
+    UNet's fingerprint must equal the one recorded at training time; a file that records none is
+    refused unless allow_unverified.
     """
     tensors, meta = read_erasure(path)
+    if check_base:
+        check_recorded_base(path, meta, allow_unverified)
     if check_base and "base_fingerprint" in meta:
         have = fingerprint(pipe.unet)
         if have != meta["base_fingerprint"]:

@@ -35,7 +35,7 @@ import torch
 
 from .checkpoint import atomic_save, replace_folder
 from .errors import InputError
-from .erasure_file import ErasureFileError, read_erasure, recorded_base
+from .erasure_file import ErasureFileError, check_recorded_base, read_erasure, recorded_base
 from .models import SAFETENSORS_FIX, fingerprint
 from .reports import write_json
 
@@ -192,7 +192,7 @@ def load_base(model, meta, full=False):
     return pipe if full else unet
 
 
-def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="carry"):
+def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="carry", allow_unverified=False):
     """Write `path` in format `fmt` to `output`; returns the report (also written as JSON beside it)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -200,8 +200,11 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="car
         raise ExportError(f"--rank must be >= 1, not {rank}")
     if energy is not None and not 0 < energy <= 1:
         raise ExportError(f"--energy must be in (0, 1], not {energy}")
+    if fmt == "pipeline" and (rank is not None or energy is not None):
+        raise ExportError("--rank and --energy size a LoRA; --format pipeline fuses the file exactly: drop them")
     try:
         tensors, meta = read_erasure(path)
+        check_recorded_base(path, meta, allow_unverified)
     except ErasureFileError as e:     # missing, not safetensors, or not an erasure file: its one line
         raise ExportError(str(e)) from e
     base_model = base_model or recorded_base(meta)
@@ -292,6 +295,8 @@ def parse_args(argv=None):
                    help="LoRA: a folder or a .safetensors file; pipeline: the folder to write")
     p.add_argument("--base_model", default=None,
                    help="base pipeline (folder or hub id); None: the one the erasure file records")
+    p.add_argument("--allow_unverified", action="store_true",
+                   help="export a file that records no base_fingerprint (nothing says which model it was trained on)")
     p.add_argument("--bias", default="carry", choices=["carry", "drop"],
                    help="diffusers format: carry bias deltas as lora_B.bias (exact, not fusable) or drop them")
     return p.parse_args(argv)
@@ -299,7 +304,8 @@ def parse_args(argv=None):
 
 def main(args):
     try:
-        report = export(args.file, args.format, args.output, args.rank, args.energy, args.base_model, args.bias)
+        report = export(args.file, args.format, args.output, args.rank, args.energy, args.base_model, args.bias,
+                        args.allow_unverified)
     except (ExportError, InputError, FileNotFoundError) as e:    # one line, exit status 1, as every script
         raise SystemExit(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
     print_report(report)

@@ -46,11 +46,14 @@ def export(argv):
 
 
 def broken_erasure(tmp_path, how):
-    """The bundled ESD-x file with one tensor made NaN, or cast to int64."""
+    """The bundled ESD-x file with one tensor made NaN, or cast to int64, or without its base fingerprint."""
     from spatial_erasure.erasure_file import read_erasure
     tensors, meta = read_erasure(BUNDLED)
     name = next(iter(tensors))
-    tensors[name] = tensors[name].clone().fill_(float("nan")) if how == "nan" else tensors[name].long()
+    if how == "unverified":
+        del meta["base_fingerprint"]
+    else:
+        tensors[name] = tensors[name].clone().fill_(float("nan")) if how == "nan" else tensors[name].long()
     path = tmp_path / "in" / f"{how}.safetensors"
     path.parent.mkdir()
     save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v)
@@ -107,6 +110,18 @@ CASES = [
      ["non-float tensors"]),
     ("export-kohya-nan-file", lambda t, o, f: export([broken_erasure(t, "nan"), "--format", "kohya",
                                                       "--output", o + "/x.safetensors"]), ["NaN or Inf"]),
+    ("apply-unverified-file", lambda t, o, f: generate(["--prompts_path", PROMPTS, "--erasure",
+                                                        broken_erasure(t, "unverified"), "--output", o]),
+     ["records no base_fingerprint", "--allow_unverified"]),
+    ("export-unverified-file", lambda t, o, f: export([broken_erasure(t, "unverified"), "--format", "kohya",
+                                                       "--rank", "4", "--output", o + "/x.safetensors"]),
+     ["records no base_fingerprint", "--allow_unverified"]),
+    ("export-pipeline-with-rank", lambda t, o, f: export([BUNDLED, "--format", "pipeline", "--rank", "4",
+                                                          "--output", o + "/pipe"]), ["--rank", "drop them"]),
+    ("export-from-a-pickle-folder", lambda t, o, f: export([BUNDLED, "--format", "kohya", "--rank", "4",
+                                                            "--base_model", pickle_folder(t, f["sd"]),
+                                                            "--output", o + "/x.safetensors"]),
+     ["safe_serialization=True"]),
     ("output-cannot-be-written", lambda t, o, f: esd_run(["--erase_concept", "x", "--output",
                                                            "/proc/x/e.safetensors"]), ["cannot write"]),
     ("output-under-a-file", lambda t, o, f: esd_run(["--erase_concept", "x", "--output",
@@ -122,6 +137,16 @@ CASES = [
                                                                   "--output", o + "/g.safetensors"]),
      ["grid 100 does not fit"]),
 ]
+
+
+def pickle_folder(tmp_path, folder):
+    """A copy of a pipeline folder whose UNet has pickle (.bin) weights only (transformers writes
+    the text encoder as safetensors whatever it is asked)."""
+    from diffusers import DiffusionPipeline
+    out = tmp_path / "bin_pipeline"
+    DiffusionPipeline.from_pretrained(folder).save_pretrained(str(out), safe_serialization=False)
+    assert not list((out / "unet").glob("*.safetensors")) and list((out / "unet").glob("*.bin"))
+    return str(out)
 
 
 def a_file(tmp_path):
@@ -246,3 +271,38 @@ def test_generate_images_never_reuses_another_models_images(tmp_path, capsys):
         message = str(e.value.code)
         assert message.startswith("error: ") and all(w in message for w in words), message
     assert sorted(os.listdir(tmp_path / "img" / "X")) == ["0_0.png", "manifest.json"]
+
+
+def test_an_unverified_file_is_applied_only_when_asked(tmp_path, capsys):
+    csv = tmp_path / "one.csv"
+    csv.write_text("case_number,prompt,evaluation_seed\n0,a painting of a house by Vincent van Gogh,3\n")
+    generate(["--prompts_path", str(csv), "--num_inference_steps", "2", "--erasure",
+              broken_erasure(tmp_path, "unverified"), "--allow_unverified", "--output", str(tmp_path / "img")])
+    assert "1 images generated" in capsys.readouterr().out
+
+
+def test_a_run_removes_the_temporaries_a_killed_run_left_beside_its_output(tiny_folders, tmp_path):
+    stale = [tmp_path / ".x.safetensors.k3j2a1b0.tmp", tmp_path / ".x.state.safetensors.zz9q1w2e.tmp",
+             tmp_path / ".x.loss.png.abcdefgh.tmp.png"]
+    other = tmp_path / ".y.safetensors.k3j2a1b0.tmp"            # another output's: not ours to remove
+    for f in stale + [other]:
+        f.write_bytes(b"half a file")
+    esd_run(["--erase_concept", "x", "--base_model", tiny_folders["sd"], *FAST, "--output",
+             str(tmp_path / "x.safetensors")])
+    assert not any(f.exists() for f in stale) and other.exists()
+    assert sorted(os.listdir(tmp_path)) == [".y.safetensors.k3j2a1b0.tmp", "x.json", "x.safetensors"]
+
+
+def test_a_full_disk_stops_the_run_before_training(tiny_folders, tmp_path, monkeypatch):
+    from collections import namedtuple
+    from spatial_erasure import trainer
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    called = []
+    monkeypatch.setattr(trainer, "check_finite", lambda *a: called.append(a))
+    with pytest.raises(SystemExit) as e:
+        esd_run(["--erase_concept", "x", "--base_model", tiny_folders["sd"], *FAST, "--output", str(tmp_path)])
+    message = str(e.value.code)
+    assert "MiB free" in message and "free some space" in message and "\n" not in message, message
+    assert not called, "stopped before the first iteration"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
