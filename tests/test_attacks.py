@@ -91,6 +91,7 @@ def test_learned_tokens_touch_only_their_rows_and_leave_the_pipeline_alone(toy):
     assert readable("night</w>gogh</w>\u0120x") == "night gogh x" == readable("night gogh x")
 
 
+@pytest.mark.slow
 def test_concept_inversion_recovers_the_concept_on_the_base_model(toy, judge):
     """Sanity: a token learned from the base model's Van Gogh images makes the base model paint Van Gogh."""
     subjects = SUBJECTS[:4] * 2
@@ -141,6 +142,7 @@ def test_colour_contrast_and_substitutes_on_known_images():
     assert s["colour_shift"] == pytest.approx(np.sqrt(3) * 50) and s["colour_shift_base_seeds"] == 0
 
 
+@pytest.mark.slow
 def test_attack_evaluation_end_to_end_on_the_toy_model(tmp_path):
     out = tmp_path / "att"
     args = ["evaluation/attack_evaluation.py", "--erasures", ESD_X, "--per_kind", "2", "--pairs", "4",

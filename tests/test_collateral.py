@@ -118,6 +118,7 @@ def test_summarise_counts_hits_per_style_kind_and_no_style():
     assert s["no_style"]["subject_rate"]["tree"] == 0.5 and s["no_style"]["subject_rate"]["car"] is None
 
 
+@pytest.mark.slow
 def test_collateral_evaluation_end_to_end_on_the_toy_model(tmp_path):
     out = tmp_path / "coll"
     r = run(["evaluation/collateral_evaluation.py", "--erasures", ESD_X, "--per_style", "1", "--num_inference_steps",

@@ -83,6 +83,7 @@ def test_simple_vangogh_evaluation_on_the_toy_model(tmp_path):
     assert run_script("evaluation/simple_vangogh_evaluation.py", "--num_tests", "0") != 0
 
 
+@pytest.mark.slow
 def test_concept_impact_48_tests_and_benchmark_table(tmp_path):
     out = tmp_path / "impact"
     code = run_script("evaluation/concept_impact.py", "--erasure", ESD_X, "--images_per_test", "1",
@@ -119,6 +120,7 @@ def test_concept_impact_bad_prompt_folder(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_benchmark_trains_a_variant_with_its_own_flags_and_name(tiny_folders, tmp_path):
     from spatial_erasure.erasure_file import read_erasure
     assert run_script("evaluation/benchmark.py", "--methods", "ESD-x +preserve +robust", "--train_only",

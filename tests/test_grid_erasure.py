@@ -101,6 +101,7 @@ def test_parse_mask_specs():
             parse_mask(bad, 64)
 
 
+@pytest.mark.slow
 def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     out = tmp_path / "grid.safetensors"
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "basic", "--output", str(out)])
@@ -209,6 +210,7 @@ def test_grid_preserve_adds_anchor_prompts_to_the_retain_pool(tiny_folders, tmp_
     assert r.returncode != 0 and len(errors) == 1 and "--preserve" in errors[0], r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_grid_key_value_penalty_and_robust_on_a_nine_channel_model(tiny_folders, tmp_path):
     # --preserve_weight 0: the anchors feed the key/value penalty only, not the retain pool
     kv = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "kv.safetensors", "--preserve", "8",

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 from conftest import run
 
@@ -92,6 +93,7 @@ def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path)
     assert pngs == sorted(os.listdir(one / "cache"))
 
 
+@pytest.mark.slow
 def test_toy_erasure_rates_two_processes_same_numbers_written_once(tmp_path):
     argv = ["evaluation/toy_erasure_rates.py", "--erasure", ESD_X, "--per_style", "4", "--num_inference_steps", "3",
             "--max_target_rate", "1", "--min_retain_rate", "0", "--min_subject_acc", "0"]   # 36 images: 2 batches

@@ -15,10 +15,10 @@ from conftest import REPO, one_error_line, run
 from spatial_erasure import esd, trainer
 from spatial_erasure.erasure_file import read_erasure
 
-ESD = ["original_esd/esd_sd.py", "--erase_concept", "Vincent van Gogh", "--iterations", "40", "--checkpoint_every",
+ESD = ["original_esd/esd_sd.py", "--erase_concept", "Vincent van Gogh", "--iterations", "16", "--checkpoint_every",
        "4", "--num_inference_steps", "10", "--variations", "2", "--preserve", "0"]
 GRID = ["inpainting_erasure/grid_erasure.py", "--concept", "Vincent van Gogh", "--recipe", "paper", "--preset",
-        "basic", "--iterations", "40", "--checkpoint_every", "4", "--num_prompts", "2", "--num_inference_steps", "6"]
+        "basic", "--iterations", "16", "--checkpoint_every", "4", "--num_prompts", "2", "--num_inference_steps", "6"]
 
 
 def popen(argv):
@@ -52,7 +52,7 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one_bitwise(name, tiny
     r = run(argv + ["--output", str(ref)], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     step = kill_at_checkpoint(argv + ["--output", str(out)], str(tmp_path / "killed.state.safetensors"))
-    assert 0 < step < 40
+    assert 0 < step < 16
     r = run(argv + ["--output", str(out)], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"at iteration {step}" in r.stdout, r.stdout[-500:]
@@ -97,9 +97,18 @@ def test_a_checkpoint_of_another_run_is_refused_and_iterations_may_grow(tiny_fol
         message = str(e.value.code)
         assert message.startswith("error: ") and "\n" not in message and all(w in message for w in words), message
         assert not os.path.exists(out)
-    meta = read_erasure(esd.main(esd.parse_args(["--erase_concept", "Vincent van Gogh", *base, "--iterations", "8",
-                                                 "--lr", "1e-4"])))[1]
+    rates = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.Adam, "step", spy)
+        meta = read_erasure(esd.main(esd.parse_args(["--erase_concept", "Vincent van Gogh", *base, "--iterations",
+                                                     "8", "--lr", "1e-4"])))[1]
     assert meta["iterations_done"] == 8 and meta["args"]["lr"] == 1e-4, "iterations grew; the flags' lr is recorded"
+    assert rates == [1e-4] * 6, "iterations 3-8 ran at the flags' lr, not the checkpoint's"
     assert len(read_erasure(out)[1]["args"]) > 10
     with monkeypatch.context() as m:               # --restart ignores another run's checkpoint
         interrupted(m, 3)
@@ -122,7 +131,7 @@ def test_two_runs_on_one_output_one_trains_the_other_refuses(tiny_folders, tmp_p
         loser = errs[[p.returncode for p in procs].index(1)]
         lines = [line for line in loser.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "another run is writing" in lines[0] and "Traceback" not in loser, loser[-800:]
-        assert read_erasure(str(out))[1]["iterations_done"] == 40
+        assert read_erasure(str(out))[1]["iterations_done"] == 16
         assert not [f for f in os.listdir(tmp_path) if f.startswith(".")], os.listdir(tmp_path)
 
 

@@ -88,6 +88,7 @@ def test_composite_check_on_the_bundled_vae(scenes):
     assert np.mean(list(r["full_image_roundtrip"].values())) >= 0.9
 
 
+@pytest.mark.slow
 def test_cli_tunes_a_copy_of_the_toy_model_in_place(tmp_path):
     model = str(tmp_path / "toy")
     shutil.copytree(TOY_MODEL, model)

@@ -84,6 +84,7 @@ def test_inpainting_pipeline_keeps_the_unmasked_latents():
     assert inside > 2 * outside, (inside, outside)
 
 
+@pytest.mark.slow
 def test_quality_script_meets_every_bar(tmp_path):
     r = run(["-m", "spatial_erasure.evaluation.toy_model_quality", "--output", str(tmp_path), "--per_style", "16"],
             timeout=1200)

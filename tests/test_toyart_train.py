@@ -2,6 +2,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from conftest import run
 
 from spatial_erasure.models import architecture, load_pipeline
@@ -16,6 +18,7 @@ def run_train(out, work, unet_steps, *extra):
     return r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_train_writes_a_standard_pipeline_and_resumes(tmp_path):
     out, work = str(tmp_path / "sd"), str(tmp_path / "work")
     run_train(out, work, 2)
