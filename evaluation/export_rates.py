@@ -80,7 +80,7 @@ def main(args):
         for fmt in args.formats:
             for rank in args.ranks:
                 path = os.path.join(tmp, f"{fmt}-{rank}.safetensors")
-                report = export(args.erasure, fmt, path, rank=rank, base_model=base_model)
+                report = export(args.erasure, fmt, path, rank=rank, base_model=base_model, bias="carry")   # measured
                 reports[f"{fmt}-{rank}"] = {k: report.get(k) for k in ("max_rel_error", "mean_rel_error", "bias")}
                 lora = DiffusionPipeline.from_pretrained(base_model, safety_checker=None,
                                                          use_safetensors=True).to(device)   # plain diffusers

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from spatial_erasure.export import apply_lora_equivalent, effective_weights, export, main, one_thread, parse_args
-from spatial_erasure.models import REPO_ROOT, TOY_MODEL, fingerprint
+from spatial_erasure.models import MODELS_DIR, REPO_ROOT, TOY_MODEL, fingerprint
 from spatial_erasure.erasure_file import apply_erasure, read_erasure, save_erasure
 
 # expected: a LoRA with biases puts a lora_B bias on to_q/k/v too, which have no bias to fuse into
@@ -71,7 +71,7 @@ def esd():
 
 def test_diffusers_full_rank_with_biases_equals_dense_erasure(esd, tmp_path):
     tensors, w0 = esd
-    report = export(ESD, "diffusers", str(tmp_path / "lora"), rank=FULL)
+    report = export(ESD, "diffusers", str(tmp_path / "lora"), rank=FULL, bias="carry")
     with safe_open(report["output"], "pt") as f:
         keys = list(f.keys())
     assert report["output"].endswith("lora/pytorch_lora_weights.safetensors")
@@ -93,9 +93,9 @@ def test_diffusers_full_rank_with_biases_equals_dense_erasure(esd, tmp_path):
     assert rel(out_dense, unet_out(stock())) > 1e-3      # and the erasure does change the prediction
 
 
-def test_diffusers_low_rank_dropped_biases_fuses(esd, tmp_path):
+def test_diffusers_default_drops_biases_and_fuses(esd, tmp_path):
     tensors, w0 = esd
-    report = export(ESD, "diffusers", str(tmp_path / "l.safetensors"), rank=2, bias="drop")
+    report = export(ESD, "diffusers", str(tmp_path / "l.safetensors"), rank=2)   # the default: biases dropped
     assert os.path.exists(tmp_path / "l.export.json") and report["fusable"] and report["ranks"] == [2]
     assert report["bias"].startswith("dropped") and not any(b["carried"] for b in report["biases"])
     for b in report["biases"]:
@@ -176,7 +176,7 @@ def test_conv_and_unslotted_tensors_on_tiny_model(tiny_folders, tmp_path):
     path = str(tmp_path / "tiny.safetensors")
     save_erasure(path, changed, {"base_model": folder, "base_fingerprint": fingerprint(unet), "method": "test"})
     for fmt in ("diffusers", "kohya"):
-        report = export(path, fmt, str(tmp_path / f"{fmt}.safetensors"), rank=FULL)
+        report = export(path, fmt, str(tmp_path / f"{fmt}.safetensors"), rank=FULL, bias="carry")
         assert [d["name"] for d in report["dropped"]] == ["down_blocks.0.resnets.0.norm1.weight"]
         pipe = stock(folder)
         pipe.load_lora_weights(report["output"])
@@ -184,6 +184,36 @@ def test_conv_and_unslotted_tensors_on_tiny_model(tiny_folders, tmp_path):
         for k in names[:3]:
             want = changed[k] if fmt == "diffusers" or k.endswith(".weight") else own[k]
             assert rel(eff[k], want) < 1e-5, (fmt, k)
+
+
+def test_default_diffusers_exports_load_and_fuse_on_inpainting_and_sdxl(tiny_folders, tmp_path):
+    """The default diffusers export (biases dropped) loads and `pipe.fuse_lora()` fuses it, on the
+    bundled 9-channel grid file and on a tiny SDXL; at full rank the fused weights are the file's."""
+    from diffusers import DiffusionPipeline
+    from spatial_erasure.models import TOY_INPAINTING
+    xl = tiny_folders["sdxl"]
+    unet = DiffusionPipeline.from_pretrained(xl).unet
+    own = dict(unet.named_parameters())
+    torch.manual_seed(2)
+    names = [n for n in own if ".attn2." in n][:6]
+    assert any(n.endswith(".bias") for n in names) and any(n.endswith(".weight") for n in names)
+    changed = {k: own[k].detach() + 0.05 * torch.randn_like(own[k]) for k in names}
+    xl_file = str(tmp_path / "xl.safetensors")
+    save_erasure(xl_file, changed, {"base_model": xl, "base_fingerprint": fingerprint(unet), "method": "test"})
+    grid = str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x-recommended-inpainting.safetensors")
+    for path, folder in ((grid, TOY_INPAINTING), (xl_file, xl)):
+        tensors = read_erasure(path)[0]
+        report = export(path, "diffusers", str(tmp_path / f"{os.path.basename(path)}-lora"), rank=FULL)
+        assert report["fusable"], report["bias"]
+        pipe = DiffusionPipeline.from_pretrained(folder)
+        base = {k: p.detach().clone() for k, p in pipe.unet.named_parameters()}
+        pipe.load_lora_weights(report["output"])
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()                              # the fused weights stay, the LoRA layers go
+        fused = dict(pipe.unet.named_parameters())
+        for k, v in tensors.items():
+            want = v if k.endswith(".weight") else base[k]       # biases are left at base by default
+            assert rel(fused[k], want) < 1e-5, (path, k)
 
 
 def test_bad_inputs(tmp_path, capsys):
