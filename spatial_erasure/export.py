@@ -11,18 +11,21 @@ Formats (the files are plain safetensors; provenance goes into their metadata):
              --bias carry, `unet.<module>.lora_B.bias`; no alphas, so diffusers uses alpha = r (scale 1).
   kohya      OUTPUT/<file>-lora.safetensors (or OUTPUT.safetensors), keys `lora_unet_<module, _ for .>` +
              `.lora_down.weight`, `.lora_up.weight`, `.alpha`: the names A1111 and ComfyUI map onto their
-             UNets, and that diffusers' load_lora_weights converts. Scale alpha / r is 1 (see kohya_state).
+             UNets, and that diffusers' load_lora_weights converts; SDXL modules in the LDM layout kohya and
+             A1111 use (`input_blocks_4_1_...`, `label_emb_0_0`: spatial_erasure.ldm_names), SD 1.x/2.x
+             in diffusers' own. Scale alpha / r is 1 (see kohya_state). Metadata: ss_network_dim,
+             ss_network_alpha, ss_base_model_version and modelspec.architecture (how A1111 lists it).
   pipeline   OUTPUT/ is a complete pipeline folder (save_pretrained, safetensors) with the erasure fused in;
              OUTPUT/unet/diffusion_pytorch_model.safetensors is the single-file UNet (full state dict,
              diffusers keys, never sharded), which ComfyUI's "Load Diffusion Model" node also reads.
 
 LoRA factors come from a truncated SVD of each changed weight's delta dW = W_erased - W_base (conv kernels
 flattened to (out, in*k*k)), at --rank r or the smallest r keeping --energy of sum(s^2). Biases (ESD-x
-changes attn2.to_out.0.bias): kohya's format has no slot diffusers accepts (its converter raises on
-ComfyUI's `.diff_b`), so they are dropped there; diffusers/peft load `lora_B.bias` (lora_bias=True), but
-peft then refuses `pipe.fuse_lora()` (to_q/k/v have no bias to merge into), so the diffusers format drops
-them by default (a LoRA that fuses; measured: at most one image in 32 differs) and --bias carry keeps
-them, exact but not fusable. Other 1-D tensors (norms) have no LoRA slot at
+changes attn2.to_out.0.bias) are dropped by default: diffusers/peft load `lora_B.bias` (lora_bias=True),
+but peft then refuses `pipe.fuse_lora()` (to_q/k/v have no bias to merge into), and diffusers' kohya
+converter does not take ComfyUI's `.diff_b`; measured, dropping them changes at most one image in 32.
+--bias carry keeps them: as lora_B.bias (diffusers; exact, not fusable) or `.diff_b` (kohya; ComfyUI
+and Forge read it). Other 1-D tensors (norms) have no LoRA slot at
 all. The report (JSON beside the output) lists every tensor's rank and relative error
 ||dW - dW_r||_F / ||dW||_F, and each bias delta's norm relative to the bias, carried or not.
 """
@@ -37,7 +40,8 @@ import torch
 from .checkpoint import atomic_save, replace_folder
 from .errors import InputError
 from .erasure_file import ErasureFileError, check_recorded_base, read_erasure, recorded_base
-from .models import SAFETENSORS_FIX, fingerprint
+from .ldm_names import ldm_name
+from .models import SAFETENSORS_FIX, architecture, fingerprint
 from .reports import write_json
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
@@ -124,8 +128,11 @@ def diffusers_state(factors, with_bias=True):
     return out
 
 
-def kohya_state(factors):
-    """kohya-ss keys: lora_unet_<module, dots as underscores>.{lora_down.weight, lora_up.weight, alpha}.
+def kohya_state(factors, name=None, diff_b=False):
+    """kohya-ss keys: lora_unet_<module, dots as underscores>.{lora_down.weight, lora_up.weight, alpha},
+    the module named by `name(module)` (SDXL: ldm_names.ldm_name, the LDM layout kohya and AUTOMATIC1111
+    use; SD 1.x/2.x: diffusers' own names, as kohya trains them); with diff_b, each module's bias delta
+    as `<key>.diff_b` (ComfyUI and Forge read it; diffusers' loader does not).
 
     Every loader scales up @ down by alpha / rank. One alpha for all modules (the most common rank), with
     lora_up pre-scaled by rank / alpha where a module's rank differs: diffusers 0.42 drops per-module
@@ -134,11 +141,27 @@ def kohya_state(factors):
     alpha = Counter(f["down"].shape[0] for f in factors.values()).most_common(1)[0][0] if factors else 1
     out = {}
     for m, f in factors.items():
-        key = "lora_unet_" + m.replace(".", "_")
+        key = "lora_unet_" + (name(m) if name else m).replace(".", "_")
         out[f"{key}.lora_down.weight"] = f["down"]
         out[f"{key}.lora_up.weight"] = f["up"] * (f["down"].shape[0] / alpha)
         out[f"{key}.alpha"] = torch.tensor(float(alpha))
+        if diff_b and f["bias"] is not None:
+            out[f"{key}.diff_b"] = f["bias"]
     return out
+
+
+def base_version(unet):
+    """The metadata AUTOMATIC1111 lists a LoRA by (kohya's ss_base_model_version, the SAI model spec's
+    architecture): SDXL, SD 2.x (1024-wide text features) or SD 1.x."""
+    if architecture(unet).startswith("sdxl"):
+        version, spec = "sdxl_base_v1-0", "stable-diffusion-xl-v1-base"
+    elif unet.config.cross_attention_dim == 1024:
+        version = "sd_v2"
+        spec = "stable-diffusion-v2-512" if unet.config.sample_size <= 64 else "stable-diffusion-v2-768-v"
+    else:
+        version, spec = "sd_v1", "stable-diffusion-v1"
+    return {"ss_base_model_version": version, "modelspec.architecture": f"{spec}/lora",
+            "modelspec.sai_model_spec": "1.0.0"}
 
 
 @torch.no_grad()
@@ -238,8 +261,10 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="dro
         if unknown:
             raise ExportError(f"{path} has {len(unknown)} tensors the base UNet lacks, e.g. {unknown[0]}")
         factors, rows, dropped = lora_state(tensors, sd, rank, energy)
-        carried = fmt == "diffusers" and bias == "carry"
-        state = diffusers_state(factors, carried) if fmt == "diffusers" else kohya_state(factors)
+        carried = bias == "carry"
+        xl = architecture(unet).startswith("sdxl")
+        state = diffusers_state(factors, carried) if fmt == "diffusers" else \
+            kohya_state(factors, (lambda m: ldm_name(m, unet.config)) if xl else None, diff_b=carried)
         if output.endswith(".safetensors"):
             file, target = output, output[: -len(".safetensors")] + ".export.json"
         else:
@@ -251,13 +276,15 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="dro
         alpha = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)   # kohya only
         atomic_save(state, file, {"source": os.path.basename(path), "base_model": base_model,
                                   "concept": str(meta.get("concept")), "method": str(meta.get("method")),
-                                  "ss_network_dim": str(max(ranks, default=0)), "ss_network_alpha": str(alpha)})
+                                  "ss_network_dim": str(max(ranks, default=0)), "ss_network_alpha": str(alpha),
+                                  **base_version(unet)})
         errs = [r["rel_error"] for r in rows]
         biases = [{"name": f"{m}.bias", "rel_norm": rel_norm(f["bias"], sd[f"{m}.bias"]), "carried": carried}
                   for m, f in factors.items() if f["bias"] is not None]
         report.update(output=file, ranks=ranks, alpha=alpha, tensors=rows,
                       max_rel_error=max(errs, default=0.0), mean_rel_error=sum(errs) / max(len(errs), 1),
-                      bias="carried as lora_B.bias (pipe.fuse_lora() is then refused)" if carried
+                      bias=("carried as lora_B.bias (pipe.fuse_lora() is then refused)" if fmt == "diffusers" else
+                            "carried as .diff_b (ComfyUI and Forge read it; diffusers does not load it)") if carried
                       else ("dropped (--bias carry keeps them, not fusable)" if fmt == "diffusers" else
                             "dropped (no slot in this format)") if biases else "none changed",
                       biases=biases, dropped=dropped, fusable=not carried)
@@ -300,9 +327,10 @@ def parse_args(argv=None):
     p.add_argument("--allow_unverified", action="store_true",
                    help="export a file that records no base_fingerprint (nothing says which model it was trained on)")
     p.add_argument("--bias", default="drop", choices=["carry", "drop"],
-                   help="diffusers format: drop bias deltas (a LoRA pipe.fuse_lora() accepts; their measured effect on "
-                        "the toy model is at most one image in 32, docs/results.md#export) or carry them as "
-                        "lora_B.bias (exact, loads but does not fuse)")
+                   help="drop bias deltas (diffusers: a LoRA pipe.fuse_lora() accepts; their measured effect on the "
+                        "toy model is at most one image in 32, docs/results.md#export) or carry them (diffusers: as "
+                        "lora_B.bias, exact, loads but does not fuse; kohya: as .diff_b, read by ComfyUI and Forge, "
+                        "not by diffusers)")
     return p.parse_args(argv)
 
 

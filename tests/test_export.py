@@ -176,7 +176,8 @@ def test_conv_and_unslotted_tensors_on_tiny_model(tiny_folders, tmp_path):
     path = str(tmp_path / "tiny.safetensors")
     save_erasure(path, changed, {"base_model": folder, "base_fingerprint": fingerprint(unet), "method": "test"})
     for fmt in ("diffusers", "kohya"):
-        report = export(path, fmt, str(tmp_path / f"{fmt}.safetensors"), rank=FULL, bias="carry")
+        report = export(path, fmt, str(tmp_path / f"{fmt}.safetensors"), rank=FULL,
+                        bias="carry" if fmt == "diffusers" else "drop")   # kohya's .diff_b: not for diffusers
         assert [d["name"] for d in report["dropped"]] == ["down_blocks.0.resnets.0.norm1.weight"]
         pipe = stock(folder)
         pipe.load_lora_weights(report["output"])
@@ -251,3 +252,62 @@ def test_export_rates_compares_loaded_loras_with_the_dense_file(tmp_path):
     assert (full["target_rate"], full["lowest_other"]) == (dense["target_rate"], dense["lowest_other"])
     assert report["lowest_rank_within_tolerance"]["diffusers"] in (1, 128)
     assert "| diffusers LoRA | 1 |" in (tmp_path / "export_rates.md").read_text()
+
+
+def test_ldm_names_of_sdxl_modules():
+    from spatial_erasure.ldm_names import ldm_name
+    xl = {"layers_per_block": 2, "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
+    cases = {"down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k":
+             "input_blocks.4.1.transformer_blocks.0.attn2.to_k",
+             "down_blocks.0.resnets.1.conv1": "input_blocks.2.0.in_layers.2",
+             "down_blocks.0.downsamplers.0.conv": "input_blocks.3.0.op",
+             "down_blocks.1.resnets.0.conv_shortcut": "input_blocks.4.0.skip_connection",
+             "mid_block.resnets.1.conv2": "middle_block.2.out_layers.3",
+             "mid_block.attentions.0.proj_in": "middle_block.1.proj_in",
+             "up_blocks.0.upsamplers.0.conv": "output_blocks.2.2.conv",
+             "up_blocks.1.resnets.2.time_emb_proj": "output_blocks.5.0.emb_layers.1",
+             "up_blocks.1.attentions.1.proj_out": "output_blocks.4.1.proj_out",
+             "add_embedding.linear_2": "label_emb.0.2", "time_embedding.linear_1": "time_embed.0",
+             "conv_in": "input_blocks.0.0", "conv_out": "out.2"}
+    for diffusers_name, want in cases.items():
+        assert ldm_name(diffusers_name, xl) == want, diffusers_name
+    with pytest.raises(ValueError):
+        ldm_name("encoder.layers.0", xl)
+
+
+def test_kohya_sdxl_export_in_ldm_names_loads_every_module_and_carries_biases_as_diff_b(tiny_folders, tmp_path):
+    """Every UNet tensor of a tiny SDXL changed (as esd-all does): the kohya export names its modules
+    in the LDM layout, plain diffusers maps every one back (no module left at its base weight), the
+    metadata names the base model, and --bias carry writes each bias delta as .diff_b."""
+    from diffusers import DiffusionPipeline
+    from spatial_erasure.selection import select_parameters
+    xl = tiny_folders["sdxl"]
+    unet = DiffusionPipeline.from_pretrained(xl).unet
+    torch.manual_seed(3)
+    changed = {k: p.detach() + 0.05 * torch.randn_like(p) for k, p in select_parameters(unet, "esd-all").items()}
+    base = {k: p.detach().clone() for k, p in unet.named_parameters()}
+    path = str(tmp_path / "xl-all.safetensors")
+    save_erasure(path, changed, {"base_model": xl, "base_fingerprint": fingerprint(unet), "method": "esd-all"})
+    report = export(path, "kohya", str(tmp_path / "k.safetensors"), rank=FULL)
+    with safe_open(report["output"], "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert not [k for k in keys if "down_blocks" in k or "up_blocks" in k or "mid_block" in k]
+    assert any("label_emb_0_0" in k for k in keys) and any("input_blocks_" in k for k in keys)
+    assert not [k for k in keys if k.endswith(".diff_b")], "dropped by default"
+    pipe = DiffusionPipeline.from_pretrained(xl)
+    pipe.load_lora_weights(report["output"])
+    eff = effective_weights(pipe.unet)
+    exported = [r["name"] for r in report["tensors"]]
+    assert len(exported) > 20
+    for k in exported:
+        assert k in eff and rel(eff[k], changed[k]) < 1e-5, k
+    carried = export(path, "kohya", str(tmp_path / "kb.safetensors"), rank=FULL, bias="carry")
+    state = load_file(carried["output"])
+    diff_b = {k: v for k, v in state.items() if k.endswith(".diff_b")}
+    assert len(diff_b) == len(carried["biases"]) > 0
+    for b in carried["biases"]:
+        module = b["name"].removesuffix(".bias")
+        want = changed[b["name"]] - base[b["name"]]
+        assert any(v.shape == want.shape and torch.allclose(v, want, atol=1e-6) for v in diff_b.values()), module
