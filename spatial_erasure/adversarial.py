@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .attacks import LearnedTokens, check_supported
+from .learned_tokens import LearnedTokens, check_supported
 from .prompts import Cond
 
 
@@ -85,7 +85,7 @@ class Adversary:
 
 
 def from_args(pipe, prompts, args):
-    """The Adversary of the --robust flags (cli.add_robust_args) on `prompts`, or None without --robust.
+    """The Adversary of the --robust flags (training_flags.add_robust_args) on `prompts`, or None without --robust.
     Build it before the text encoder is offloaded: its copy stays on the device."""
     if not args.robust:
         return None

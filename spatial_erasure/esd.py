@@ -22,7 +22,7 @@ its 2e-4 and 1; ESD's target on a stream takes 4/7 of that lr (measured on the t
 import argparse
 import os
 
-from . import adversarial, cli, recipes
+from . import adversarial, cli, recipes, training_flags
 from .anchors import anchor_prompts, key_value_penalty
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
@@ -72,7 +72,7 @@ def build_parser(defaults, description):
     a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
       "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
     a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
-    m = cli.add_recipe_arg(p, "esd")
+    m = training_flags.add_recipe_arg(p, "esd")
     m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
     m.add_argument("--variations", type=int, default=None, help="prompt variations per concept, each with its neutral "
                    "twin (prompts.concept_variations: templates x subjects), trained beside the concept prompt itself; "
@@ -84,17 +84,17 @@ def build_parser(defaults, description):
                    "(spatial_erasure.twin_map; no UNet call); recipe")
     m.add_argument("--twin_map_keep", type=float, default=1.0, help="--twin_map: weight of keeping the --preserve "
                    "anchors' tokens")
-    cli.add_preservation_args(m, "MSE of the student's predictions for --batch_size anchors per iteration against "
-                              "the frozen model's")
+    training_flags.add_preservation_args(m, "MSE of the student's predictions for --batch_size anchors per "
+                                                    "iteration against the frozen model's")
     m.add_argument("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
                    + cli.choices_help(PRESERVE_XT))
-    cli.add_robust_args(m)
+    training_flags.add_robust_args(m)
     cli.add_model_arg(p, defaults["base_model"])
-    cli.add_training_args(p, iterations=None, xt_source=None, bank_size=8, stream_width=STREAM_WIDTH,
-                          guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
-                          eta_help=family_help("negative_guidance"),
-                          batch_help="x_t samples per iteration",
-                          seed_help="seeds torch, numpy, random and the x_t noise")
+    training_flags.add_training_args(p, iterations=None, xt_source=None, bank_size=8, stream_width=STREAM_WIDTH,
+                                     guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
+                                     eta_help=family_help("negative_guidance"),
+                                     batch_help="x_t samples per iteration",
+                                     seed_help="seeds torch, numpy, random and the x_t noise")
     cli.add_output_arg(p, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "
                        "its JSON log, or the .safetensors path itself (default: models/)", save_path_alias=True)
     return p
@@ -103,16 +103,16 @@ def build_parser(defaults, description):
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     args = recipes.resolve(build_parser(defaults, description).parse_args(argv), "esd")
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
-    cli.check_training_args(args)
+    training_flags.check_training_args(args)
     if (args.variations or 0) < 0:
         cli.fail(f"--variations must be 0 (the concept prompt alone) or more, got {args.variations}")
-    cli.check_preservation_args(args)
+    training_flags.check_preservation_args(args)
     try:
         pairs = parse_concepts(args.erase_concept, args.erase_from)
     except InputError as e:
         cli.fail(str(e))
     cli.check_output(output_path(args))
-    return cli.preservation_defaults(args, len(pairs))
+    return training_flags.preservation_defaults(args, len(pairs))
 
 
 def output_path(args):
@@ -167,7 +167,7 @@ def main(args):
     out = output_path(args)
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
     st = prepare_from_args(args)
-    recipes.resolve(args, "esd", cli.model_family(st.pipe))     # what depends on the model family: lr, eta, ...
+    recipes.resolve(args, "esd", training_flags.model_family(st.pipe))     # what depends on the family: lr, eta
     res, latent = resolution(st.pipe, args.resolution)
     pairs = parse_concepts(args.erase_concept, args.erase_from)
     rows = case_rows(st.pipe, args, pairs)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import adversarial, cli, recipes
+from . import adversarial, cli, recipes, training_flags
 from .anchors import anchor_prompts, key_value_penalty
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
@@ -86,7 +86,7 @@ def build_parser(preset_default="efficient"):
     a("--global_share", type=float, default=0.0,
       help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only)")
     a("--num_prompts", type=int, help="prompt variations per concept (cases: concepts x prompts x masks); preset")
-    m = cli.add_recipe_arg(p, "grid")
+    m = training_flags.add_recipe_arg(p, "grid")
     m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
     m.add_argument("--null_weight", type=float, default=1.0, help="--target twin: weight of keeping eps(x_t, \"\")")
     m.add_argument("--direction", default=None, choices=list(DIRECTIONS), help="what ESD's target steers away from: "
@@ -97,17 +97,18 @@ def build_parser(preset_default="efficient"):
     a("--retain_xt", default="own", choices=list(RETAIN_XT),
       help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
     a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
-    cli.add_preservation_args(m, f"the anchors join the retain term's pool, the retain prompt of "
-                              f"{100 * ANCHOR_SHARE:.0f}%% of the cases (--retain_xt concept: drawn uniformly from "
-                              "the pool), their rows weighted by this times --retain_weight")
-    cli.add_robust_args(m)
-    cli.add_training_args(p, iterations=None, xt_source=None, bank_size=None, stream_width=STREAM_WIDTH,
-                          guidance_scale=3.0, batch_help="cases per iteration",
-                          lr_help=f"model family's: {toy['lr']} toy model, {recipes.PRESET_LR['toy', 'scaled']} with "
-                                  f"the scaled preset; {sd['lr']} real SD",
-                          eta_help=f"recipe, else the model family's: {toy['negative_guidance']} toy model, "
-                                   f"{sd['negative_guidance']} real SD",
-                          seed_help="seeds prompts, source images, x_t noise and sampling")
+    training_flags.add_preservation_args(m, f"the anchors join the retain term's pool, the retain prompt of "
+                                         f"{100 * ANCHOR_SHARE:.0f}%% of the cases (--retain_xt concept: drawn "
+                                         "uniformly from the pool), their rows weighted by this times --retain_weight")
+    training_flags.add_robust_args(m)
+    training_flags.add_training_args(p, iterations=None, xt_source=None, bank_size=None, stream_width=STREAM_WIDTH,
+                                     guidance_scale=3.0, batch_help="cases per iteration",
+                                     lr_help=f"model family's: {toy['lr']} toy model, "
+                                             f"{recipes.PRESET_LR['toy', 'scaled']} with the scaled preset; "
+                                             f"{sd['lr']} real SD",
+                                     eta_help=f"recipe, else the model family's: {toy['negative_guidance']} toy model, "
+                                              f"{sd['negative_guidance']} real SD",
+                                     seed_help="seeds prompts, source images, x_t noise and sampling")
     cli.add_output_arg(p, None, "erasure file to write (default: models/grid-{concept}-{preset}-{method}.safetensors); "
                        "the JSON report, prompts CSV and loss PNG go beside it")
     return p
@@ -117,8 +118,8 @@ def parse_args(argv=None, preset_default="efficient"):
     args = recipes.resolve(build_parser(preset_default).parse_args(argv), "grid")
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
-    cli.check_training_args(args)
-    cli.check_preservation_args(args)
+    training_flags.check_training_args(args)
+    training_flags.check_preservation_args(args)
     try:
         pairs = parse_concepts(args.concept)
     except InputError as e:
@@ -126,7 +127,7 @@ def parse_args(argv=None, preset_default="efficient"):
     if any(f for _, f in pairs):
         cli.fail(f"--concept {args.concept}: grid erasure takes no erase_from (it erases each concept from its own "
                  "prompt variations); drop the erase_from column")
-    cli.preservation_defaults(args, len(pairs))
+    training_flags.preservation_defaults(args, len(pairs))
     if args.preserve_weight and args.retain_weight == 0:
         cli.fail("--preserve_weight puts anchors in the retain term, which --retain_weight 0 turns off; pass "
                  "--preserve_weight 0 (the key/value penalty alone) or a retain weight")
@@ -203,7 +204,7 @@ def retain_draws(n_cases, n_retain, n_anchors, seed):
 def build_cases(st, args, res, latent):
     """Prompt variations of every concept (main writes them to the prompts CSV) x masks, retain prompts and
     anchors, all encoded once."""
-    pipe, toy = st.pipe, cli.model_family(st.pipe) == "toy"
+    pipe, toy = st.pipe, training_flags.model_family(st.pipe) == "toy"
     concepts = concepts_of(args)
     # --num_prompts per concept; concept j's variations drawn with seed + j (its own phrasing order and
     # source images; one concept: as before), numbered across all concepts
@@ -337,7 +338,7 @@ def main(args):
     st = prepare_from_args(args, task="inpaint")
     main_process = st.state.is_main_process
     res, latent = resolution(st.pipe, args.resolution)
-    recipes.resolve(args, "grid", cli.model_family(st.pipe))      # what depends on the model family: lr, eta, ...
+    recipes.resolve(args, "grid", training_flags.model_family(st.pipe))    # what depends on the family: lr, eta
 
     cases = build_cases(st, args, res, latent)
     adversary = adversarial.from_args(st.pipe, [r["prompt"] for r in cases.rows], args)     # before the offload

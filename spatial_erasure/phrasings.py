@@ -223,8 +223,7 @@ def training_prompts():
     (every template of `toyart.world`, training and held-out, filled with every style, subject and
     famous work), grid erasure's prompt variations, neutral twins and retain prompts (toy and real
     templates), ESD's concept prompts, the judge's label texts, prompts/*.csv and models/*.prompts.csv."""
-    from .evaluation.metrics import REAL_STYLES
-    from .prompts import REAL_RETAIN, REAL_SUBJECTS, REAL_TEMPLATES, TOY_TEMPLATES, retain_prompts
+    from .prompts import REAL_RETAIN, REAL_STYLES, REAL_SUBJECTS, REAL_TEMPLATES, TOY_TEMPLATES, retain_prompts
     template_sets = [getattr(world, name) for name in dir(world) if name.endswith("_TEMPLATES")
                      or name.endswith("_TEMPLATES_HELDOUT")]
     names = STYLES + REAL_RETAIN + REAL_STYLES

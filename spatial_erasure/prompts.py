@@ -125,6 +125,8 @@ REAL_SUBJECTS = ["house", "boat", "car", "tree", "mountain", "flower", "city str
                  "starry sky", "bedroom", "still life with fruit", "cat", "church"]
 REAL_RETAIN = ["Claude Monet", "Pablo Picasso", "Leonardo da Vinci", "Andy Warhol", "Katsushika Hokusai",
                "Rembrandt", "Salvador Dali", "Johannes Vermeer", "Paul Cezanne", "Gustav Klimt"]
+# Styles that are not artists: the real-SD judge's other labels (evaluation.metrics.ClipJudge).
+REAL_STYLES = ["impressionism", "cubism", "pop art", "ukiyo-e", "surrealism", "watercolor", "pixel art"]
 # The toy world: its training phrasings (held-out ones stay for evaluation) and their neutral twins.
 TOY_TEMPLATES = [("a painting of a {subject} by {concept}", "a painting of a {subject}"),
                  ("{subject} in the style of {concept}", "a {subject}"),

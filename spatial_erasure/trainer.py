@@ -134,7 +134,7 @@ def originals(st):
 
 
 def prepare_from_args(args, task="text2img"):
-    """prepare() with the runtime flags of cli.add_runtime_args."""
+    """prepare() with the runtime flags of training_flags.add_runtime_args."""
     return prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
                    args.gradient_checkpointing, args.channels_last, args.compile)
 

@@ -21,11 +21,10 @@ from PIL import Image
 
 from ..distributed import process_state
 from ..models import TOY_CLASSIFIER, ModelLoadError, fingerprint
-from ..prompts import REAL_RETAIN, REAL_SUBJECTS, is_toy
+from ..prompts import REAL_RETAIN, REAL_STYLES, REAL_SUBJECTS, is_toy
 from ..reports import save_png
 from ..sampling import generate
 
-REAL_STYLES = ["impressionism", "cubism", "pop art", "ukiyo-e", "surrealism", "watercolor", "pixel art"]
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 

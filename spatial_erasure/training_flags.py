@@ -1,0 +1,148 @@
+"""The flags of the two trainers (ESD and grid erasure), defined once: what they train and how,
+preservation, robustness, the recipe, and the checks that run before any model loads.
+
+    p = cli.parser(__doc__)
+    training_flags.add_recipe_arg(p, "esd")
+    training_flags.add_training_args(p, iterations=None, xt_source=None, ...)   # then add_runtime_args
+    args = recipes.resolve(p.parse_args(argv), "esd")
+    training_flags.check_training_args(args)
+
+`model_family(pipe)` keys the per-family defaults (toy model, SD, SDXL). The generic flags every
+script shares (model, seed, sampling, device, output) and the one-line error handling are in `cli`.
+"""
+import argparse
+import math
+
+from . import cli
+from .distributed import check_device
+from .errors import InputError
+from .models import architecture
+from .prompts import is_toy
+from .selection import TRAIN_METHODS, trains_keys_and_values
+from .trainer import PRECISIONS, TEACHERS
+from .trajectories import XT_SOURCES
+
+
+def add_runtime_args(p):
+    """Flags of how (not what) a trainer runs: device, precision, memory savers, teacher form."""
+    a = p.add_argument
+    cli.add_device_arg(p)
+    a("--mixed_precision", default="no", choices=list(PRECISIONS),
+      help="frozen weights and compute in this precision; trained tensors stay fp32")
+    a("--gradient_checkpointing", action="store_true",
+      help="recompute the student's activations in the backward pass (less memory, ~1 more forward)")
+    a("--channels_last", action="store_true", help="UNet weights and activations in channels-last memory format")
+    a("--compile", action="store_true", help="torch.compile the UNet (GPU; the first iterations compile)")
+    a("--teacher", default="originals", choices=list(TEACHERS), help=cli.choices_help(TEACHERS))
+
+
+def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidance_scale, lr_help, eta_help,
+                      batch_help, seed_help):
+    """The flags ESD and grid erasure share (a default of None is filled later: by a preset or the
+    model family), then the runtime flags."""
+    a = p.add_argument
+    a("--train_method", default="esd-x", choices=list(TRAIN_METHODS), help=cli.choices_help(TRAIN_METHODS))
+    a("--iterations", type=int, default=iterations, help="training iterations" + ("; recipe" * (iterations is None)))
+    a("--lr", type=float, help=f"Adam learning rate, constant ({lr_help})")
+    a("--negative_guidance", type=float, help=f"eta of the ESD target ({eta_help})")
+    a("--num_inference_steps", type=int, default=50, help="scheduler steps that define the grid of steps k")
+    a("--guidance_scale", type=float, default=guidance_scale, help="CFG scale when producing x_t")
+    a("--batch_size", type=int, default=1, help=batch_help)
+    a("--resolution", type=int, default=None, help="image size (default: the model's native size)")
+    cli.add_seed_arg(p, 0, seed_help)
+    a("--xt_source", default=xt_source, choices=list(XT_SOURCES),
+      help=cli.choices_help(XT_SOURCES) + ("; recipe" * (xt_source is None)))
+    a("--bank_size", type=int, default=bank_size,
+      help="trajectories in the bank of xt_source cache/noise" + ("; preset" * (bank_size is None)))
+    a("--stream_width", type=int, default=stream_width,
+      help="trajectories kept alive by xt_source stream (at least --batch_size)")
+    a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
+    a("--resume", action=argparse.BooleanOptionalAction, default=True,
+      help="resume from a checkpoint of this output if present (only one of the same run: same flags but "
+           "--iterations, --lr, --device)")
+    a("--restart", action="store_true", help="start over: ignore a checkpoint of this output (it is replaced)")
+    add_runtime_args(p)
+
+
+PRESERVE_KV = 10.0  # --preserve_kv's default: measured on the toy model (docs/results.md#broad-preservation)
+
+
+def add_preservation_args(p, rows_help):
+    """--preserve N (anchor prompts, spatial_erasure.anchors), --preserve_weight (their rows; `rows_help`
+    says where they go) and --preserve_kv (the closed-form key/value penalty over them). The defaults
+    left unset are filled by `preservation_defaults` (measured: docs/results.md#broad-preservation)."""
+    a = p.add_argument
+    a("--preserve", type=int, default=None, help="broad preservation: N random anchor prompts "
+      "(spatial_erasure.anchors), kept by --preserve_kv and --preserve_weight; 0: off, as the reference ESD; recipe")
+    a("--preserve_weight", type=float, default=None, help=f"weight of the anchors' rows: {rows_help} (default: 0 "
+      "for one concept, where rows cost other artists, 1 for several, where they keep them)")
+    a("--preserve_kv", type=float, default=None, help="weight of the closed-form key/value penalty "
+      "(anchors.KeyValuePenalty): the trained attn2.to_k/to_v keep their outputs for every token of the anchors, "
+      f"no UNet call (default with --preserve: {PRESERVE_KV:g}; 0: off)")
+
+
+def preservation_defaults(args, n_concepts):
+    """Fill --preserve_weight and --preserve_kv left unset: rows only when several concepts are erased, the
+    key/value penalty whenever there are anchors and the train method trains keys and values (both 0
+    without --preserve)."""
+    if args.preserve_weight is None:
+        args.preserve_weight = 1.0 if args.preserve and n_concepts > 1 else 0.0
+    if args.preserve_kv is None:
+        args.preserve_kv = PRESERVE_KV if args.preserve and trains_keys_and_values(args.train_method) else 0.0
+    return args
+
+
+def add_recipe_arg(p, trainer):
+    """--recipe (spatial_erasure.recipes) and the argument group of the method flags it sets, returned."""
+    from .recipes import DEFAULT, RECIPES, describe
+    m = p.add_argument_group("method", "set by --recipe; a flag given here overrides it")
+    m.add_argument("--recipe", default=DEFAULT, choices=list(RECIPES[trainer]), help=describe(trainer))
+    return m
+
+
+def add_robust_args(p):
+    """--robust and its inner attack's schedule (spatial_erasure.adversarial)."""
+    from .adversarial import AdversaryConfig
+    a = p.add_argument
+    a("--robust", action=argparse.BooleanOptionalAction, default=None, help="adversarial erasure "
+      "(spatial_erasure.adversarial): every --robust_every iterations, --robust_steps steps of a soft-prompt attack "
+      "on the student, warm-started, find a prompt that paints the concept again; the student is erased from it "
+      "too (SD 1.x/2.x); recipe")
+    a("--robust_every", type=int, default=AdversaryConfig.every, help="iterations between inner attacks")
+    a("--robust_steps", type=int, default=AdversaryConfig.steps, help="steps of each inner attack")
+    a("--robust_tokens", type=int, default=AdversaryConfig.tokens, help="adversarial embeddings before the prompt")
+    a("--robust_weight", type=float, default=AdversaryConfig.weight, help="weight of erasing from the adversarial "
+      "prompt in the loss")
+
+
+def check_preservation_args(args):
+    """One line naming the fix for inconsistent --preserve / --robust flags."""
+    cli.require_positive(args, "robust_every", "robust_steps", "robust_tokens")
+    if args.preserve < 0:
+        cli.fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {args.preserve}")
+    if (args.preserve_weight or 0) < 0 or (args.preserve_kv or 0) < 0:
+        cli.fail("--preserve_weight and --preserve_kv must be 0 or more")
+    if not args.preserve and (args.preserve_kv or args.preserve_weight):
+        cli.fail("--preserve_kv and --preserve_weight weigh anchor prompts: pass --preserve N (e.g. 200) too")
+
+
+def check_training_args(args):
+    """One line naming the fix for trainer flags that would fail or mislead later: run before any
+    model loads (lr, device, batch size against the stream width)."""
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        cli.fail(f"--lr must be a finite number above 0, got {args.lr}; pass e.g. --lr 1e-4 (or leave it to the "
+                 "recipe)")
+    try:
+        check_device(args.device)
+    except InputError as e:
+        cli.fail(str(e))
+    if args.xt_source == "stream" and args.batch_size > args.stream_width:
+        cli.fail(f"--batch_size {args.batch_size} draws more trajectories per iteration than --stream_width "
+             f"{args.stream_width} keeps alive; pass --stream_width {args.batch_size} or more")
+
+
+def model_family(pipe):
+    """The key of a trainer's per-family defaults: 'toy' (the bundled toy world's models), 'sdxl' or 'sd'."""
+    if is_toy(pipe):
+        return "toy"
+    return "sdxl" if architecture(pipe.unet).startswith("sdxl") else "sd"
