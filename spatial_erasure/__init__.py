@@ -1,13 +1,20 @@
 """spatial_erasure: concept erasure for Stable Diffusion, with spatial control.
 
+    from spatial_erasure import erase, Erasure      # the Python API (spatial_erasure.api)
+    erasure = erase("Vincent van Gogh")             # ESD, the recommended recipe, the bundled toy model
+    with erasure.applied(pipe): ...
+
 Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ are thin entry points):
 
+  api               erase(concept, **flags) -> Erasure (save / load / apply / applied / export)
   models            load_pipeline(hub id | folder) -> diffusers pipeline; architecture; weight fingerprint
   prompts           encode prompts once (Cond); prompt CSV read/write; prompt variations with neutral twins
   selection         TRAIN_METHODS and the UNet tensors each one trains
   erasure_file      the erasure file: save / read / apply (checked) / erased(); the base model it records
   errors            InputError: bad input whose one-line message names the fix
-  cli               the shared command line: flags, help layout, model-family defaults, `error: ...` exits
+  cli               the shared command line: generic flags, help layout, `error: ...` exits
+  training_flags    the trainers' flags (method, x_t source, recipe, preservation, robustness) and their checks
+  files             atomic writes under unique temporaries, output checks, one run per output (OutputLock)
   trajectories      where x_t comes from: sample, cache, noise, stream; the UNet call; inpainting inputs
   objectives        the losses, step by step: esd_loss, grid_erasure_loss; teacher_eps, esd_target, masked MSE
   trainer           the erasure training loop and the model prepared for it (trained tensors fp32, teacher)
@@ -19,6 +26,8 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   checkpoint        resumable training state in safetensors; atomic saves
   reports           figures, tables, JSON, written atomically
   export            erasure file -> diffusers LoRA, kohya LoRA, fused pipeline (python -m spatial_erasure.export)
+  ldm_names         diffusers UNet module names in the LDM layout (kohya SDXL exports)
+  learned_tokens    new tokens learned in copies of the text encoder (the attacks, --robust)
   phrasings         phrasings no trainer used, by kind, and every prompt the trainers use (collateral evaluation)
   attacks           attacks that bring a concept back: prompt sets, Concept Inversion, soft prompt (learned tokens)
   architectures     public SD-1.x / SD-inpainting / SD 2 / SDXL UNet configs with random weights (bench)
@@ -36,3 +45,11 @@ import os
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """`from spatial_erasure import erase, Erasure` without importing torch for every submodule."""
+    if name in ("erase", "Erasure"):
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'spatial_erasure' has no attribute {name!r}")
