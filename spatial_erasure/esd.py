@@ -97,11 +97,12 @@ def build_parser(defaults, description):
                                      seed_help="seeds torch, numpy, random and the x_t noise")
     cli.add_output_arg(p, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "
                        "its JSON log, or the .safetensors path itself (default: models/)", save_path_alias=True)
+    training_flags.add_config_args(p)
     return p
 
 
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
-    args = recipes.resolve(build_parser(defaults, description).parse_args(argv), "esd")
+    args = recipes.resolve(training_flags.parse(build_parser(defaults, description), argv), "esd")
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
     training_flags.check_training_args(args)
     if (args.variations or 0) < 0:
@@ -112,7 +113,9 @@ def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
     except InputError as e:
         cli.fail(str(e))
     cli.check_output(output_path(args))
-    return training_flags.preservation_defaults(args, len(pairs))
+    training_flags.preservation_defaults(args, len(pairs))
+    training_flags.print_config(args)
+    return args
 
 
 def output_path(args):

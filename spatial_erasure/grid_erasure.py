@@ -111,11 +111,12 @@ def build_parser(preset_default="efficient"):
                                      seed_help="seeds prompts, source images, x_t noise and sampling")
     cli.add_output_arg(p, None, "erasure file to write (default: models/grid-{concept}-{preset}-{method}.safetensors); "
                        "the JSON report, prompts CSV and loss PNG go beside it")
+    training_flags.add_config_args(p)
     return p
 
 
 def parse_args(argv=None, preset_default="efficient"):
-    args = recipes.resolve(build_parser(preset_default).parse_args(argv), "grid")
+    args = recipes.resolve(training_flags.parse(build_parser(preset_default), argv), "grid")
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
     training_flags.check_training_args(args)
@@ -136,6 +137,7 @@ def parse_args(argv=None, preset_default="efficient"):
     if args.output is not None and not args.output.endswith(".safetensors"):
         cli.fail(f"--output {args.output} must end in .safetensors (the erasure file); reports go beside it")
     cli.check_output(args.output or default_output(args))
+    training_flags.print_config(args)
     return args
 
 

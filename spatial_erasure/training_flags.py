@@ -11,6 +11,7 @@ preservation, robustness, the recipe, and the checks that run before any model l
 script shares (model, seed, sampling, device, output) and the one-line error handling are in `cli`.
 """
 import argparse
+import json
 import math
 
 from . import cli
@@ -146,3 +147,62 @@ def model_family(pipe):
     if is_toy(pipe):
         return "toy"
     return "sdxl" if architecture(pipe.unet).startswith("sdxl") else "sd"
+
+
+# Settings a --config never carries over: where this run writes, on what device, and the run's own switches.
+CONFIG_SKIPPED = ("output", "save_path", "resume", "restart", "device", "config", "print_config")
+
+
+def add_config_args(p):
+    """--config (retrain from a recorded config) and --print-config (show the resolved settings)."""
+    p.add_argument("--config", default=None, help="retrain from a config: an erasure file (the arguments it "
+                   "records), its JSON log, or a JSON file of flags; the flags given here override it, and --recipe "
+                   "fills only what it leaves unset (never carried over: --output, --device, --resume)")
+    p.add_argument("--print-config", dest="print_config", action="store_true",
+                   help="print the resolved settings as JSON and exit (settings left to the model family, e.g. lr, "
+                        "show null: they are resolved when the model loads)")
+
+
+def read_config(path):
+    """{flag: value} of --config: an erasure file's recorded args, a trainer's JSON log, or a JSON dict."""
+    from .erasure_file import ErasureFileError, read_metadata
+    if path.endswith(".safetensors"):
+        try:
+            config = read_metadata(path).get("args")
+        except ErasureFileError as e:
+            cli.fail(str(e))
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            cli.fail(f"--config {path} could not be read as JSON ({e}); pass an erasure file or a JSON file of flags")
+        config = config.get("args", config) if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        cli.fail(f"--config {path} holds no settings; pass an erasure file written by a trainer, or a JSON object "
+                 "of flags")
+    return config
+
+
+def parse(p, argv=None):
+    """p.parse_args(argv) with --config: its settings become the defaults (every flag given overrides
+    them; flags the parser does not know are ignored)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    path = pre.parse_known_args(argv)[0].config
+    if path:
+        config = read_config(path)
+        known = {a.dest: a for a in p._actions}
+        defaults = {k: v for k, v in config.items() if k in known and k not in CONFIG_SKIPPED}
+        for k in defaults:
+            known[k].required = False              # e.g. --erase_concept: the config names it
+        p.set_defaults(**defaults)
+    return p.parse_args(argv)
+
+
+def print_config(args):
+    """With --print-config: the resolved settings as JSON on stdout, then exit 0."""
+    if args.print_config:
+        print(json.dumps({k: v for k, v in vars(args).items() if k not in ("print_config",)}, indent=1,
+                         default=str))
+        raise SystemExit(0)

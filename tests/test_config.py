@@ -1,0 +1,45 @@
+"""--config retrains from a recorded config (an erasure file, its JSON log, or a JSON dict of flags),
+flags given override it, and --print-config shows the resolved settings and exits."""
+import json
+
+import pytest
+
+from spatial_erasure import esd, grid_erasure
+from spatial_erasure.erasure_file import read_erasure
+from spatial_erasure.models import MODELS_DIR
+
+RECOMMENDED = str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x-recommended.safetensors")
+GRID = str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x-recommended-inpainting.safetensors")
+PATHS = {"output", "save_path", "base_model", "device", "resume", "restart", "config", "print_config"}
+
+
+@pytest.mark.parametrize("module, path", [(esd, RECOMMENDED), (grid_erasure, GRID)])
+def test_an_erasure_files_config_is_its_recorded_arguments_and_flags_override_it(module, path, tmp_path):
+    recorded = read_erasure(path)[1]["args"]
+    args = module.parse_args(["--config", path, "--output", str(tmp_path / "x.safetensors")])
+    common = (set(recorded) & set(vars(args))) - PATHS
+    assert len(common) >= 20, common
+    differ = {k: (vars(args)[k], recorded[k]) for k in common if vars(args)[k] != recorded[k]}
+    assert not differ, differ
+    assert args.output == str(tmp_path / "x.safetensors"), "the output is never carried over"
+    mine = module.parse_args(["--config", path, "--seed", "7", "--iterations", "3",
+                              "--output", str(tmp_path / "y.safetensors")])
+    assert (mine.seed, mine.iterations) == (7, 3)
+
+
+def test_a_json_config_and_print_config(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"erase_concept": "Claude Monet", "iterations": 12, "xt_source": "sample",
+                               "not_a_flag": 1}))
+    with pytest.raises(SystemExit) as e:
+        esd.parse_args(["--config", str(cfg), "--print-config", "--output", str(tmp_path)])
+    assert e.value.code == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["erase_concept"], shown["iterations"], shown["xt_source"]) == ("Claude Monet", 12, "sample")
+    assert shown["recipe"] == "recommended" and shown["target"] == "twin", "the recipe fills what the config leaves"
+    assert "not_a_flag" not in shown
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    with pytest.raises(SystemExit) as e:
+        esd.parse_args(["--config", str(bad), "--output", str(tmp_path)])
+    assert str(e.value.code).startswith("error: --config") and "\n" not in str(e.value.code)
