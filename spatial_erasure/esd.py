@@ -68,10 +68,12 @@ def family_help(key):
 
 def build_parser(defaults, description):
     p = cli.parser(description)
-    a = p.add_argument
-    a("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several at once as "
-      "'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
-    a("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; one concept only)")
+    concept = p.add_argument_group("concept and prompts")
+    concept.add_argument("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several "
+                         "at once as 'A;B;C' or a CSV file with a concept column (and optionally erase_from)")
+    concept.add_argument("--erase_from", default=None, help="prompt to erase it from (default: the concept itself; "
+                         "one concept only)")
+    cli.add_model_arg(p.add_argument_group("model"), defaults["base_model"])
     m = training_flags.add_recipe_arg(p, "esd")
     m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
     m.add_argument("--variations", type=int, default=None, help="prompt variations per concept, each with its neutral "
@@ -84,20 +86,22 @@ def build_parser(defaults, description):
                    "(spatial_erasure.twin_map; no UNet call); recipe")
     m.add_argument("--twin_map_keep", type=float, default=1.0, help="--twin_map: weight of keeping the --preserve "
                    "anchors' tokens")
-    training_flags.add_preservation_args(m, "MSE of the student's predictions for --batch_size anchors per "
-                                                    "iteration against the frozen model's")
-    m.add_argument("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
-                   + cli.choices_help(PRESERVE_XT))
-    training_flags.add_robust_args(m)
-    cli.add_model_arg(p, defaults["base_model"])
-    training_flags.add_training_args(p, iterations=None, xt_source=None, bank_size=8, stream_width=STREAM_WIDTH,
-                                     guidance_scale=defaults["guidance_scale"], lr_help=family_help("lr"),
-                                     eta_help=family_help("negative_guidance"),
+    keep = p.add_argument_group("preservation", "what the erasure must leave as it was; --preserve is set by --recipe")
+    training_flags.add_preservation_args(keep, "MSE of the student's predictions for --batch_size anchors per "
+                                         "iteration against the frozen model's")
+    keep.add_argument("--preserve_xt", default="concept", choices=list(PRESERVE_XT), help="x_t of the anchors' rows: "
+                      + cli.choices_help(PRESERVE_XT))
+    training_flags.add_robust_args(p.add_argument_group("robustness", "adversarial erasure; set by --recipe"))
+    training_flags.add_training_args(p.add_argument_group("training"), iterations=None, xt_source=None, bank_size=8,
+                                     stream_width=STREAM_WIDTH, guidance_scale=defaults["guidance_scale"],
+                                     lr_help=family_help("lr"), eta_help=family_help("negative_guidance"),
                                      batch_help="x_t samples per iteration",
                                      seed_help="seeds torch, numpy, random and the x_t noise")
-    cli.add_output_arg(p, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "
+    training_flags.add_runtime_args(p.add_argument_group("runtime", "how (not what) it trains"))
+    out = p.add_argument_group("output")
+    cli.add_output_arg(out, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "
                        "its JSON log, or the .safetensors path itself (default: models/)", save_path_alias=True)
-    training_flags.add_config_args(p)
+    training_flags.add_config_args(out)
     return p
 
 

@@ -74,44 +74,52 @@ ANCHOR_SHARE = 0.5
 def build_parser(preset_default="efficient"):
     toy, sd = recipes.GRID_FAMILY["toy"], recipes.GRID_FAMILY["sd"]
     p = cli.parser(__doc__)
-    a = p.add_argument
-    a("--preset", default=preset_default, choices=list(recipes.PRESETS),
-      help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations" for k, v in
-                     recipes.PRESETS.items()) + " (a recipe may set its own iterations)")
-    a("--concept", default="Vincent van Gogh", help="artist or style to erase; several at once as 'A;B;C' or a CSV "
-      "file with a concept column (no erase_from: grid erasure erases each concept from its own variations)")
-    cli.add_model_arg(p, help="SD 1.x/2.x or SD-inpainting hub id or folder")
-    a("--grid", type=int, default=3, help="G: the G x G grid of masks")
-    a("--center", action=argparse.BooleanOptionalAction, default=True, help="add the centre mask")
-    a("--global_share", type=float, default=0.0,
-      help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only)")
-    a("--num_prompts", type=int, help="prompt variations per concept (cases: concepts x prompts x masks); preset")
+    p.add_argument("--preset", default=preset_default, choices=list(recipes.PRESETS),
+                   help="; ".join(f"{k}: {v['num_prompts']} prompts x {v['iterations']} iterations" for k, v in
+                                  recipes.PRESETS.items()) + " (a recipe may set its own iterations)")
+    concept = p.add_argument_group("concept and prompts")
+    concept.add_argument("--concept", default="Vincent van Gogh", help="artist or style to erase; several at once as "
+                         "'A;B;C' or a CSV file with a concept column (no erase_from: grid erasure erases each "
+                         "concept from its own variations)")
+    concept.add_argument("--num_prompts", type=int, help="prompt variations per concept (cases: concepts x prompts x "
+                         "masks); preset")
+    cli.add_model_arg(p.add_argument_group("model"), help="SD 1.x/2.x or SD-inpainting hub id or folder")
+    masks = p.add_argument_group("masks")
+    masks.add_argument("--grid", type=int, default=3, help="G: the G x G grid of masks")
+    masks.add_argument("--center", action=argparse.BooleanOptionalAction, default=True, help="add the centre mask")
+    masks.add_argument("--global_share", type=float, default=0.0,
+                       help="share of cases whose mask is the whole image (text-to-image states; 0: grid masks only)")
     m = training_flags.add_recipe_arg(p, "grid")
     m.add_argument("--target", default=None, choices=list(TARGETS), help=cli.choices_help(TARGETS) + "; recipe")
     m.add_argument("--null_weight", type=float, default=1.0, help="--target twin: weight of keeping eps(x_t, \"\")")
     m.add_argument("--direction", default=None, choices=list(DIRECTIONS), help="what ESD's target steers away from: "
                    + cli.choices_help(DIRECTIONS) + "; recipe")
-    a("--outside_weight", type=float,
-      help=f"weight of keeping the concept prediction outside the mask (default: {toy['outside_weight']})")
-    a("--retain_weight", type=float, help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
-    a("--retain_xt", default="own", choices=list(RETAIN_XT),
-      help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
-    a("--retain_bank_size", type=int, help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
-    training_flags.add_preservation_args(m, f"the anchors join the retain term's pool, the retain prompt of "
+    keep = p.add_argument_group("preservation", "what the erasure must leave as it was; --preserve is set by --recipe")
+    keep.add_argument("--outside_weight", type=float, help="weight of keeping the concept prediction outside the mask "
+                      f"(default: {toy['outside_weight']})")
+    keep.add_argument("--retain_weight", type=float,
+                      help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
+    keep.add_argument("--retain_xt", default="own", choices=list(RETAIN_XT),
+                      help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
+    keep.add_argument("--retain_bank_size", type=int,
+                      help="retain trajectories in their bank (cache/noise, --retain_xt own); preset")
+    training_flags.add_preservation_args(keep, f"the anchors join the retain term's pool, the retain prompt of "
                                          f"{100 * ANCHOR_SHARE:.0f}%% of the cases (--retain_xt concept: drawn "
                                          "uniformly from the pool), their rows weighted by this times --retain_weight")
-    training_flags.add_robust_args(m)
-    training_flags.add_training_args(p, iterations=None, xt_source=None, bank_size=None, stream_width=STREAM_WIDTH,
-                                     guidance_scale=3.0, batch_help="cases per iteration",
+    training_flags.add_robust_args(p.add_argument_group("robustness", "adversarial erasure; set by --recipe"))
+    training_flags.add_training_args(p.add_argument_group("training"), iterations=None, xt_source=None, bank_size=None,
+                                     stream_width=STREAM_WIDTH, guidance_scale=3.0, batch_help="cases per iteration",
                                      lr_help=f"model family's: {toy['lr']} toy model, "
                                              f"{recipes.PRESET_LR['toy', 'scaled']} with the scaled preset; "
                                              f"{sd['lr']} real SD",
                                      eta_help=f"recipe, else the model family's: {toy['negative_guidance']} toy model, "
                                               f"{sd['negative_guidance']} real SD",
                                      seed_help="seeds prompts, source images, x_t noise and sampling")
-    cli.add_output_arg(p, None, "erasure file to write (default: models/grid-{concept}-{preset}-{method}.safetensors); "
-                       "the JSON report, prompts CSV and loss PNG go beside it")
-    training_flags.add_config_args(p)
+    training_flags.add_runtime_args(p.add_argument_group("runtime", "how (not what) it trains"))
+    out = p.add_argument_group("output")
+    cli.add_output_arg(out, None, "erasure file to write (default: models/grid-{concept}-{preset}-{method}"
+                       ".safetensors); the JSON report, prompts CSV and loss PNG go beside it")
+    training_flags.add_config_args(out)
     return p
 
 

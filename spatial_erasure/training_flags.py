@@ -39,8 +39,8 @@ def add_runtime_args(p):
 
 def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidance_scale, lr_help, eta_help,
                       batch_help, seed_help):
-    """The flags ESD and grid erasure share (a default of None is filled later: by a preset or the
-    model family), then the runtime flags."""
+    """The training flags ESD and grid erasure share (a default of None is filled later: by a preset
+    or the model family); `p` is a parser or an argument group. The runtime flags are add_runtime_args."""
     a = p.add_argument
     a("--train_method", default="esd-x", choices=list(TRAIN_METHODS), help=cli.choices_help(TRAIN_METHODS))
     a("--iterations", type=int, default=iterations, help="training iterations" + ("; recipe" * (iterations is None)))
@@ -62,7 +62,6 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
       help="resume from a checkpoint of this output if present (only one of the same run: same flags but "
            "--iterations, --lr, --device)")
     a("--restart", action="store_true", help="start over: ignore a checkpoint of this output (it is replaced)")
-    add_runtime_args(p)
 
 
 PRESERVE_KV = 10.0  # --preserve_kv's default: measured on the toy model (docs/results.md#broad-preservation)
