@@ -32,6 +32,23 @@ def one_error_line(result):
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def assert_error_line(message, *words):
+    """A user-facing failure's message: one line `error: ...` holding each of `words` (the fix)."""
+    assert message.startswith("error: "), message
+    assert "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def assert_failed_in_one_line(result, *words):
+    """A script that failed as a user should see it: exit 1, no traceback, one `error:` line with `words`."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = one_error_line(result)
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert_error_line(lines[0], *words)
+
+
 @pytest.fixture(scope="session")
 def tiny_folders(tmp_path_factory):
     """Tiny random-weight pipelines of every kind, saved as real diffusers folders."""
