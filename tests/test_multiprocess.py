@@ -63,6 +63,7 @@ def run2(args, timeout=300):
     return run(args, env=ENV, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -110,6 +111,7 @@ def test_toy_erasure_rates_two_processes_same_numbers_written_once(tmp_path):
     assert two.stdout.count("applied ") == 1   # the main process reports
 
 
+@pytest.mark.slow
 def test_grid_erasure_trains_data_parallel_and_writes_one_file(tiny_folders, tmp_path):
     """2 CPU processes, each streaming its own trajectories, mean gradients: the tensors stay equal in
     both (the trainer checks this) and only the main process writes the erasure file and its reports."""

@@ -164,6 +164,7 @@ def test_grid_twin_target_streams_the_twins_and_keeps_the_null_prompt(tiny_folde
     assert read_erasure(out)[1]["args"]["recipe"] == "recommended"
 
 
+@pytest.mark.slow
 def test_twin_evaluation_end_to_end_on_the_toy_model(tmp_path):
     out = tmp_path / "twin"
     r = run(["evaluation/twin_evaluation.py", "--erasures", ESD_X, "--kinds", "heldout", "--num_inference_steps", "2",
