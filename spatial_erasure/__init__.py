@@ -17,6 +17,10 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   files             atomic writes under unique temporaries, output checks, one run per output (OutputLock)
   trajectories      where x_t comes from: sample, cache, noise, stream; the UNet call; inpainting inputs
   objectives        the losses, step by step: esd_loss, grid_erasure_loss; teacher_eps, esd_target, masked MSE
+  recipes           --recipe paper / recommended (the default), the grid presets, the one order flags resolve in
+  twin_map          the closed-form twin map of the text embedding in attn2.to_k/to_v (--twin_map)
+  anchors           broad preservation: anchor prompts and the closed-form key/value penalty (--preserve)
+  adversarial       the inner soft-prompt attack of adversarial erasure (--robust)
   trainer           the erasure training loop and the model prepared for it (trained tensors fp32, teacher)
   esd               ESD (original_esd/esd_sd.py, esd_sdxl.py): prompts, x_t source, training
   grid_erasure      grid-masked inpainting erasure (inpainting_erasure/): presets, cases, sources, training

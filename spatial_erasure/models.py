@@ -23,8 +23,8 @@ MODELS_DIR = REPO_ROOT / "models"
 TOY_MODEL = str(MODELS_DIR / "toyart-sd")
 TOY_INPAINTING = str(MODELS_DIR / "toyart-sd-inpainting")   # the toy model with a 9-channel inpainting UNet
 # How to turn a folder of pickle (.bin) weights into one this toolkit loads: it never unpickles them itself.
-SAFETENSORS_FIX = ("a folder with only .bin weights: convert it once, where you trust it, with "
-                   "DiffusionPipeline.from_pretrained(folder).save_pretrained(new_folder, safe_serialization=True)")
+SAFETENSORS_FIX = ("a folder with only .bin weights: convert it once, where you trust it, by loading it with "
+                   "diffusers and calling save_pretrained(new_folder, safe_serialization=True)")
 TOY_CLASSIFIER = str(MODELS_DIR / "toyart-classifier")
 # The bundled Van Gogh erasures of the 4-channel toy model: ESD-x and scaled grid, each as --recipe paper and
 # recommended.

@@ -49,6 +49,18 @@ def masked_mse(pred, target, mask=None):
     return ((pred.float() - target.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1)
 
 
+def draw_anchors(rng, prompts, anchor_source, x, t, batch):
+    """(x_a, t_a, anchor prompts) of `batch` rows for --preserve, or (None, None, None) without anchors:
+    random anchors at the concept's x_t, or, with `anchor_source` (--preserve_xt own), states of the
+    anchors' own trajectories, each with its own anchor."""
+    if prompts.anchors is None:
+        return None, None, None
+    if anchor_source is None:
+        return x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
+    xa, ta, ca = anchor_source.draw(anchor_source.pick_step(rng), batch)
+    return xa, ta, prompts.anchors[ca]
+
+
 @dataclass
 class EsdPrompts:
     """ESD's prompts, encoded once: the concept c, the empty prompt "", and the prompt it is erased
@@ -82,12 +94,7 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=N
     #    row's concept (its case: always 0 for one concept) [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
     concept, erase_from = prompts.concept[cases], prompts.erase_from[cases]
-    anchors = None
-    if prompts.anchors is not None and anchor_source is None:
-        xa, ta, anchors = x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
-    elif prompts.anchors is not None:
-        xa, ta, ca = anchor_source.draw(anchor_source.pick_step(rng), batch)
-        anchors = prompts.anchors[ca]
+    xa, ta, anchors = draw_anchors(rng, prompts, anchor_source, x, t, batch)
     # 2. one batched teacher call: eps(c), eps("") [and eps(from)] at x_t [and eps(a) at x_a, with
     #    eps("") there too when the anchors' trajectories stream: they need it to move on]
     calls = [(concept, x, t), (prompts.null, x, t)] + ([(erase_from, x, t)] if prompts.separate_from else [])
@@ -145,12 +152,7 @@ def twin_loss(rng, st, source, prompts, batch, null_weight=1.0, anchor_source=No
     # 1. draw x0_t, states of the twins' trajectories, and each row's case [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
     erase_from, twin, null = prompts.erase_from[cases], prompts.twin[cases], prompts.null.repeat(batch)
-    anchors = None
-    if prompts.anchors is not None and anchor_source is None:
-        xa, ta, anchors = x, t, prompts.anchors[torch.as_tensor(rng.integers(0, len(prompts.anchors), batch))]
-    elif prompts.anchors is not None:
-        xa, ta, ca = anchor_source.draw(anchor_source.pick_step(rng), batch)
-        anchors = prompts.anchors[ca]
+    xa, ta, anchors = draw_anchors(rng, prompts, anchor_source, x, t, batch)
     # 2. one batched teacher call: eps(twin), eps("") at x0_t [eps(from) there, for eta > 0 or the inner
     #    attack] [eps(a) at x_a, and eps("") there when the anchors' trajectories stream]
     push = negative_guidance != 0 or adversary is not None

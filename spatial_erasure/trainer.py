@@ -272,9 +272,14 @@ def read_checkpoint_info(state_path):
             meta = f.metadata() or {}
         return int(meta["step"]), json.loads(meta["extra"])
     except Exception as e:                         # truncated, foreign: safetensors only, never unpickled
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
-                         "--restart to start over") from None
+        raise foreign_checkpoint(state_path, e) from None
+
+
+def foreign_checkpoint(state_path, error):
+    """The one-line InputError for a state file that is not a checkpoint of this run."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
+                      "--restart to start over")
 
 
 def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_every=50, resume=True, log_every=1,
@@ -304,9 +309,9 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
     rng = np.random.default_rng(st.process_seed(seed))
     torch.manual_seed(st.process_seed(seed))
 
-    def modules(rng_tensors):
+    def modules(rng_tensors, states):
         return {"params": [params[n] for n in names], "rng": rng_tensors,
-                **{f"source{i}": s.state()[0] for i, s in enumerate(sources)}}
+                **{f"source{i}": tensors for i, (tensors, _) in enumerate(states)}}
 
     if resume and os.path.exists(state_path):
         start_it, extra = read_checkpoint_info(state_path)
@@ -323,15 +328,13 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
                              f"--iterations {start_it} or more to resume it, or --restart to start over")
         exact = not parallel and extra.get("rng", {}).get("cuda_devices") == torch.cuda.device_count()
         rng_tensors = rng_state(rng)[0] if exact else []
-        mods = modules(rng_tensors)
+        mods = modules(rng_tensors, [s.state() for s in sources])
         if not exact:                              # other processes (or another machine): params and moments only
             mods = {"params": mods["params"]}
         try:
             load_state(state_path, mods, opt)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"{state_path} is not a checkpoint of this run ({first[:200]}); delete it, or pass "
-                             "--restart to start over") from None
+            raise foreign_checkpoint(state_path, e) from None
         losses, seconds0, run_id = extra["losses"], extra["seconds"], extra.get("run_id", run_id)
         for group in opt.param_groups:             # the flags rule, not the checkpoint's settings
             group["lr"] = lr
@@ -346,9 +349,10 @@ def train(loss_fn, st, out_path, iterations, lr, metadata, seed=0, checkpoint_ev
 
     def checkpoint(step):
         rng_tensors, rng_info = rng_state(rng)
-        save_state(state_path, modules(rng_tensors), opt, step,
+        states = [s.state() for s in sources]
+        save_state(state_path, modules(rng_tensors, states), opt, step,
                    {"losses": losses, "seconds": seconds0 + time.time() - t0, "config": config, "run_id": run_id,
-                    "rng": rng_info, "sources": [s.state()[1] for s in sources]})
+                    "rng": rng_info, "sources": [info for _, info in states]})
 
     t0 = time.time()
     bar = tqdm(range(start_it, iterations), desc=desc, initial=start_it, total=iterations, disable=not main)
