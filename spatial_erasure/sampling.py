@@ -8,11 +8,14 @@ rounding, on the batch it is in). Split across processes under `accelerate launc
 `raw` is what the inpainting model produced everywhere (what it preserves outside the mask on its
 own); `pasted` keeps every pixel outside the mask exactly as in `images`.
 """
+from contextlib import contextmanager
+
 import numpy as np
 import torch
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
-from .distributed import map_batches
+from .distributed import map_batches, process_state
 
 TOY_STEPS, TOY_GUIDANCE = 20, 5.0   # the toy model's sampling defaults (DDIM), measured in its README
 REAL_STEPS, REAL_GUIDANCE = 50, 7.5  # Stable Diffusion's usual settings (the reference ESD evaluation's)
@@ -28,6 +31,27 @@ def to_uint8(images):
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
+def cut_prompts(tokenizer, prompts):
+    """How many of `prompts` are longer than the text encoder reads (they are cut at its length)."""
+    return sum(len(tokenizer(p).input_ids) > tokenizer.model_max_length for p in dict.fromkeys(prompts))
+
+
+@contextmanager
+def one_note_on_cut_prompts(pipe, prompts):
+    """The pipeline logs every cut prompt of every batch (a wall of text on the toy model's 24 tokens):
+    one line instead, then the pipeline's own warnings only from errors up."""
+    n = cut_prompts(pipe.tokenizer, prompts)
+    if n and process_state().is_main_process:
+        print(f"note: {n} of {len(set(prompts))} prompts are longer than the text encoder's "
+              f"{pipe.tokenizer.model_max_length} tokens and are cut there")
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 @torch.no_grad()
 def generate(pipe, prompts, seeds, num_inference_steps=TOY_STEPS, guidance_scale=TOY_GUIDANCE, batch_size=32,
              desc=None, **kwargs):
@@ -40,7 +64,8 @@ def generate(pipe, prompts, seeds, num_inference_steps=TOY_STEPS, guidance_scale
         gens = [torch.Generator(pipe.device).manual_seed(int(x)) for x in seeds[sl]]
         return to_uint8(pipe(list(prompts[sl]), generator=gens, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, output_type="np", **kwargs).images)
-    return map_batches(batch, len(prompts), batch_size, desc)
+    with one_note_on_cut_prompts(pipe, prompts):
+        return map_batches(batch, len(prompts), batch_size, desc)
 
 
 @torch.no_grad()
@@ -60,7 +85,8 @@ def inpaint(pipe, images, masks, prompts, seeds, num_inference_steps=TOY_STEPS, 
                            mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in masks[sl]], height=h,
                            width=w, generator=gens, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, strength=1.0, output_type="np").images)
-    raw = map_batches(batch, n, batch_size, desc)     # split across processes under `accelerate launch`
+    with one_note_on_cut_prompts(pipe, prompts):
+        raw = map_batches(batch, n, batch_size, desc)     # split across processes under `accelerate launch`
     pasted = np.where(masks[..., None], raw, images)
     return raw, pasted
 

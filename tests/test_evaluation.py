@@ -58,6 +58,17 @@ def test_toy_judge_scores_the_base_model_high_on_its_own_target(tmp_path):
     assert np.array_equal(images, again)
 
 
+def test_prompts_longer_than_the_text_encoder_get_one_note_not_a_warning_per_batch(capfd):
+    from spatial_erasure.sampling import generate
+    pipe = load_pipeline(TOY_MODEL)
+    long = "a picture of a house by Vincent van Gogh, " + "on a quiet day seen from far away, " * 4
+    images = generate(pipe, [long, "a house"] * 2, [1, 2, 3, 4], num_inference_steps=2, batch_size=2)
+    out, err = capfd.readouterr()
+    assert images.shape == (4, 64, 64, 3)
+    assert out.count("note: 1 of 2 prompts are longer than the text encoder's 24 tokens") == 1, out
+    assert "truncated" not in err, err[-500:]
+
+
 def test_clip_judge_on_a_tiny_clip(tmp_path):
     folder = save_tiny_clip(str(tmp_path / "clip"))
     judge = ClipJudge(folder, ["Vincent van Gogh", "Claude Monet"], ["house", "boat"])
