@@ -2,13 +2,14 @@
 erasure files for evaluation/twin_evaluation.py: which keep set paints closest to the twin?
 
     python bench/twin_map_variants.py --concept "Vincent van Gogh" --output results/twin_map/Vincent_van_Gogh
-    python evaluation/twin_evaluation.py --erasures results/twin_map/Vincent_van_Gogh/*.safetensors
+    python evaluation/gauge.py results/twin_map/Vincent_van_Gogh/*.safetensors
 
 Each variant solves one map M of the text embedding for the concept's 30 toy variations (templates x
 subjects, with their twins) and sets every attn2.to_k / to_v to W0 M (no UNet call, under a second).
-The keep sets: "anchors" is what `esd_sd.py --twin_map` keeps ("" and --preserve 200 anchors);
-"wide" adds the other artists and generic styles over every subject (prompts.retain_prompts) and the
-photo and painting templates over every subject (what the base model paints with no artist named).
+"-v" variants set to_v alone (the keys keep attending as before). The keep sets: "anchors" is what
+`esd_sd.py --twin_map` keeps ("" and --preserve 200 anchors); "wide" adds the other artists and generic
+styles over every subject (prompts.retain_prompts) and the photo and painting templates over every
+subject (what the base model paints with no artist named).
 """
 import argparse
 import os
@@ -20,9 +21,12 @@ from spatial_erasure.prompts import concept_variations, retain_prompts
 from spatial_erasure.toyart.world import PAINTING_TEMPLATES, PHOTO_TEMPLATES, SUBJECTS
 from spatial_erasure.twin_map import residual, solve_twin_map
 
-# name: (keep set, keep weight, weight of "")
-VARIANTS = {"anchors-k1": ("anchors", 1.0, 10.0), "wide-k1": ("wide", 1.0, 10.0), "wide-k3": ("wide", 3.0, 10.0),
-            "wide-k10": ("wide", 10.0, 10.0), "anchors-k3": ("anchors", 3.0, 10.0)}
+# name: (keep set, keep weight, weight of "", the projections set to W0 M)
+KV, V = ("attn2.to_k.weight", "attn2.to_v.weight"), ("attn2.to_v.weight",)
+VARIANTS = {"anchors-k1": ("anchors", 1.0, 10.0, KV), "wide-k1": ("wide", 1.0, 10.0, KV),
+            "wide-k3": ("wide", 3.0, 10.0, KV), "wide-k10": ("wide", 10.0, 10.0, KV),
+            "anchors-k3": ("anchors", 3.0, 10.0, KV), "anchors-k1-v": ("anchors", 1.0, 10.0, V),
+            "wide-k3-v": ("wide", 3.0, 10.0, V), "wide-k10-v": ("wide", 10.0, 10.0, V)}
 
 
 def keep_set(kind, concept):
@@ -45,11 +49,11 @@ def main():
     rows = [(args.concept, "")] + [(v["prompt"], v["neutral"]) for v in concept_variations(args.concept,
                                                                                           args.variations, True)]
     own = dict(pipe.unet.named_parameters())
-    names = [n for n in own if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
     meta = {"base_model": record_base(TOY_MODEL), "base_fingerprint": fingerprint(pipe.unet), "method": "esd-x",
             "concept": args.concept, "erase_from": args.concept}
     for name in args.variants:
-        kind, keep_weight, null_weight = VARIANTS[name]
+        kind, keep_weight, null_weight, projections = VARIANTS[name]
+        names = [n for n in own if n.endswith(projections)]
         keep = keep_set(kind, args.concept)
         m = solve_twin_map(pipe, rows, keep, keep_weight=keep_weight, null_weight=null_weight)
         tensors = {n: own[n].detach().double() @ m for n in names}

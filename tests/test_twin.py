@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run
+from conftest import assert_failed_in_one_line, run
 
 from spatial_erasure.erasure_file import read_erasure
 from spatial_erasure.evaluation.substitutes import paired_distance, style_excess
@@ -180,3 +180,32 @@ def test_twin_evaluation_end_to_end_on_the_toy_model(tmp_path):
     bad = run(["evaluation/twin_evaluation.py", "--erasures", ESD_X, "--concept", "Rembrandt", "--output",
                str(tmp_path / "bad")])
     assert bad.returncode == 1 and "not a toy style" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_gauge_refuses_a_file_whose_concept_is_not_a_toy_artist(tmp_path):
+    from spatial_erasure.erasure_file import save_erasure
+    tensors, meta = read_erasure(ESD_X)
+    path = str(tmp_path / "cat.safetensors")
+    save_erasure(path, tensors, {**meta, "concept": "a cat"})
+    r = run(["evaluation/gauge.py", path, "--output", str(tmp_path / "gauge")])
+    assert_failed_in_one_line(r, "a cat", "twin_evaluation.py")
+    assert not (tmp_path / "gauge").exists()
+
+
+@pytest.mark.slow
+def test_gauge_measures_a_text_to_image_file_globally_and_an_inpainting_file_in_masks(tmp_path):
+    grid9 = str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x-recommended-inpainting.safetensors")
+    r = run(["evaluation/gauge.py", ESD_X, grid9, "--kinds", "heldout", "--subjects", "house",
+             "--output", str(tmp_path)])
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    table = r.stdout.split("| file | where |")[-1]           # the gauge's table, after the evaluations' own
+    rows = [line for line in table.splitlines() if line.startswith(("| esd-", "| grid-"))]
+    assert len(rows) == 2, r.stdout[-2000:]
+    assert "| global |" in rows[0]
+    assert "| masks (held-out) |" in rows[1]
+    twin = json.loads((tmp_path / "Vincent_van_Gogh" / "global" / "twin.json").read_text())
+    assert twin["pairs"] == 12
+    spatial = json.loads((tmp_path / "Vincent_van_Gogh" / "masks" / "spatial.json").read_text())
+    grid = next(s for s in spatial["summary"] if s["model"].startswith("grid-"))
+    assert grid["pasted_maxdiff_outside"] == 0
+    assert f"{grid['twin_distance_heldout_masks']:.3f}" in rows[1]
