@@ -74,7 +74,8 @@ def test_real_sd_sets_use_the_real_famous_works():
 def test_learned_tokens_touch_only_their_rows_and_leave_the_pipeline_alone(toy):
     before_len, before_w = len(toy.tokenizer), toy.text_encoder.get_input_embeddings().weight.detach().clone()
     toks = LearnedTokens(toy, "<t>", torch.randn(3, before_w.shape[1]))
-    assert toks.pipe.unet is toy.unet and toks.pipe.text_encoder is not toy.text_encoder
+    assert toks.pipe.unet is toy.unet
+    assert toks.pipe.text_encoder is not toy.text_encoder
     assert toks.pipe.maybe_convert_prompt("<t> a house", toks.pipe.tokenizer) == "<t> <t>_1 <t>_2 a house"
     old = toks.weight.detach().clone()
     opt = torch.optim.Adam([toks.weight], lr=0.1)
@@ -112,8 +113,10 @@ def test_soft_prompt_attack_finds_the_concept_from_a_neutral_prompt_on_the_base_
     assert plain.count(VG) <= 1
     r = soft_prompt_attack(toy, judge, VG, "a painting of a house", targets, SoftPromptConfig(steps=30, check_every=10),
                            SAMPLING, check_seed=7)
-    assert r["success_step"] is not None and r["asr_continuous"] >= 0.75
-    assert r["projected_prompt"].endswith("a painting of a house") and 0 <= r["asr_projected"] <= 1
+    assert r["success_step"] is not None
+    assert r["asr_continuous"] >= 0.75
+    assert r["projected_prompt"].endswith("a painting of a house")
+    assert 0 <= r["asr_projected"] <= 1
 
 
 def test_colour_contrast_and_substitutes_on_known_images():
@@ -121,7 +124,8 @@ def test_colour_contrast_and_substitutes_on_known_images():
     stripes = flat.copy()
     stripes[:, ::2] = 200
     colour, contrast = colour_contrast(stripes)
-    assert np.allclose(colour, 150) and np.allclose(contrast, 50)
+    assert np.allclose(colour, 150)
+    assert np.allclose(contrast, 50)
     region = np.zeros((4, 8, 8), bool)
     region[:, ::2] = True
     assert np.allclose(colour_contrast(stripes, region)[1], 0)
@@ -136,10 +140,14 @@ def test_colour_contrast_and_substitutes_on_known_images():
     twins_b = verdict(["B"] * 4, ["house", "tree", "house", "tree"], f + rng.normal(size=f.shape) * 0.1)
     erased = verdict(["A", "B", "B", "B"], ["house", "house", "house", "tree"], f + 5)
     s = substitutes(erased, twins, twins_b, ["house", "tree", "house", "tree"], stripes, flat, flat)
-    assert s["subject_kept"] == 0.75 and s["subject_kept_base_twins"] == 1.0 and s["subject_ratio"] == 0.75
+    assert s["subject_kept"] == 0.75
+    assert s["subject_kept_base_twins"] == 1.0
+    assert s["subject_ratio"] == 0.75
     assert s["styles"] == {"B": 0.75, "A": 0.25}
-    assert s["fd"] == pytest.approx(75, rel=1e-6) and s["fd_ratio"] > 100
-    assert s["colour_shift"] == pytest.approx(np.sqrt(3) * 50) and s["colour_shift_base_seeds"] == 0
+    assert s["fd"] == pytest.approx(75, rel=1e-6)
+    assert s["fd_ratio"] > 100
+    assert s["colour_shift"] == pytest.approx(np.sqrt(3) * 50)
+    assert s["colour_shift_base_seeds"] == 0
 
 
 @pytest.mark.slow
@@ -159,21 +167,28 @@ def test_attack_evaluation_end_to_end_on_the_toy_model(tmp_path):
         assert m["asr"]["worst"] == max(v for k, v in m["asr"].items() if k not in ("none", "inversion_best", "worst"))
         assert [c["step"] for c in m["inversion"]["curve"]] == [0, 1, 3, 4, 6]
     base, esd = report["models"]
-    assert base["asr"]["none"] >= 0.75 and esd["asr"]["none"] <= 0.25     # the erasure works on its own prompts
+    assert base["asr"]["none"] >= 0.75
+    assert esd["asr"]["none"] <= 0.25     # the erasure works on its own prompts
     for f in ("attacks.md", "asr.png", "inversion.png", "examples.png"):
         assert (out / f).stat().st_size > 0
     # a rerun with the same settings reuses every model's saved results
     again = run(args)
-    assert again.returncode == 0 and again.stdout.count("reused") == 2
+    assert again.returncode == 0
+    assert again.stdout.count("reused") == 2
 
 
 def test_a_bad_concept_is_one_error_line(tmp_path):
     r = run(["evaluation/attack_evaluation.py", "--concept", "Rembrandt", "--erasures", "--output", str(tmp_path)])
-    assert r.returncode != 0 and len(one_error_line(r)) == 1 and "toy world" in one_error_line(r)[0]
-    assert "Traceback" not in r.stderr and not os.listdir(tmp_path)
+    assert r.returncode != 0
+    assert len(one_error_line(r)) == 1
+    assert "toy world" in one_error_line(r)[0]
+    assert "Traceback" not in r.stderr
+    assert not os.listdir(tmp_path)
     nine = str(MODELS_DIR / "grid-Vincent_van_Gogh-scaled-esd-x-inpainting.safetensors")
     r = run(["evaluation/attack_evaluation.py", "--erasures", ESD_X, nine, "--output", str(tmp_path)])
-    assert r.returncode != 0 and "trained on" in one_error_line(r)[0] and not os.listdir(tmp_path)
+    assert r.returncode != 0
+    assert "trained on" in one_error_line(r)[0]
+    assert not os.listdir(tmp_path)
 
 
 def test_benchmark_takes_robustness_columns_from_the_reports_for_the_very_file(tmp_path):
@@ -212,5 +227,6 @@ def test_the_real_sd_path_runs_on_a_tiny_pipeline_with_a_clip_judge(tiny_folders
     row = Suite(pipe, judge, cfg, str(tmp_path / "out"), log=lambda *a: None).run("base")
     assert set(row["asr"]) == {"none", "famous_work", "misspelling", "soft_prompt", "soft_prompt_projected", "worst"}
     assert all(0 <= v <= 1 for v in row["asr"].values())
-    assert row["substitutes"]["subject_kept"] is None and row["substitutes"]["fd_base_seeds"] > 0
+    assert row["substitutes"]["subject_kept"] is None
+    assert row["substitutes"]["fd_base_seeds"] > 0
     assert any(w in row["soft_prompt"]["runs"][0]["prompt"] for w in ["Vincent van Gogh"])

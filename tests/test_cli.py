@@ -61,7 +61,8 @@ def test_help_says_what_each_recipe_sets(script, trainer, capsys):
     for name, recipe in RECIPES[trainer].items():
         assert f"{name}: {recipe.about}" in text, name
         assert all(f"{k} {v}" in text for k, v in recipe.values.items()), name
-    assert "(default: recommended)" in text and "set by --recipe" in text
+    assert "(default: recommended)" in text
+    assert "set by --recipe" in text
 
 
 def test_save_path_is_the_same_flag_as_output(tmp_path):

@@ -88,9 +88,11 @@ def test_every_kind_for_every_style_and_subject():
     for kind in STYLED_KINDS:
         for style in STYLES:
             cell = [p for p in ph if p.kind == kind and p.style == style]
-            assert len(cell) == 2 and len({p.prompt for p in cell}) == 2, (kind, style, cell)
+            assert len(cell) == 2, (kind, style, cell)
+            assert len({p.prompt for p in cell}) == 2, (kind, style, cell)
     plain = [p for p in ph if p.kind == "no_style"]
-    assert {p.style for p in plain} == {None} and len(plain) == 2 * len(SUBJECTS)
+    assert {p.style for p in plain} == {None}
+    assert len(plain) == 2 * len(SUBJECTS)
     assert {p.subject for p in plain} == set(SUBJECTS)
     assert {p.kind for p in ph} == set(KINDS)
     # six templates per cell, every one before any repeats: six phrasings of a cell use six templates
@@ -115,7 +117,8 @@ def test_summarise_counts_hits_per_style_kind_and_no_style():
     assert s["by_kind"]["all styled kinds"]["retain_rate"] == 0.5
     assert s["no_style"]["styles"] == {"photo": 0.5, "Claude Monet": 0.5}
     assert s["no_style"]["same_style_as_base"] == 0.5
-    assert s["no_style"]["subject_rate"]["tree"] == 0.5 and s["no_style"]["subject_rate"]["car"] is None
+    assert s["no_style"]["subject_rate"]["tree"] == 0.5
+    assert s["no_style"]["subject_rate"]["car"] is None
 
 
 @pytest.mark.slow
@@ -142,7 +145,8 @@ def test_collateral_evaluation_end_to_end_on_the_toy_model(tmp_path):
     assert report["models"]["base"]["no_style"]["same_style_as_base"] == 1.0
     # the table holds every style row and the rate cells of both models
     md = (out / "collateral.md").read_text()
-    assert all(f"| {s} |" in md for s in STYLES) and f"`{stem}`" in md
+    assert all(f"| {s} |" in md for s in STYLES)
+    assert f"`{stem}`" in md
     assert len(os.listdir(out / "images")) == 2 * report["phrasings"]
 
 
@@ -150,6 +154,8 @@ def test_a_bad_concept_is_one_error_line_naming_the_choices(tmp_path):
     r = run(["evaluation/collateral_evaluation.py", "--concept", "Van Gog", "--output", str(tmp_path)], timeout=120)
     assert r.returncode != 0
     lines = one_error_line(r)
-    assert len(lines) == 1 and "Van Gog" in lines[0] and "Vincent van Gogh" in lines[0] and "photo" in lines[0], \
-        r.stderr
+    assert len(lines) == 1, r.stderr
+    assert "Van Gog" in lines[0], r.stderr
+    assert "Vincent van Gogh" in lines[0], r.stderr
+    assert "photo" in lines[0], r.stderr
     assert not os.listdir(tmp_path)

@@ -60,7 +60,8 @@ def test_bundled_models_are_recorded_relative_to_the_repo_and_resolved_back():
     assert recorded_base({"base_model": "/elsewhere/checkout/models/toyart-sd"}) == TOY_MODEL
     assert recorded_base({"base_model": "CompVis/stable-diffusion-v1-4"}) == "CompVis/stable-diffusion-v1-4"
     bundled = recorded_base(read_erasure(ESD_X)[1])    # recorded as an absolute path of the training machine
-    assert os.path.basename(bundled) == "toyart-sd" and os.path.isdir(bundled), bundled
+    assert os.path.basename(bundled) == "toyart-sd", bundled
+    assert os.path.isdir(bundled), bundled
 
 
 # each script, given a pickle renamed .safetensors as its erasure file: (script, arguments before the file)
@@ -85,16 +86,20 @@ def test_a_file_that_is_not_safetensors_is_one_line_everywhere(tmp_path):
                  lambda: erased(pipe, str(fake)).__enter__(), lambda: latest_erasure("x", str(fake.parent))):
         with pytest.raises(ErasureFileError, match="is not a safetensors file") as e:
             call()
-        assert "\n" not in str(e.value) and "pass an erasure file" in str(e.value), str(e.value)
+        assert "\n" not in str(e.value), str(e.value)
+        assert "pass an erasure file" in str(e.value), str(e.value)
     for script, argv in BAD_FILE_SCRIPTS:      # in-process: each fails before it loads or generates anything
         module = load_script(script)
         with pytest.raises(SystemExit) as e:
             module.main(module.parse_args([*argv, str(fake), "--output", str(tmp_path / "out")]))
         message = str(e.value.code)
-        assert message.startswith("error: ") and "is not a safetensors file" in message, (script, message)
+        assert message.startswith("error: "), (script, message)
+        assert "is not a safetensors file" in message, (script, message)
         assert not (tmp_path / "out").exists(), f"{script} wrote output"
     # as a user sees it: one line on stderr, exit status 1, no traceback
     r = run(["evaluation/simple_vangogh_evaluation.py", "--erasure", str(fake)])
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
     errors = one_error_line(r)
-    assert len(errors) == 1 and "is not a safetensors file" in errors[0], r.stderr[-2000:]
+    assert len(errors) == 1, r.stderr[-2000:]
+    assert "is not a safetensors file" in errors[0], r.stderr[-2000:]

@@ -23,11 +23,13 @@ def test_esd_scripts_train_and_write_changed_tensors(tiny_folders, tmp_path, scr
     assert r.returncode == 0, r.stderr[-2000:]
     path = tmp_path / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x-recommended.safetensors"
     tensors, meta = read_erasure(str(path))
-    assert meta["args"]["recipe"] == "recommended" and meta["args"]["target"] == "twin", meta["args"]
+    assert meta["args"]["recipe"] == "recommended", meta["args"]
+    assert meta["args"]["target"] == "twin", meta["args"]
     assert all(".attn2." in k for k in tensors), "esd-x trains cross-attention only"
     assert all(v.dtype == torch.float32 for v in tensors.values()), "trained tensors are saved in fp32"
     assert meta["method"] == "esd-x", meta["method"]
-    assert meta["iterations_done"] == 2 and meta["args"]["seed"] == 0, (meta["iterations_done"], meta["args"])
+    assert meta["iterations_done"] == 2, (meta["iterations_done"], meta["args"])
+    assert meta["args"]["seed"] == 0, (meta["iterations_done"], meta["args"])
     pipe = load_pipeline(tiny_folders[kind])
     assert meta["base_fingerprint"] == fingerprint(pipe.unet)
     log = json.loads((tmp_path / path.name.replace(".safetensors", ".json")).read_text())
@@ -139,7 +141,8 @@ def test_paper_recipe_reproduces_the_bundled_files_arguments():
     from spatial_erasure import esd, recipes
     from spatial_erasure.models import MODELS_DIR
     args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper"])
-    assert args.lr is None and args.negative_guidance is None, "left to the model family until the model is loaded"
+    assert args.lr is None, "left to the model family until the model is loaded"
+    assert args.negative_guidance is None, "left to the model family until the model is loaded"
     recipes.resolve(args, "esd", "toy")
     recorded = read_erasure(str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))[1]
     paths = {"save_path", "output", "base_model"}
@@ -184,7 +187,8 @@ def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--iterations", "0", "--output", str(tmp_path)],
             timeout=600)
     assert r.returncode == 1, r.stderr[-2000:]
-    assert len(one_error_line(r)) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(one_error_line(r)) == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
@@ -220,7 +224,8 @@ def test_esd_erases_several_concepts_in_one_run_with_one_source(tiny_folders, tm
     out = esd.main(args)
     assert os.path.basename(out) == "esd-a_house+a_boat+a_tree-from-a_house+a_boat+a_tree-esd-x.safetensors"
     meta = read_erasure(out)[1]
-    assert meta["concepts"] == ["a house", "a boat", "a tree"] and meta["concept"] == "a house;a boat;a tree"
+    assert meta["concepts"] == ["a house", "a boat", "a tree"]
+    assert meta["concept"] == "a house;a boat;a tree"
     pipe = load_pipeline(tiny_folders["sd"])
     rows = encode(pipe, ["a house", "a boat", "a tree"]).emb
     used = {int(((rows - e[None]).abs().amax((1, 2)) < 1e-5).nonzero()[0]) for batch in seen for e in batch}
@@ -231,12 +236,13 @@ def test_anchor_prompts_are_varied_deterministic_and_apart_from_the_collateral_s
     from spatial_erasure.anchors import anchor_prompts
     from spatial_erasure.phrasings import every_phrasing, normalise
     a = anchor_prompts(300, seed=0, exclude=["Vincent van Gogh", "Claude Monet"])
-    assert len(a) == len(set(a)) == 300 and a == anchor_prompts(300, seed=0, exclude=["Vincent van Gogh",
-                                                                                       "Claude Monet"])
+    assert len(a) == len(set(a)) == 300
+    assert a == anchor_prompts(300, seed=0, exclude=["Vincent van Gogh", "Claude Monet"])
     assert a != anchor_prompts(300, seed=1, exclude=["Vincent van Gogh", "Claude Monet"])
     assert not {normalise(p) for p in a} & {normalise(p.prompt) for p in every_phrasing()}
     assert not [p for p in a if "gogh" in p.lower() or "monet" in p.lower()]
-    assert any("Pablo Picasso" in p for p in a) and any(w in p for p in a for w in ("bicycle", "robot", "kitchen"))
+    assert any("Pablo Picasso" in p for p in a)
+    assert any(w in p for p in a for w in ("bicycle", "robot", "kitchen"))
 
 
 def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, tmp_path, monkeypatch):
@@ -256,7 +262,8 @@ def test_esd_preserve_adds_anchor_rows_to_the_teacher_and_student(tiny_folders, 
     assert calls == [2, 2, 3, 3], "concept and null, then the anchors as a third teacher row"
     assert kept["forward_equivalents_per_iteration"] > plain["forward_equivalents_per_iteration"]
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve", "-1", "--output", str(tmp_path)])
-    assert r.returncode != 0 and "--preserve" in one_error_line(r)[0]
+    assert r.returncode != 0
+    assert "--preserve" in one_error_line(r)[0]
     # the measured defaults: one concept keeps its anchors by the key/value penalty alone, several by rows too
     one, two = esd.parse_args(["--erase_concept", "x", "--preserve", "8"]), esd.parse_args(
         ["--erase_concept", "x;y", "--preserve", "8"])
@@ -275,7 +282,8 @@ def test_key_value_penalty_is_the_mean_relative_change_of_the_anchor_keys_and_va
     cond = encode(pipe, ["a dog", "an old red kitchen, a photo", "a robot by Claude Monet"])
     penalty = KeyValuePenalty(cond, params, originals)
     kv = [n for n in params if n.endswith(("to_k.weight", "to_v.weight"))]
-    assert sorted(penalty.names) == sorted(kv) and len(kv) >= 2
+    assert sorted(penalty.names) == sorted(kv)
+    assert len(kv) >= 2
     assert float(penalty(params).detach()) == 0.0
     moved = {n: p.detach() + 0.01 * torch.randn_like(p) if n in kv[:2] else p.detach() for n, p in params.items()}
     k = cond.emb.reshape(-1, cond.emb.shape[-1])
@@ -302,7 +310,8 @@ def test_esd_preserve_at_the_anchors_own_xt_and_the_key_value_penalty(tiny_folde
     assert not torch.equal(calls[0][1][0], calls[0][1][2]), "the anchors are not at the concept's x_t"
     assert torch.equal(calls[0][1][2], calls[0][1][3])
     meta = read_erasure(own)[1]
-    assert meta["anchor_stream_width"] == 2 and meta["anchor_warmup_forwards"] > 0
+    assert meta["anchor_stream_width"] == 2
+    assert meta["anchor_warmup_forwards"] > 0
     calls.clear()
     kv = esd.main(esd.parse_args(base + ["--preserve", "8", "--preserve_kv", "100", "--lr", "1e-2",
                                          "--output", str(tmp_path / "kv.safetensors")]))
@@ -316,7 +325,8 @@ def test_esd_preserve_at_the_anchors_own_xt_and_the_key_value_penalty(tiny_folde
     assert change(kv) < change(plain), "the penalty holds the keys closer to their originals"
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--preserve", "0", "--preserve_kv", "1", "--output",
              str(tmp_path)])
-    assert r.returncode != 0 and "--preserve N" in one_error_line(r)[0]
+    assert r.returncode != 0
+    assert "--preserve N" in one_error_line(r)[0]
 
 
 def test_adversary_attacks_the_embeddings_only_and_robust_esd_erases_from_them(tiny_folders, tmp_path):
@@ -336,9 +346,12 @@ def test_adversary_attacks_the_embeddings_only_and_robust_esd_erases_from_them(t
     before = adv.toks.vectors
     cond = adv.attack(lambda *a: unet_eps(pipe.unet, pipe.scheduler, *a), x, t, cases, target)
     assert all(p.grad is None for p in params.values()), "the attack leaves the trained tensors' gradients alone"
-    assert not torch.equal(before, adv.toks.vectors) and adv.attack_steps == 3
-    assert cond.emb.shape == encode(pipe, ["a house"]).emb.repeat(2, 1, 1).shape and not cond.emb.requires_grad
-    assert len(adv.losses) == 3 and adv.losses[-1] < adv.losses[0], adv.losses
+    assert not torch.equal(before, adv.toks.vectors)
+    assert adv.attack_steps == 3
+    assert cond.emb.shape == encode(pipe, ["a house"]).emb.repeat(2, 1, 1).shape
+    assert not cond.emb.requires_grad
+    assert len(adv.losses) == 3, adv.losses
+    assert adv.losses[-1] < adv.losses[0], adv.losses
     adv.attack(lambda *a: unet_eps(pipe.unet, pipe.scheduler, *a), x, t, cases, target)
     assert adv.attack_steps == 3, "every=2: the second call reuses the embeddings without attacking"
     assert len(pipe.tokenizer) == vocab, "the tokens live in copies; the pipeline is unchanged"
@@ -347,9 +360,11 @@ def test_adversary_attacks_the_embeddings_only_and_robust_esd_erases_from_them(t
     out = esd.main(esd.parse_args(base + ["--robust", "--robust_every", "1", "--robust_steps", "2", "--output",
                                           str(tmp_path / "robust.safetensors")]))
     meta = read_erasure(out)[1]
-    assert meta["robust_attack_steps"] == 6 and meta["args"]["robust"] is True
+    assert meta["robust_attack_steps"] == 6
+    assert meta["args"]["robust"] is True
     plain = esd.main(esd.parse_args(base + ["--output", str(tmp_path / "plain.safetensors")]))
     assert meta["forward_equivalents_per_iteration"] > read_erasure(plain)[1]["forward_equivalents_per_iteration"]
     r = run(["original_esd/esd_sdxl.py", "--erase_concept", "x", "--base_model", tiny_folders["sdxl"], "--robust",
              "--iterations", "1", "--output", str(tmp_path)])
-    assert r.returncode != 0 and "SD 1.x/2.x" in one_error_line(r)[0]
+    assert r.returncode != 0
+    assert "SD 1.x/2.x" in one_error_line(r)[0]

@@ -76,7 +76,9 @@ def test_diffusers_full_rank_with_biases_equals_dense_erasure(esd, tmp_path):
         keys = list(f.keys())
     assert report["output"].endswith("lora/pytorch_lora_weights.safetensors")
     assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight", ".lora_B.bias")) for k in keys)
-    assert report["max_rel_error"] < 1e-6 and not report["fusable"] and len(report["biases"]) == 7
+    assert report["max_rel_error"] < 1e-6
+    assert not report["fusable"]
+    assert len(report["biases"]) == 7
     assert all(b["carried"] for b in report["biases"])
 
     pipe = stock()
@@ -96,8 +98,11 @@ def test_diffusers_full_rank_with_biases_equals_dense_erasure(esd, tmp_path):
 def test_diffusers_default_drops_biases_and_fuses(esd, tmp_path):
     tensors, w0 = esd
     report = export(ESD, "diffusers", str(tmp_path / "l.safetensors"), rank=2)   # the default: biases dropped
-    assert os.path.exists(tmp_path / "l.export.json") and report["fusable"] and report["ranks"] == [2]
-    assert report["bias"].startswith("dropped") and not any(b["carried"] for b in report["biases"])
+    assert os.path.exists(tmp_path / "l.export.json")
+    assert report["fusable"]
+    assert report["ranks"] == [2]
+    assert report["bias"].startswith("dropped")
+    assert not any(b["carried"] for b in report["biases"])
     for b in report["biases"]:
         assert b["rel_norm"] == pytest.approx(rel(tensors[b["name"]], w0[b["name"]]), rel=1e-4)
 
@@ -116,7 +121,8 @@ def test_diffusers_default_drops_biases_and_fuses(esd, tmp_path):
     apply_lora_equivalent(ref, ESD, rank=2, with_bias=False)
     before = unet_out(pipe)
     pipe.fuse_lora()
-    assert rel(unet_out(pipe), before) < 1e-5 and rel(before, unet_out(ref)) < 1e-5
+    assert rel(unet_out(pipe), before) < 1e-5
+    assert rel(before, unet_out(ref)) < 1e-5
 
 
 @pytest.mark.parametrize("rank, energy", [(FULL, None), (None, 0.9)])
@@ -129,7 +135,8 @@ def test_kohya_loads_in_diffusers(esd, tmp_path, rank, energy):
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.alpha" in state
     # one alpha (the most common rank) for all modules: diffusers ignores per-module kohya alphas
     alphas = {v.item() for k, v in state.items() if k.endswith(".alpha")}
-    assert alphas == {report["alpha"]} and report["alpha"] in report["ranks"]
+    assert alphas == {report["alpha"]}
+    assert report["alpha"] in report["ranks"]
     assert report["bias"].startswith("dropped")
     ranks = {r["name"]: r["rank"] for r in report["tensors"]}
     if energy:    # the smallest rank keeping 90% of sum(s^2); ranks differ, and still load right
@@ -152,7 +159,8 @@ def test_pipeline_folder_and_single_file_unet(esd, tmp_path):
     tensors, w0 = esd
     out = str(tmp_path / "erased")
     export(ESD, "pipeline", out)
-    assert not os.path.exists(out + ".tmp") and json.load(open(os.path.join(out, "export.json")))["exact"]
+    assert not os.path.exists(out + ".tmp")
+    assert json.load(open(os.path.join(out, "export.json")))["exact"]
     base = dict(stock().unet.named_parameters())
     loaded = dict(stock(out).unet.named_parameters())
     for k, p in loaded.items():
@@ -197,7 +205,8 @@ def test_default_diffusers_exports_load_and_fuse_on_inpainting_and_sdxl(tiny_fol
     own = dict(unet.named_parameters())
     torch.manual_seed(2)
     names = [n for n in own if ".attn2." in n][:6]
-    assert any(n.endswith(".bias") for n in names) and any(n.endswith(".weight") for n in names)
+    assert any(n.endswith(".bias") for n in names)
+    assert any(n.endswith(".weight") for n in names)
     changed = {k: own[k].detach() + 0.05 * torch.randn_like(own[k]) for k in names}
     xl_file = str(tmp_path / "xl.safetensors")
     save_erasure(xl_file, changed, {"base_model": xl, "base_fingerprint": fingerprint(unet), "method": "test"})
@@ -225,13 +234,17 @@ def test_bad_inputs(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "spatial_erasure.export", str(fake), "--format", "kohya",
                           "--rank", "4", "--output", str(tmp_path / "out")], capture_output=True, text=True)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr
-    assert "is not a safetensors file" in errors[0] and not os.path.exists(tmp_path / "out")
+    assert r.returncode == 1
+    assert len(errors) == 1
+    assert "Traceback" not in r.stderr
+    assert "is not a safetensors file" in errors[0]
+    assert not os.path.exists(tmp_path / "out")
     for argv in (["--rank", "0"], ["--energy", "1.5"], []):
         with pytest.raises(SystemExit) as e:
             main(parse_args([ESD, "--format", "diffusers", "--output", str(tmp_path / "x"), *argv]))
         err = str(e.value.code)                    # SystemExit("error: ...") prints it and exits 1
-        assert err.startswith("error:") and "\n" not in err
+        assert err.startswith("error:")
+        assert "\n" not in err
     assert not os.path.exists(tmp_path / "x")
     (tmp_path / "notes").mkdir()      # a pipeline export never deletes a folder it did not write
     with pytest.raises(SystemExit) as e:
@@ -294,7 +307,8 @@ def test_kohya_sdxl_export_in_ldm_names_loads_every_module_and_carries_biases_as
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
     assert not [k for k in keys if "down_blocks" in k or "up_blocks" in k or "mid_block" in k]
-    assert any("label_emb_0_0" in k for k in keys) and any("input_blocks_" in k for k in keys)
+    assert any("label_emb_0_0" in k for k in keys)
+    assert any("input_blocks_" in k for k in keys)
     assert not [k for k in keys if k.endswith(".diff_b")], "dropped by default"
     pipe = DiffusionPipeline.from_pretrained(xl)
     pipe.load_lora_weights(report["output"])
@@ -302,7 +316,8 @@ def test_kohya_sdxl_export_in_ldm_names_loads_every_module_and_carries_biases_as
     exported = [r["name"] for r in report["tensors"]]
     assert len(exported) > 20
     for k in exported:
-        assert k in eff and rel(eff[k], changed[k]) < 1e-5, k
+        assert k in eff, k
+        assert rel(eff[k], changed[k]) < 1e-5, k
     carried = export(path, "kohya", str(tmp_path / "kb.safetensors"), rank=FULL, bias="carry")
     state = load_file(carried["output"])
     diff_b = {k: v for k, v in state.items() if k.endswith(".diff_b")}

@@ -28,7 +28,8 @@ def test_masked_loss_has_zero_gradient_outside_the_mask():
     g = pred.grad.abs().sum(1, keepdim=True)
     assert (g[mask == 0] == 0).all(), "no gradient outside the mask"
     assert (g[mask == 1] > 0).all(), "gradient everywhere inside it"
-    assert parts["outside"] == 0 and parts["inside"] > 0, parts
+    assert parts["outside"] == 0, parts
+    assert parts["inside"] > 0, parts
     pred.grad = None
     grid_loss_terms(pred, target, eps_c, mask, outside_weight=0.5)[0].backward()
     assert (pred.grad.abs().sum(1, keepdim=True)[mask == 0] > 0).all()   # with a weight, outside pixels learn
@@ -77,13 +78,15 @@ def test_cache_bank_covers_every_case_before_repeating(tiny_folders):
     assert sorted(src.bank_cases[:3].tolist()) == [0, 1, 2], src.bank_cases
     assert src.bank.shape == (5, 5, 4, 16, 16), src.bank.shape
     x, t, cases = src.draw(2, batch=4)
-    assert x.shape == (4, 4, 16, 16) and cases.shape == (4,), (x.shape, cases.shape)
+    assert x.shape == (4, 4, 16, 16), (x.shape, cases.shape)
+    assert cases.shape == (4,), (x.shape, cases.shape)
     assert set(cases.tolist()) <= {0, 1, 2}, cases
 
 
 def test_prompt_variations_have_neutral_twins():
     rows = concept_variations("Vincent van Gogh", 40, toy=True, seed=0)
-    assert len(rows) == 40 and len({r["evaluation_seed"] for r in rows}) == 40, "40 rows, each its own seed"
+    assert len(rows) == 40, "40 rows, each its own seed"
+    assert len({r["evaluation_seed"] for r in rows}) == 40, "40 rows, each its own seed"
     assert all("Vincent van Gogh" in r["prompt"] for r in rows), "every prompt names the concept"
     assert all("Vincent van Gogh" not in r["neutral"] for r in rows), "no neutral twin names it"
     assert len({r["prompt"] for r in rows}) == 30                      # 5 phrasings x 6 subjects, then repeats
@@ -108,13 +111,16 @@ def test_basic_preset_end_to_end_on_the_toy_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     tensors, meta = read_erasure(str(out))
     assert len(tensors) == 35, len(tensors)
-    assert meta["preset"] == "basic" and meta["algorithm"] == "grid-erasure", (meta["preset"], meta["algorithm"])
+    assert meta["preset"] == "basic", (meta["preset"], meta["algorithm"])
+    assert meta["algorithm"] == "grid-erasure", (meta["preset"], meta["algorithm"])
     assert meta["base_model"] == "models/toyart-sd", "a bundled model is recorded relative to the repository"
     assert all(k.split(".")[-3] == "attn2" or ".attn2." in k for k in tensors), "cross-attention only"
     report = json.loads((tmp_path / "grid.json").read_text())
-    assert len(report["losses"]) == 10 and report["iterations_done"] == 10, report["iterations_done"]
+    assert len(report["losses"]) == 10, report["iterations_done"]
+    assert report["iterations_done"] == 10, report["iterations_done"]
     assert len(report["prompts"]) == 5, report["prompts"]
-    assert len(report["masks"]) == 10 and report["cases"] == 50, (report["masks"], report["cases"])
+    assert len(report["masks"]) == 10, (report["masks"], report["cases"])
+    assert report["cases"] == 50, (report["masks"], report["cases"])
     assert report["global_cases"] == 0
     assert report["seconds_per_iteration"] > 0
     assert report["peak_memory_mb"] > 0
@@ -144,20 +150,25 @@ def tiny_grid_erasure(model, out, *flags):
 def test_grid_erasure_on_a_nine_channel_model(tiny_folders, tmp_path):
     report = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "g9.safetensors", "--global_share", "0.1")
     # 2 prompts x 10 grid masks + round(0.1 / 0.9 * 20) = 2 cases with the whole image masked
-    assert report["cases"] == 2 * 10 + 2 and report["global_cases"] == 2, (report["cases"], report["global_cases"])
+    assert report["cases"] == 2 * 10 + 2, (report["cases"], report["global_cases"])
+    assert report["global_cases"] == 2, (report["cases"], report["global_cases"])
     assert report["masks"][-1] == "whole image", report["masks"]
     assert report["unet_in_channels"] == 9, report["unet_in_channels"]
-    assert report["bank_forwards"] == 2 * 4 * 4 and len(report["losses"]) == 2, report["bank_forwards"]
+    assert report["bank_forwards"] == 2 * 4 * 4, report["bank_forwards"]
+    assert len(report["losses"]) == 2, report["bank_forwards"]
     # the retain prompts get their own bank of inpainting trajectories (basic preset: 4)
-    assert report["retain_xt"] == "own" and report["retain_bank_forwards"] == 2 * 4 * 4, report["retain_bank_forwards"]
+    assert report["retain_xt"] == "own", report["retain_bank_forwards"]
+    assert report["retain_bank_forwards"] == 2 * 4 * 4, report["retain_bank_forwards"]
     assert report["retain_bank_size"] == 4
 
 
 def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path):
     report = tiny_grid_erasure(tiny_folders["sd"], tmp_path / "g4.safetensors", "--retain_xt", "concept")
-    assert report["cases"] == 2 * 10 and report["global_cases"] == 0, (report["cases"], report["global_cases"])
+    assert report["cases"] == 2 * 10, (report["cases"], report["global_cases"])
+    assert report["global_cases"] == 0, (report["cases"], report["global_cases"])
     assert len(report["masks"]) == 10, report["masks"]
-    assert report["retain_xt"] == "concept" and "retain_bank_forwards" not in report, "no retain bank"
+    assert report["retain_xt"] == "concept", "no retain bank"
+    assert "retain_bank_forwards" not in report, "no retain bank"
     assert report["unet_in_channels"] == 4, report["unet_in_channels"]
     assert report["loss_parts_last50"]["retain"] > 0, report["loss_parts_last50"]
 
@@ -170,14 +181,16 @@ def test_grid_erasure_erases_several_concepts_in_one_run(tiny_folders, tmp_path)
     out = grid_erasure.main(parse_args(["--base_model", tiny_folders["sd"], *TINY, "--concept", two, "--output",
                                         str(tmp_path / "two.safetensors")]))
     meta = read_erasure(out)[1]
-    assert meta["concepts"] == ["Vincent van Gogh", "Claude Monet"] and meta["concept"] == two, meta["concept"]
+    assert meta["concepts"] == ["Vincent van Gogh", "Claude Monet"], meta["concept"]
+    assert meta["concept"] == two, meta["concept"]
     # --num_prompts per concept: 2 variations of each, every one naming its concept, each its own source image
     rows = read_prompt_csv(str(tmp_path / "two.prompts.csv"))
     assert [r["concept"] for r in rows] == ["Vincent van Gogh"] * 2 + ["Claude Monet"] * 2, rows
     assert all(r["concept"] in r["prompt"] and r["concept"] not in r["neutral"] for r in rows), rows
     assert len({r["evaluation_seed"] for r in rows}) == 4, rows
     report = json.loads((tmp_path / "two.json").read_text())
-    assert report["cases"] == 4 * 10 and report["anchors"] == 0, (report["cases"], report["anchors"])
+    assert report["cases"] == 4 * 10, (report["cases"], report["anchors"])
+    assert report["anchors"] == 0, (report["cases"], report["anchors"])
     retain = report["retain_prompts"]
     assert not [p for p in retain if "Gogh" in p or "Monet" in p], "neither erased concept is retained"
     assert any("Pablo Picasso" in p for p in retain), retain
@@ -203,11 +216,14 @@ def test_grid_preserve_adds_anchor_prompts_to_the_retain_pool(tiny_folders, tmp_
     assert report["retain_prompts"] == plain_report["retain_prompts"], "the other artists and styles stay"
     # half of the 2 x 10 cases take an anchor as their retain prompt, every anchor at least once
     assert (report["anchors"], report["anchor_cases"], report["anchors_used"]) == (8, 10, 8), report["anchor_cases"]
-    assert plain_report["anchors"] == 0 and plain_report["anchor_prompts"] == []
+    assert plain_report["anchors"] == 0
+    assert plain_report["anchor_prompts"] == []
     assert any(not torch.equal(plain[k], kept[k]) for k in plain), "the anchors change the trained tensors"
     r = run(["inpainting_erasure/grid_erasure.py", "--preserve", "-1", "--output", str(tmp_path / "bad.safetensors")])
     errors = one_error_line(r)
-    assert r.returncode != 0 and len(errors) == 1 and "--preserve" in errors[0], r.stderr[-2000:]
+    assert r.returncode != 0, r.stderr[-2000:]
+    assert len(errors) == 1, r.stderr[-2000:]
+    assert "--preserve" in errors[0], r.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -215,8 +231,10 @@ def test_grid_key_value_penalty_and_robust_on_a_nine_channel_model(tiny_folders,
     # --preserve_weight 0: the anchors feed the key/value penalty only, not the retain pool
     kv = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "kv.safetensors", "--preserve", "8",
                            "--preserve_weight", "0", "--preserve_kv", "10")
-    assert kv["anchors"] == 0 and kv["anchor_prompts"] == [], "no anchor rows"
-    assert kv["loss_parts_last50"]["kv"] >= 0 and "adversarial" not in kv["loss_parts_last50"]
+    assert kv["anchors"] == 0, "no anchor rows"
+    assert kv["anchor_prompts"] == [], "no anchor rows"
+    assert kv["loss_parts_last50"]["kv"] >= 0
+    assert "adversarial" not in kv["loss_parts_last50"]
     robust = tiny_grid_erasure(tiny_folders["sd-inpaint"], tmp_path / "robust.safetensors", "--robust",
                                "--robust_every", "1", "--robust_steps", "2")
     assert robust["robust_attack_steps"] == 2 * 2, "2 iterations x 2 attack steps"
@@ -247,10 +265,12 @@ def test_recipes_and_family_defaults_fill_only_missing_flags():
     assert resolve(["--preset", "scaled"], "toy").lr == 3e-4
     assert resolve(["--preset", "basic"], "toy").lr == 7e-4
     args = resolve(["--preset", "scaled", "--lr", "1e-3", "--recipe", "paper"], "toy")
-    assert args.lr == 1e-3 and args.negative_guidance == 4.0, (args.lr, args.negative_guidance)
+    assert args.lr == 1e-3, (args.lr, args.negative_guidance)
+    assert args.negative_guidance == 4.0, (args.lr, args.negative_guidance)
     for family in ("sd", "sdxl"):
         real = resolve(["--preset", "scaled", "--recipe", "paper"], family)
-        assert real.lr == 5e-5 and real.negative_guidance == 2.0, (family, real.lr, real.negative_guidance)
+        assert real.lr == 5e-5, (family, real.lr, real.negative_guidance)
+        assert real.negative_guidance == 2.0, (family, real.lr, real.negative_guidance)
     # paper: the published presets' x_t (sampled, a cached bank for scaled); recommended: the twins' streams
     paper = {p: resolve(["--preset", p, "--recipe", "paper"], "toy") for p in recipes.PRESETS}
     assert [paper[p].xt_source for p in ("basic", "efficient", "scaled")] == ["sample", "sample", "cache"]
@@ -275,13 +295,16 @@ def test_paper_recipe_reproduces_the_bundled_grid_files_arguments():
 
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "huge"])
-    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "invalid choice: 'huge'" in r.stderr, r.stderr
     for argv, says in [(["--iterations", "0"], "--iterations must be at least 1"),
                        (["--iterations", "-1"], "--iterations must be at least 1"),
                        (["--global_share", "1"], "--global_share must be in [0, 1)")]:
         r = run(["inpainting_erasure/grid_erasure.py", *argv, "--output", str(tmp_path / "g.safetensors")])
         errors = one_error_line(r)
-        assert r.returncode != 0 and len(errors) == 1 and says in errors[0], (argv, r.stderr[-2000:])
+        assert r.returncode != 0, (argv, r.stderr[-2000:])
+        assert len(errors) == 1, (argv, r.stderr[-2000:])
+        assert says in errors[0], (argv, r.stderr[-2000:])
         assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.iterdir()), "nothing written"
 
@@ -310,7 +333,8 @@ def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
         out = np.asarray(Image.open(tmp_path / "two" / f"inpainted-{spec}.png"))
         inside = parse_mask(spec, 32)[0, 0].numpy() > 0.5
         assert (out[~inside] == src[~inside]).all(), f"mask {spec}: outside pixels kept"
-    assert "base: the classifier sees " in r.stdout and " in mask center" in r.stdout, r.stdout[-1000:]
+    assert "base: the classifier sees " in r.stdout, r.stdout[-1000:]
+    assert " in mask center" in r.stdout, r.stdout[-1000:]
     r = run(["inpainting_erasure/inpaint.py", "--base_model", tiny_folders["sd-inpaint"], "--image",
              str(tmp_path / "src.png"), "--mask", "rect:4,4", "--prompt", "x", "--output", str(tmp_path / "bad")])
     assert r.returncode == 1, r.stderr[-2000:]
@@ -325,12 +349,15 @@ def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
              "--output", str(out)])
     assert r.returncode in (0, 1), r.stderr[-2000:]          # 1: a random-weight model misses the bars
     report = json.loads((out / "spatial.json").read_text())
-    assert report["cases_per_model"] == 14 and len(report["per_mask_target_rate"]) == 14, report["cases_per_model"]
+    assert report["cases_per_model"] == 14, report["cases_per_model"]
+    assert len(report["per_mask_target_rate"]) == 14, report["cases_per_model"]
     base = report["summary"][0]
     assert base["model"] == "base", base["model"]
     assert base["pasted_maxdiff_outside"] == 0, "paste-back keeps every outside pixel"
-    assert 0 <= base["target_rate"] <= 1 and 0 <= base["Claude Monet rate"] <= 1, base
+    assert 0 <= base["target_rate"] <= 1, base
+    assert 0 <= base["Claude Monet rate"] <= 1, base
     assert report["bars"]["base outside kept"]["met"], report["bars"]
     assert (out / "spatial.png").stat().st_size > 1000
     md = (out / "spatial.md").read_text()
-    assert "| cell00 | grid |" in md and "by prompted artist" in md, md
+    assert "| cell00 | grid |" in md, md
+    assert "by prompted artist" in md, md

@@ -105,4 +105,5 @@ def test_cli_tunes_a_copy_of_the_toy_model_in_place(tmp_path):
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith(("encoder.", "quant_conv."))), "encoder kept"
     assert not torch.equal(new["decoder.conv_out.weight"], old["decoder.conv_out.weight"]), "decoder tuned"
     bad = run(["-m", "spatial_erasure.toyart.vae", "--base_model", str(tmp_path / "nope")], timeout=300)
-    assert bad.returncode != 0 and "no vae/config.json" in bad.stderr, bad.stderr[-2000:]
+    assert bad.returncode != 0, bad.stderr[-2000:]
+    assert "no vae/config.json" in bad.stderr, bad.stderr[-2000:]

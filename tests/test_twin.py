@@ -33,7 +33,8 @@ def test_a_twin_is_the_prompt_without_its_artist():
 def test_twin_pairs_are_unseen_and_name_the_concept_only_in_the_prompt():
     from spatial_erasure.phrasings import HELD_OUT_KINDS, normalise, training_prompts, twin_pairs
     pairs = twin_pairs("Claude Monet")
-    assert len(pairs) == 180 and {p.kind for p in pairs} == set(HELD_OUT_KINDS), len(pairs)
+    assert len(pairs) == 180, len(pairs)
+    assert {p.kind for p in pairs} == set(HELD_OUT_KINDS), len(pairs)
     assert all("monet" in p.prompt.lower() and "monet" not in p.twin.lower() and p.subject.lower() in p.twin.lower()
                for p in pairs)
     known = training_prompts()
@@ -52,10 +53,13 @@ def test_align_tokens_pairs_shared_words_and_is_a_bijection():
     twin = [8, 1, 2, 3, 9, 9, 9, 9, 9, 9]        # BOS a painting of EOS pad ...
     pairs = align_tokens(ids, twin, eos)
     assert sorted(pairs) == list(range(10)), "every twin position exactly once"
-    assert pairs[:4] == [0, 1, 2, 3] and pairs[7] == 4, "shared words and the EOS pair up"
+    assert pairs[:4] == [0, 1, 2, 3], "shared words and the EOS pair up"
+    assert pairs[7] == 4, "shared words and the EOS pair up"
     assert sorted(pairs[4:7]) == [5, 6, 7], "the concept's words take the twin's first padding"
     front = align_tokens([8, 5, 6, 4, 1, 9, 9, 9], [8, 2, 1, 9, 9, 9, 9, 9], eos)   # "X Y's house" / "a house"
-    assert front[4] == 2 and front[5] == 3 and front[1] == 1, front   # house with house, EOS with EOS
+    assert front[4] == 2, front
+    assert front[5] == 3, front
+    assert front[1] == 1, front   # house with house, EOS with EOS
 
 
 def test_closed_form_twin_map_fits_what_it_can_and_sets_keys_and_values(tiny_folders):
@@ -67,12 +71,14 @@ def test_closed_form_twin_map_fits_what_it_can_and_sets_keys_and_values(tiny_fol
     assert residual(pipe, rows, m) < 1e-6, "one prompt's 24 tokens in 32 dimensions: an exact fit"
     kept = solve_twin_map(pipe, rows, ["", "a boat"], null_weight=100.0, keep_weight=100.0)
     null, boat = encode(pipe, [""]).emb[0].double(), encode(pipe, ["a boat"]).emb[0].double()
-    assert (null @ kept.T - null).norm() < 0.05 * null.norm() and (boat @ kept.T - boat).norm() < 0.05 * boat.norm()
+    assert (null @ kept.T - null).norm() < 0.05 * null.norm()
+    assert (boat @ kept.T - boat).norm() < 0.05 * boat.norm()
     assert residual(pipe, rows, kept) > residual(pipe, rows, m), "keeping others costs fit"
     params = {n: p.detach().clone() for n, p in select_parameters(pipe.unet, "esd-x").items()}
     originals = {n: p.clone() for n, p in params.items()}
     names = start_from_twin_map(params, originals, m)
-    assert names and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in names)
+    assert names
+    assert all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in names)
     for n in params:
         want = (originals[n].double() @ m).float() if n in names else originals[n]
         assert torch.allclose(params[n], want, atol=1e-6), n
@@ -109,7 +115,8 @@ def test_esd_twin_target_trains_on_the_twins_trajectories(tiny_folders, tmp_path
                                    "--variations", "3", "--preserve", "0", "--output",
                                    str(tmp_path / "twin.safetensors")]))
     meta = read_erasure(out)[1]
-    assert meta["args"]["target"] == "twin" and meta["cases"] == 4, "the concept itself and 3 variations"
+    assert meta["args"]["target"] == "twin", "the concept itself and 3 variations"
+    assert meta["cases"] == 4, "the concept itself and 3 variations"
     pipe = load_pipeline(tiny_folders["sd"])
     twins = encode(pipe, meta["twins"]).emb
     null = encode(pipe, [""]).emb
@@ -117,7 +124,8 @@ def test_esd_twin_target_trains_on_the_twins_trajectories(tiny_folders, tmp_path
     assert all(((twins - c[0][:1]).abs().amax((1, 2)) < 1e-5).any() for c in seen), "the first row is a twin"
     assert all(torch.allclose(c[1], null.expand_as(c[1]), atol=1e-6) for c in seen)
     assert "" in meta["twins"], "the bare concept's twin is the empty prompt"
-    assert meta["forward_equivalents_per_row"] > 0 and meta["args"]["null_weight"] == 1.0
+    assert meta["forward_equivalents_per_row"] > 0
+    assert meta["args"]["null_weight"] == 1.0
 
 
 def test_esd_twin_map_starts_from_the_closed_form(tiny_folders, tmp_path):
@@ -137,7 +145,9 @@ def test_esd_twin_map_starts_from_the_closed_form(tiny_folders, tmp_path):
     assert 0 <= mapped[1]["twin_map_residual"] < 1
     r = run(["original_esd/esd_sd.py", "--erase_concept", "x", "--base_model", tiny_folders["sd"], "--twin_map",
              "--train_method", "esd-u", "--output", str(tmp_path)])
-    assert r.returncode == 1 and "--twin_map" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "--twin_map" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def test_grid_twin_target_streams_the_twins_and_keeps_the_null_prompt(tiny_folders, tmp_path, monkeypatch):
@@ -154,7 +164,8 @@ def test_grid_twin_target_streams_the_twins_and_keeps_the_null_prompt(tiny_folde
         ["--base_model", tiny_folders["sd-inpaint"], "--preset", "basic", "--iterations", "2", "--num_prompts", "2",
          "--num_inference_steps", "4", "--preserve", "0", "--output", str(tmp_path / "g.safetensors")]))
     report = json.loads((tmp_path / "g.json").read_text())
-    assert report["args"]["target"] == "twin" and report["args"]["negative_guidance"] == 0.0
+    assert report["args"]["target"] == "twin"
+    assert report["args"]["negative_guidance"] == 0.0
     assert report["loss_parts_last50"]["null"] >= 0, report["loss_parts_last50"]
     rows = read_prompt_csv(str(tmp_path / "g.prompts.csv"))
     pipe = load_pipeline(tiny_folders["sd-inpaint"])
@@ -172,14 +183,21 @@ def test_twin_evaluation_end_to_end_on_the_toy_model(tmp_path):
     assert r.returncode in (0, 1), r.stderr[-2000:]
     report = json.loads((out / "twin.json").read_text())
     base, esd = report["models"]["base"], report["models"]["esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x"]
-    assert report["pairs"] == 12 and base["twin_distance"] == pytest.approx(1.0), "the base model is the unit"
-    assert 0 <= esd["twin_distance"] and 0 <= esd["concept_rate"] <= 1 and esd["fd_ratio"] > 0
-    assert set(esd["by_kind"]) == {"heldout"} and esd["top_excess_style"] in esd["styles"]
+    assert report["pairs"] == 12, "the base model is the unit"
+    assert base["twin_distance"] == pytest.approx(1.0), "the base model is the unit"
+    assert 0 <= esd["twin_distance"]
+    assert 0 <= esd["concept_rate"] <= 1
+    assert esd["fd_ratio"] > 0
+    assert set(esd["by_kind"]) == {"heldout"}
+    assert esd["top_excess_style"] in esd["styles"]
     assert any(k.endswith("twin_distance") for k in report["bars"]), report["bars"]
-    assert (out / "twin.png").stat().st_size > 1000 and "twin_distance" in (out / "twin.md").read_text()
+    assert (out / "twin.png").stat().st_size > 1000
+    assert "twin_distance" in (out / "twin.md").read_text()
     bad = run(["evaluation/twin_evaluation.py", "--erasures", ESD_X, "--concept", "Rembrandt", "--output",
                str(tmp_path / "bad")])
-    assert bad.returncode == 1 and "not a toy style" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1
+    assert "not a toy style" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_gauge_refuses_a_file_whose_concept_is_not_a_toy_artist(tmp_path):
