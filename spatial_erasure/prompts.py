@@ -6,11 +6,14 @@ negative_prompt and guidance_scale.
 import csv
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.utils import logging as diffusers_logging
 
+from .distributed import process_state
 from .errors import InputError
 from .files import atomic_path
 
@@ -46,19 +49,42 @@ class Cond:
         return kw
 
 
+def cut_prompts(tokenizer, prompts):
+    """How many of `prompts` are longer than the text encoder reads (they are cut at its length)."""
+    return sum(len(tokenizer(p).input_ids) > tokenizer.model_max_length for p in dict.fromkeys(prompts))
+
+
+@contextmanager
+def one_note_on_cut_prompts(pipe, prompts):
+    """The pipeline logs every cut prompt of every batch (a wall of text on the toy model's 24 tokens):
+    one line instead, then the pipeline's own warnings only from errors up."""
+    n = cut_prompts(pipe.tokenizer, prompts) if getattr(pipe, "tokenizer", None) is not None else 0
+    if n and process_state().is_main_process:
+        print(f"note: {n} of {len(set(prompts))} prompts are longer than the text encoder's "
+              f"{pipe.tokenizer.model_max_length} tokens and are cut there")
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 @torch.no_grad()
 def encode(pipe, prompts, resolution=None):
     """Encode a list of prompts with the pipeline's own text encoder(s); returns a Cond on pipe.device."""
     prompts = list(prompts)
     if hasattr(pipe, "text_encoder_2"):                       # SDXL: two encoders + size conditioning
-        emb, _, pooled, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
-                                               do_classifier_free_guidance=False)
+        with one_note_on_cut_prompts(pipe, prompts):
+            emb, _, pooled, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                                   do_classifier_free_guidance=False)
         size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         # add_time_ids = (original size, crop top-left, target size), as the SDXL pipeline builds them
         time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=emb.dtype, device=emb.device)
         return Cond(emb, pooled, time_ids.repeat(len(prompts), 1))
-    emb, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
-                                do_classifier_free_guidance=False)
+    with one_note_on_cut_prompts(pipe, prompts):
+        emb, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                    do_classifier_free_guidance=False)
     return Cond(emb)
 
 

@@ -8,14 +8,12 @@ rounding, on the batch it is in). Split across processes under `accelerate launc
 `raw` is what the inpainting model produced everywhere (what it preserves outside the mask on its
 own); `pasted` keeps every pixel outside the mask exactly as in `images`.
 """
-from contextlib import contextmanager
-
 import numpy as np
 import torch
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
-from .distributed import map_batches, process_state
+from .distributed import map_batches
+from .prompts import one_note_on_cut_prompts
 
 TOY_STEPS, TOY_GUIDANCE = 20, 5.0   # the toy model's sampling defaults (DDIM), measured in its README
 REAL_STEPS, REAL_GUIDANCE = 50, 7.5  # Stable Diffusion's usual settings (the reference ESD evaluation's)
@@ -29,27 +27,6 @@ def sampling_defaults(toy, steps=None, guidance=None):
 def to_uint8(images):
     """Pipeline output in [0, 1] (output_type="np") as uint8."""
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-
-
-def cut_prompts(tokenizer, prompts):
-    """How many of `prompts` are longer than the text encoder reads (they are cut at its length)."""
-    return sum(len(tokenizer(p).input_ids) > tokenizer.model_max_length for p in dict.fromkeys(prompts))
-
-
-@contextmanager
-def one_note_on_cut_prompts(pipe, prompts):
-    """The pipeline logs every cut prompt of every batch (a wall of text on the toy model's 24 tokens):
-    one line instead, then the pipeline's own warnings only from errors up."""
-    n = cut_prompts(pipe.tokenizer, prompts)
-    if n and process_state().is_main_process:
-        print(f"note: {n} of {len(set(prompts))} prompts are longer than the text encoder's "
-              f"{pipe.tokenizer.model_max_length} tokens and are cut there")
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 @torch.no_grad()
