@@ -84,12 +84,11 @@ class Adversary:
                 "robust_attack_loss_last10": mean(last), "robust_nearest_prompt": self.toks.nearest()[1]}
 
 
-def from_args(pipe, prompts, args):
-    """The Adversary of the --robust flags (training_flags.add_robust_args) on `prompts`, or None without --robust.
-    Build it before the text encoder is offloaded: its copy stays on the device."""
-    if not args.robust:
+def make_adversary(pipe, prompts, config):
+    """The Adversary of `config` (training_flags.adversary_config: the --robust flags) on `prompts`, or
+    None when config is None (no --robust). Build it before the text encoder is offloaded: its copy
+    stays on the device."""
+    if config is None:
         return None
     check_supported(pipe, inpaint=True, fix="pass --no-robust, or an SD 1.x/2.x base model")
-    return Adversary(pipe, prompts, AdversaryConfig(tokens=args.robust_tokens, steps=args.robust_steps,
-                                                    every=args.robust_every, weight=args.robust_weight,
-                                                    seed=args.seed))
+    return Adversary(pipe, prompts, config)

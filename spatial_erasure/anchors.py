@@ -83,13 +83,13 @@ class KeyValuePenalty:
         return torch.stack(terms).mean()
 
 
-def key_value_penalty(args, cond, params, originals):
-    """The KeyValuePenalty of --preserve_kv over the anchors' encoding `cond`, or None when it is 0; one
-    line naming the fix when --train_method trains no key or value projection."""
-    if not args.preserve_kv:
+def key_value_penalty(cond, params, originals, weight, train_method):
+    """The KeyValuePenalty over the anchors' encoding `cond`, or None when its `weight` (--preserve_kv)
+    is 0; one line naming the fix when `train_method` trains no key or value projection."""
+    if not weight:
         return None
     penalty = KeyValuePenalty(cond, params, originals)
     if not len(penalty):
         raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
-                         f"{args.train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
+                         f"{train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
     return penalty

@@ -48,13 +48,14 @@ def file_name_part(text):
     return text.strip().replace(" ", "_").replace("/", "_")
 
 
-def training_metadata(args, st, concept, erase_from, resolution, **extra):
+def training_metadata(settings, base_fingerprint, concept, erase_from, resolution, **extra):
     """What a trainer records in its erasure file: the base model (record_base) and its UNet
     fingerprint, method, concept, erase_from, `extra` (e.g. the grid algorithm and preset), every
-    argument and the training resolution."""
-    base = record_base(args.base_model)
-    return {"base_model": base, "base_fingerprint": st.base_fingerprint, "method": args.train_method,
-            "concept": concept, "erase_from": erase_from, **extra, "args": {**vars(args), "base_model": base},
+    resolved setting (`settings`: {flag: value}, base_model and train_method among them) and the
+    training resolution."""
+    base = record_base(settings["base_model"])
+    return {"base_model": base, "base_fingerprint": base_fingerprint, "method": settings["train_method"],
+            "concept": concept, "erase_from": erase_from, **extra, "args": {**settings, "base_model": base},
             "resolution": resolution}
 
 

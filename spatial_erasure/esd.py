@@ -31,7 +31,7 @@ from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
 from .prompts import concept_variations, encode, is_toy, neutral_twin, parse_concepts
-from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
+from .trainer import forward_equivalents, originals, resolution, seed_everything, train
 from .selection import trains_keys_and_values
 from .trajectories import make_source
 from .twin_map import residual, solve_twin_map, start_from_twin_map
@@ -173,7 +173,7 @@ def main(args):
     seed_everything(args.seed)
     out = output_path(args)
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
-    st = prepare_from_args(args)
+    st = training_flags.prepare(args)
     recipes.resolve(args, "esd", training_flags.model_family(st.pipe))     # what depends on the family: lr, eta
     res, latent = resolution(st.pipe, args.resolution)
     pairs = parse_concepts(args.erase_concept, args.erase_from)
@@ -189,14 +189,15 @@ def main(args):
                            keep_weight=args.twin_map_keep)
         start_from_twin_map(st.params, originals(st), m)
         twin_map_residual = residual(st.pipe, [(f, z) for _, f, z in rows], m, res)
-    adversary = adversarial.from_args(st.pipe, [f for _, f, _ in rows], args)     # before the offload
+    adversary = adversarial.make_adversary(st.pipe, [f for _, f, _ in rows],
+                                           training_flags.adversary_config(args))     # before the offload
     st.offload("text_encoder", "text_encoder_2", "vae")
     twin = args.target == "twin"                   # x_t from the twins' trajectories, else from erase_from's
     source = build_source(st, args, prompts.twin if twin else prompts.erase_from, prompts.null, latent, args.seed)
     own = prompts.anchors is not None and args.preserve_xt == "own"
     anchor_source = build_source(st, args, prompts.anchors, prompts.null, latent, args.seed + 1,
                                  "anchor x_t") if own else None
-    penalty = key_value_penalty(args, anchors, st.params, originals(st))
+    penalty = key_value_penalty(anchors, st.params, originals(st), args.preserve_kv, args.train_method)
 
     def loss_fn(it, rng):
         if twin:
@@ -222,7 +223,8 @@ def main(args):
                                       rows=args.batch_size, checkpointing=args.gradient_checkpointing,
                                       attack_rows=adversary.attack_rows(args.batch_size) if adversary else 0)}
 
-    meta = training_metadata(args, st, ";".join(c for c, _ in pairs), ";".join(f or c for c, f in pairs), res,
+    meta = training_metadata(vars(args), st.base_fingerprint, ";".join(c for c, _ in pairs),
+                             ";".join(f or c for c, f in pairs), res,
                              **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}),
                              **({"cases": len(rows), "twins": sorted({z for _, _, z in rows})[:50]} if twin else {}),
                              **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}))

@@ -51,7 +51,7 @@ from .models import MODELS_DIR
 from .objectives import grid_erasure_loss
 from .prompts import Cond, concept_variations, encode, parse_concepts, retain_prompts, write_prompt_csv
 from .reports import loss_curve
-from .trainer import forward_equivalents, originals, prepare_from_args, resolution, seed_everything, train
+from .trainer import forward_equivalents, originals, resolution, seed_everything, train
 from .trajectories import Inpainting, XtSource, denoise, make_source
 
 # xt_source stream: trajectories alive per source (concept, retain); 4 and 8 lost Warhol (docs/real_size.md)
@@ -345,15 +345,16 @@ def main(args):
     seed_everything(args.seed)
     args.output = args.output or default_output(args)
     lock = OutputLock(args.output) if process_state().is_main_process else None   # one run per output
-    st = prepare_from_args(args, task="inpaint")
+    st = training_flags.prepare(args, task="inpaint")
     main_process = st.state.is_main_process
     res, latent = resolution(st.pipe, args.resolution)
     recipes.resolve(args, "grid", training_flags.model_family(st.pipe))    # what depends on the family: lr, eta
 
     cases = build_cases(st, args, res, latent)
-    adversary = adversarial.from_args(st.pipe, [r["prompt"] for r in cases.rows], args)     # before the offload
+    adversary = adversarial.make_adversary(st.pipe, [r["prompt"] for r in cases.rows],
+                                           training_flags.adversary_config(args))     # before the offload
     st.offload("text_encoder")
-    penalty = key_value_penalty(args, cases.anchors_c, st.params, originals(st))
+    penalty = key_value_penalty(cases.anchors_c, st.params, originals(st), args.preserve_kv, args.train_method)
     banked = args.xt_source in ("cache", "noise")
     own = args.retain_weight > 0 and args.retain_xt == "own"
     if main_process:
@@ -383,8 +384,8 @@ def main(args):
 
     out, stem = args.output, args.output.removesuffix(".safetensors")
     concepts = ";".join(cases.concepts)
-    meta = training_metadata(args, st, concepts, concepts, res, algorithm="grid-erasure", preset=args.preset,
-                             **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
+    meta = training_metadata(vars(args), st.base_fingerprint, concepts, concepts, res, algorithm="grid-erasure",
+                             preset=args.preset, **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
     report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
                    checkpoint_every=args.checkpoint_every, resume=args.resume and not args.restart,
                    desc=f"grid erasure {args.preset}", lock=lock,

@@ -133,12 +133,6 @@ def originals(st):
     return {n: own[n] for n in st.params}
 
 
-def prepare_from_args(args, task="text2img"):
-    """prepare() with the runtime flags of training_flags.add_runtime_args."""
-    return prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
-                   args.gradient_checkpointing, args.channels_last, args.compile)
-
-
 def resolution(pipe, requested=None):
     """The training resolution (default: the model's native size) and the latent shape for it."""
     res = pipe.unet.config.sample_size * pipe.vae_scale_factor if requested is None else requested

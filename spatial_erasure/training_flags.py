@@ -14,7 +14,7 @@ import argparse
 import json
 import math
 
-from . import cli
+from . import cli, trainer
 from .distributed import check_device
 from .errors import InputError
 from .models import architecture
@@ -113,6 +113,22 @@ def add_robust_args(p):
     a("--robust_tokens", type=int, default=AdversaryConfig.tokens, help="adversarial embeddings before the prompt")
     a("--robust_weight", type=float, default=AdversaryConfig.weight, help="weight of erasing from the adversarial "
       "prompt in the loss")
+
+
+def adversary_config(args):
+    """The AdversaryConfig of the --robust flags (spatial_erasure.adversarial.make_adversary), None without --robust."""
+    from .adversarial import AdversaryConfig
+    if not args.robust:
+        return None
+    return AdversaryConfig(tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every,
+                           weight=args.robust_weight, seed=args.seed)
+
+
+def prepare(args, task="text2img"):
+    """trainer.prepare() with the runtime flags of add_runtime_args: the base model loaded, its trained
+    tensors selected."""
+    return trainer.prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
+                           args.gradient_checkpointing, args.channels_last, args.compile)
 
 
 def check_preservation_args(args):
