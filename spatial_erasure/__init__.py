@@ -14,6 +14,7 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   errors            InputError: bad input whose one-line message names the fix
   cli               the shared command line: generic flags, help layout, `error: ...` exits
   training_flags    the trainers' flags (method, x_t source, recipe, preservation, robustness) and their checks
+  configs           EsdConfig / GridConfig: the parsed settings as typed, frozen records; the methods take these
   files             atomic writes under unique temporaries, output checks, one run per output (OutputLock)
   trajectories      where x_t comes from: sample, cache, noise, stream; the UNet call; inpainting inputs
   objectives        the losses, step by step: esd_loss, grid_erasure_loss; teacher_eps, esd_target, masked MSE

@@ -24,6 +24,7 @@ import os
 
 from . import adversarial, cli, recipes, training_flags
 from .anchors import anchor_prompts, key_value_penalty
+from .configs import EsdConfig
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
 from .files import OutputLock
@@ -106,7 +107,8 @@ def build_parser(defaults, description):
 
 
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
-    args = recipes.resolve(training_flags.parse(build_parser(defaults, description), argv), "esd")
+    args = training_flags.parse(build_parser(defaults, description), argv)
+    recipes.resolve(vars(args), "esd")
     cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
     training_flags.check_training_args(args)
     if (args.variations or 0) < 0:
@@ -116,20 +118,20 @@ def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
         pairs = parse_concepts(args.erase_concept, args.erase_from)
     except InputError as e:
         cli.fail(str(e))
-    cli.check_output(output_path(args))
+    cli.check_output(output_path(EsdConfig.of(args)))
     training_flags.preservation_defaults(args, len(pairs))
     training_flags.print_config(args)
     return args
 
 
-def output_path(args):
+def output_path(cfg):
     """--output as the erasure file: a .safetensors path as given, else the reference name in that folder."""
-    if args.output.endswith(".safetensors"):
-        return args.output
-    return os.path.join(args.output, default_name(args.erase_concept, args.erase_from, args.train_method, args.recipe))
+    if cfg.output.endswith(".safetensors"):
+        return cfg.output
+    return os.path.join(cfg.output, default_name(cfg.erase_concept, cfg.erase_from, cfg.train_method, cfg.recipe))
 
 
-def case_rows(pipe, args, pairs):
+def case_rows(pipe, cfg, pairs):
     """The training cases, (concept prompt c, erase_from prompt, its neutral twin) each: per concept
     of `pairs` (parse_concepts), its erase_from prompt (the concept itself unless given; twin: the
     prompt without the concept, "" for the bare concept), then --variations prompt variations with
@@ -139,79 +141,80 @@ def case_rows(pipe, args, pairs):
         try:
             twin = neutral_twin(f or c, c)
         except InputError:
-            if args.target == "twin":
+            if cfg.target == "twin":
                 raise
             twin = ""                                  # the esd target never uses it
         rows.append((c, f or c, twin))
         rows += [(v["prompt"], v["prompt"], v["neutral"])
-                 for v in concept_variations(c, args.variations, is_toy(pipe), args.seed + j)]
+                 for v in concept_variations(c, cfg.variations, is_toy(pipe), cfg.seed + j)]
     return rows
 
 
-def build_prompts(pipe, args, rows, anchor_texts, res):
+def build_prompts(pipe, cfg, rows, anchor_texts, res):
     """The cases' prompts (`case_rows`), "" and the anchors (None without --preserve), encoded once
     (text encoders are offloaded after). Row i of each is case i: the x_t source's cases."""
     anchors = encode(pipe, anchor_texts, res) if anchor_texts else None
     prompts = EsdPrompts(encode(pipe, [c for c, _, _ in rows], res), encode(pipe, [""], res),
                          encode(pipe, [f for _, f, _ in rows], res), separate_from=any(c != f for c, f, _ in rows),
-                         anchors=anchors if args.preserve_weight else None, preserve_weight=args.preserve_weight,
-                         twin=encode(pipe, [z for _, _, z in rows], res) if args.target == "twin" else None)
+                         anchors=anchors if cfg.preserve_weight else None, preserve_weight=cfg.preserve_weight,
+                         twin=encode(pipe, [z for _, _, z in rows], res) if cfg.target == "twin" else None)
     return prompts, anchors
 
 
-def build_source(st, args, cond, null, latent, seed, desc="x_t"):
+def build_source(st, cfg, cond, null, latent, seed, desc="x_t"):
     """An x_t source: trajectories of the frozen model on `cond`, one case per row (a bank or
     warm-up runs here): erase_from's, or the anchors' (--preserve_xt own)."""
     with st.autocast():                            # in the compute dtype
-        return make_source(args.xt_source, st.teacher_unet, st.pipe.scheduler, cond, null, args.guidance_scale,
-                           args.num_inference_steps, latent, st.teacher_params, args.bank_size, args.stream_width,
+        return make_source(cfg.xt_source, st.teacher_unet, st.pipe.scheduler, cond, null, cfg.guidance_scale,
+                           cfg.num_inference_steps, latent, st.teacher_params, cfg.bank_size, cfg.stream_width,
                            st.process_seed(seed), st.device, st.dtype, desc=desc)
 
 
 @cli.reports_errors
 def main(args):
-    seed_everything(args.seed)
-    out = output_path(args)
+    cfg = EsdConfig.of(args)                       # the parsed flags, typed; below here no namespace
+    seed_everything(cfg.seed)
+    out = output_path(cfg)
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
-    st = training_flags.prepare(args)
-    recipes.resolve(args, "esd", training_flags.model_family(st.pipe))     # what depends on the family: lr, eta
-    res, latent = resolution(st.pipe, args.resolution)
-    pairs = parse_concepts(args.erase_concept, args.erase_from)
-    rows = case_rows(st.pipe, args, pairs)
-    twin_map = args.target == "twin" and args.twin_map
-    if twin_map and not trains_keys_and_values(args.train_method):
-        raise InputError(f"--twin_map sets cross-attention keys and values, which --train_method {args.train_method} "
+    st = training_flags.prepare(cfg)
+    cfg = cfg.resolved("esd", training_flags.model_family(st.pipe))      # what depends on the family: lr, eta
+    res, latent = resolution(st.pipe, cfg.resolution)
+    pairs = parse_concepts(cfg.erase_concept, cfg.erase_from)
+    rows = case_rows(st.pipe, cfg, pairs)
+    twin_map = cfg.target == "twin" and cfg.twin_map
+    if twin_map and not trains_keys_and_values(cfg.train_method):
+        raise InputError(f"--twin_map sets cross-attention keys and values, which --train_method {cfg.train_method} "
                          "does not train; pass --no-twin_map or --train_method esd-x")
-    anchor_texts = anchor_prompts(args.preserve, args.seed, [c for c, _ in pairs]) if args.preserve else []
-    prompts, anchors = build_prompts(st.pipe, args, rows, anchor_texts, res)
+    anchor_texts = anchor_prompts(cfg.preserve, cfg.seed, [c for c, _ in pairs]) if cfg.preserve else []
+    prompts, anchors = build_prompts(st.pipe, cfg, rows, anchor_texts, res)
     if twin_map:                                   # closed-form start: no UNet call (twin_map.py)
         m = solve_twin_map(st.pipe, [(f, z) for _, f, z in rows], [""] + anchor_texts, res,
-                           keep_weight=args.twin_map_keep)
+                           keep_weight=cfg.twin_map_keep)
         start_from_twin_map(st.params, originals(st), m)
         twin_map_residual = residual(st.pipe, [(f, z) for _, f, z in rows], m, res)
     adversary = adversarial.make_adversary(st.pipe, [f for _, f, _ in rows],
-                                           training_flags.adversary_config(args))     # before the offload
+                                           training_flags.adversary_config(cfg))     # before the offload
     st.offload("text_encoder", "text_encoder_2", "vae")
-    twin = args.target == "twin"                   # x_t from the twins' trajectories, else from erase_from's
-    source = build_source(st, args, prompts.twin if twin else prompts.erase_from, prompts.null, latent, args.seed)
-    own = prompts.anchors is not None and args.preserve_xt == "own"
-    anchor_source = build_source(st, args, prompts.anchors, prompts.null, latent, args.seed + 1,
+    twin = cfg.target == "twin"                   # x_t from the twins' trajectories, else from erase_from's
+    source = build_source(st, cfg, prompts.twin if twin else prompts.erase_from, prompts.null, latent, cfg.seed)
+    own = prompts.anchors is not None and cfg.preserve_xt == "own"
+    anchor_source = build_source(st, cfg, prompts.anchors, prompts.null, latent, cfg.seed + 1,
                                  "anchor x_t") if own else None
-    penalty = key_value_penalty(anchors, st.params, originals(st), args.preserve_kv, args.train_method)
+    penalty = key_value_penalty(anchors, st.params, originals(st), cfg.preserve_kv, cfg.train_method)
 
     def loss_fn(it, rng):
         if twin:
-            loss = twin_loss(rng, st, source, prompts, args.batch_size, args.null_weight, anchor_source, adversary,
-                             args.negative_guidance)
+            loss = twin_loss(rng, st, source, prompts, cfg.batch_size, cfg.null_weight, anchor_source, adversary,
+                             cfg.negative_guidance)
         else:
-            loss = esd_loss(rng, st, source, prompts, args.batch_size, args.negative_guidance, anchor_source,
+            loss = esd_loss(rng, st, source, prompts, cfg.batch_size, cfg.negative_guidance, anchor_source,
                             adversary)
-        return loss + args.preserve_kv * penalty(st.params) if penalty is not None else loss
+        return loss + cfg.preserve_kv * penalty(st.params) if penalty is not None else loss
 
     keep = prompts.anchors is not None
-    extra_row = (bool(adversary) or args.negative_guidance != 0) if twin else prompts.separate_from  # eps(from)
-    teacher_rows = (2 + extra_row + keep + (own and anchor_source.streams)) * args.batch_size
-    student_rows = (1 + (twin and args.null_weight > 0) + keep + bool(adversary)) * args.batch_size
+    extra_row = (bool(adversary) or cfg.negative_guidance != 0) if twin else prompts.separate_from  # eps(from)
+    teacher_rows = (2 + extra_row + keep + (own and anchor_source.streams)) * cfg.batch_size
+    student_rows = (1 + (twin and cfg.null_weight > 0) + keep + bool(adversary)) * cfg.batch_size
 
     def cost():
         c = source.cost()
@@ -219,18 +222,18 @@ def main(args):
         return {**c, **({"anchor_" + k: v for k, v in anchor_source.cost().items() if k != "xt_source"} if own
                         else {}),
                 **(adversary.report() if adversary else {}),
-                **forward_equivalents(sampling, args.iterations, teacher_rows=teacher_rows, student_rows=student_rows,
-                                      rows=args.batch_size, checkpointing=args.gradient_checkpointing,
-                                      attack_rows=adversary.attack_rows(args.batch_size) if adversary else 0)}
+                **forward_equivalents(sampling, cfg.iterations, teacher_rows=teacher_rows, student_rows=student_rows,
+                                      rows=cfg.batch_size, checkpointing=cfg.gradient_checkpointing,
+                                      attack_rows=adversary.attack_rows(cfg.batch_size) if adversary else 0)}
 
-    meta = training_metadata(vars(args), st.base_fingerprint, ";".join(c for c, _ in pairs),
+    meta = training_metadata(cfg.settings(), st.base_fingerprint, ";".join(c for c, _ in pairs),
                              ";".join(f or c for c, f in pairs), res,
                              **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}),
                              **({"cases": len(rows), "twins": sorted({z for _, _, z in rows})[:50]} if twin else {}),
                              **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}))
-    report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume and not args.restart,
-                   desc=f"ESD {args.train_method}", extra_report=cost,
+    report = train(loss_fn, st, out, cfg.iterations, cfg.lr, meta, seed=cfg.seed,
+                   checkpoint_every=cfg.checkpoint_every, resume=cfg.resume and not cfg.restart,
+                   desc=f"ESD {cfg.train_method}", extra_report=cost,
                    sources=[source] + ([anchor_source] if own else []), lock=lock)
     if st.state.is_main_process:
         print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "

@@ -34,7 +34,7 @@ builds the cases (prompts x masks), then their sources (source images, x_t traje
 import argparse
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from . import adversarial, cli, recipes, training_flags
 from .anchors import anchor_prompts, key_value_penalty
+from .configs import GridConfig
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
 from .errors import InputError
@@ -124,7 +125,8 @@ def build_parser(preset_default="efficient"):
 
 
 def parse_args(argv=None, preset_default="efficient"):
-    args = recipes.resolve(training_flags.parse(build_parser(preset_default), argv), "grid")
+    args = training_flags.parse(build_parser(preset_default), argv)
+    recipes.resolve(vars(args), "grid")
     cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
                          "stream_width", "num_inference_steps")
     training_flags.check_training_args(args)
@@ -144,21 +146,21 @@ def parse_args(argv=None, preset_default="efficient"):
         cli.fail(f"--global_share must be in [0, 1), got {args.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
     if args.output is not None and not args.output.endswith(".safetensors"):
         cli.fail(f"--output {args.output} must end in .safetensors (the erasure file); reports go beside it")
-    cli.check_output(args.output or default_output(args))
+    cli.check_output(args.output or default_output(GridConfig.of(args)))
     training_flags.print_config(args)
     return args
 
 
-def concepts_of(args):
+def concepts_of(cfg):
     """The concepts --concept names (parse_concepts: one, 'A;B;C' or a concept CSV)."""
-    return [c for c, _ in parse_concepts(args.concept)]
+    return [c for c, _ in parse_concepts(cfg.concept)]
 
 
-def default_output(args):
+def default_output(cfg):
     """models/grid-{concept}-{preset}-{method}[-{recipe}].safetensors (the recipe named unless paper);
     several concepts joined by +."""
-    what = "+".join(file_name_part(c) for c in concepts_of(args))
-    name = f"grid-{what}-{args.preset}-{args.train_method}" + (f"-{args.recipe}" if args.recipe != "paper" else "") \
+    what = "+".join(file_name_part(c) for c in concepts_of(cfg))
+    name = f"grid-{what}-{cfg.preset}-{cfg.train_method}" + (f"-{cfg.recipe}" if cfg.recipe != "paper" else "") \
         + ".safetensors"
     return os.path.join(MODELS_DIR, name)
 
@@ -211,37 +213,37 @@ def retain_draws(n_cases, n_retain, n_anchors, seed):
     return torch.as_tensor(r_of)
 
 
-def build_cases(st, args, res, latent):
+def build_cases(st, cfg, res, latent):
     """Prompt variations of every concept (main writes them to the prompts CSV) x masks, retain prompts and
     anchors, all encoded once."""
     pipe, toy = st.pipe, training_flags.model_family(st.pipe) == "toy"
-    concepts = concepts_of(args)
+    concepts = concepts_of(cfg)
     # --num_prompts per concept; concept j's variations drawn with seed + j (its own phrasing order and
     # source images; one concept: as before), numbered across all concepts
     rows = [{**r, **({"concept": c} if len(concepts) > 1 else {})}
-            for j, c in enumerate(concepts) for r in concept_variations(c, args.num_prompts, toy, args.seed + j)]
+            for j, c in enumerate(concepts) for r in concept_variations(c, cfg.num_prompts, toy, cfg.seed + j)]
     rows = [{**r, "case_number": i} for i, r in enumerate(rows)]
-    anchors = anchor_prompts(args.preserve, args.seed, exclude=concepts) if args.preserve else []
-    pooled = anchors if args.preserve_weight else []           # the anchors with rows in the retain term
+    anchors = anchor_prompts(cfg.preserve, cfg.seed, exclude=concepts) if cfg.preserve else []
+    pooled = anchors if cfg.preserve_weight else []           # the anchors with rows in the retain term
     retain = retain_prompts(concepts, toy) + pooled
     concept = encode(pipe, [r["prompt"] for r in rows], res)
     neutral = encode(pipe, [r["neutral"] for r in rows], res)
     null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)
-    anchors_c = encode(pipe, anchors, res) if args.preserve_kv else None
-    retain_w = torch.tensor([1.0] * (len(retain) - len(pooled)) + [args.preserve_weight] * len(pooled)) \
-        if pooled and args.preserve_weight != 1 else None
-    pix = grid_masks(res, args.grid, args.center)                          # (M, 1, res, res)
-    names, n_masks = mask_names(args.grid, args.center), len(pix)
+    anchors_c = encode(pipe, anchors, res) if cfg.preserve_kv else None
+    retain_w = torch.tensor([1.0] * (len(retain) - len(pooled)) + [cfg.preserve_weight] * len(pooled)) \
+        if pooled and cfg.preserve_weight != 1 else None
+    pix = grid_masks(res, cfg.grid, cfg.center)                          # (M, 1, res, res)
+    names, n_masks = mask_names(cfg.grid, cfg.center), len(pix)
     # cases: every (prompt variation, grid mask) pair, then the whole-image cases (mask index M)
     v_of = torch.arange(len(rows)).repeat_interleave(n_masks)
     m_of = torch.arange(n_masks).repeat(len(rows))
-    n_global = round(args.global_share / (1 - args.global_share) * len(v_of))
+    n_global = round(cfg.global_share / (1 - cfg.global_share) * len(v_of))
     if n_global:
         pix, names = torch.cat([pix, torch.ones_like(pix[:1])]), names + ["whole image"]
         v_of = torch.cat([v_of, torch.arange(n_global) % len(rows)])
         m_of = torch.cat([m_of, torch.full((n_global,), n_masks)])
     lat = to_latent(pix, latent[-1]).to(st.device, st.dtype)               # (M [+1], 1, h, w)
-    r_of = retain_draws(len(v_of), len(retain) - len(pooled), len(pooled), args.seed + 1)   # retain prompt
+    r_of = retain_draws(len(v_of), len(retain) - len(pooled), len(pooled), cfg.seed + 1)   # retain prompt
     return GridCases(concepts, rows, concept, neutral, null, retain, len(pooled), retain_c, pix, lat, names, v_of,
                      m_of, r_of, n_masks, n_global, anchors_c, retain_w)
 
@@ -281,52 +283,52 @@ def source_latents(st, neutral, null, seeds, res, latent, n_steps, guidance, chu
     return torch.cat(out)
 
 
-def build_sources(st, args, cases, res, latent):
+def build_sources(st, cfg, cases, res, latent):
     """Source images (generated once), each case's inpainting inputs, and the x_t trajectories of the
     concept prompts and (--retain_xt own) of the retain prompts: a bank, or a stream's warm-up."""
     pipe = st.pipe
     nine = pipe.unet.config.in_channels == 9
-    own = args.retain_weight > 0 and args.retain_xt == "own"
+    own = cfg.retain_weight > 0 and cfg.retain_xt == "own"
     start = time.time()
     with st.autocast():
         z0 = source_latents(st, cases.neutral, cases.null, [r["evaluation_seed"] for r in cases.rows], res, latent,
-                            args.num_inference_steps, args.guidance_scale)
+                            cfg.num_inference_steps, cfg.guidance_scale)
         inpainting = Inpainting(z0[cases.v_of], cases.lat[cases.m_of],
                                 masked_latents(pipe.vae, z0, cases.v_of, cases.pix[cases.m_of].to(st.device))
                                 if nine else None)
         st.offload("vae")
         source_seconds = time.time() - start
-        common = dict(params=st.teacher_params, width=args.stream_width, device=st.device, dtype=st.dtype,
+        common = dict(params=st.teacher_params, width=cfg.stream_width, device=st.device, dtype=st.dtype,
                       inpaint=inpainting)
-        prompts = cases.neutral if args.target == "twin" else cases.concept     # whose trajectories x_t follows
-        concept = make_source(args.xt_source, st.teacher_unet, pipe.scheduler, prompts[cases.v_of], cases.null,
-                              args.guidance_scale, args.num_inference_steps, latent, bank_size=args.bank_size,
-                              seed=st.process_seed(args.seed), desc="x_t", **common)
+        prompts = cases.neutral if cfg.target == "twin" else cases.concept     # whose trajectories x_t follows
+        concept = make_source(cfg.xt_source, st.teacher_unet, pipe.scheduler, prompts[cases.v_of], cases.null,
+                              cfg.guidance_scale, cfg.num_inference_steps, latent, bank_size=cfg.bank_size,
+                              seed=st.process_seed(cfg.seed), desc="x_t", **common)
         # the retain prompt r_of[c] inpainting case c's image and mask, from its own trajectory
-        retain = make_source(args.xt_source, st.teacher_unet, pipe.scheduler, cases.retain_c[cases.r_of], cases.null,
-                             args.guidance_scale, args.num_inference_steps, latent, bank_size=args.retain_bank_size,
-                             seed=st.process_seed(args.seed + 1), desc="retain x_t", **common) if own else None
+        retain = make_source(cfg.xt_source, st.teacher_unet, pipe.scheduler, cases.retain_c[cases.r_of], cases.null,
+                             cfg.guidance_scale, cfg.num_inference_steps, latent, bank_size=cfg.retain_bank_size,
+                             seed=st.process_seed(cfg.seed + 1), desc="retain x_t", **common) if own else None
     return GridSources(inpainting, concept, retain, source_seconds)
 
 
-def report_extras(args, cases, sources, parts, unet, adversary=None):
+def report_extras(cfg, cases, sources, parts, unet, adversary=None):
     """What the training report adds for grid erasure: x_t cost, cases, prompts, masks, loss parts
     [, the inner attack's steps and losses (--robust)]."""
     c = sources.concept.cost()
     rc = sources.retain.cost() if sources.retain is not None else {}
     retain_null = sources.retain is not None and sources.retain.streams     # one more teacher row
-    b, last = args.batch_size, parts[-50:]
+    b, last = cfg.batch_size, parts[-50:]
     n_retain, anchor_cases = len(cases.retain) - cases.n_anchors, cases.anchor_cases()
-    return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": args.retain_xt,
-            **forward_equivalents(c["sampling_forwards"] + rc.get("sampling_forwards", 0), args.iterations,
+    return {**c, **{"retain_" + k: v for k, v in rc.items() if k != "xt_source"}, "retain_xt": cfg.retain_xt,
+            **forward_equivalents(c["sampling_forwards"] + rc.get("sampling_forwards", 0), cfg.iterations,
                                   teacher_rows=(4 + retain_null) * b,
-                                  student_rows=(2 + (args.target == "twin" and args.null_weight > 0)
+                                  student_rows=(2 + (cfg.target == "twin" and cfg.null_weight > 0)
                                                 + bool(adversary)) * b,
                                   rows=b,
-                                  checkpointing=args.gradient_checkpointing,
+                                  checkpointing=cfg.gradient_checkpointing,
                                   attack_rows=adversary.attack_rows(b) if adversary else 0),
             **(adversary.report() if adversary else {}),
-            "source_images": len(cases.rows), "source_forwards": 2 * args.num_inference_steps * len(cases.rows),
+            "source_images": len(cases.rows), "source_forwards": 2 * cfg.num_inference_steps * len(cases.rows),
             "source_seconds": round(sources.source_seconds, 2),
             "concepts": cases.concepts,
             "prompts": [{k: r[k] for k in ("concept", "prompt", "neutral", "evaluation_seed") if k in r}
@@ -342,65 +344,66 @@ def report_extras(args, cases, sources, parts, unet, adversary=None):
 
 @cli.reports_errors
 def main(args):
-    seed_everything(args.seed)
-    args.output = args.output or default_output(args)
-    lock = OutputLock(args.output) if process_state().is_main_process else None   # one run per output
-    st = training_flags.prepare(args, task="inpaint")
+    cfg = GridConfig.of(args)                      # the parsed flags, typed; below here no namespace
+    seed_everything(cfg.seed)
+    cfg = replace(cfg, output=cfg.output or default_output(cfg))
+    lock = OutputLock(cfg.output) if process_state().is_main_process else None   # one run per output
+    st = training_flags.prepare(cfg, task="inpaint")
     main_process = st.state.is_main_process
-    res, latent = resolution(st.pipe, args.resolution)
-    recipes.resolve(args, "grid", training_flags.model_family(st.pipe))    # what depends on the family: lr, eta
+    res, latent = resolution(st.pipe, cfg.resolution)
+    cfg = cfg.resolved("grid", training_flags.model_family(st.pipe))     # what depends on the family: lr, eta
 
-    cases = build_cases(st, args, res, latent)
+    cases = build_cases(st, cfg, res, latent)
     adversary = adversarial.make_adversary(st.pipe, [r["prompt"] for r in cases.rows],
-                                           training_flags.adversary_config(args))     # before the offload
+                                           training_flags.adversary_config(cfg))     # before the offload
     st.offload("text_encoder")
-    penalty = key_value_penalty(cases.anchors_c, st.params, originals(st), args.preserve_kv, args.train_method)
-    banked = args.xt_source in ("cache", "noise")
-    own = args.retain_weight > 0 and args.retain_xt == "own"
+    penalty = key_value_penalty(cases.anchors_c, st.params, originals(st), cfg.preserve_kv, cfg.train_method)
+    banked = cfg.xt_source in ("cache", "noise")
+    own = cfg.retain_weight > 0 and cfg.retain_xt == "own"
     if main_process:
         several = len(cases.concepts) > 1
-        print((f"{len(cases.concepts)} concepts ({'; '.join(cases.concepts)}) x {args.num_prompts} = " if several
+        print((f"{len(cases.concepts)} concepts ({'; '.join(cases.concepts)}) x {cfg.num_prompts} = " if several
                else "") + f"{len(cases.rows)} prompt variations x {cases.n_masks} masks"
               + (f" + {cases.n_global} whole-image" if cases.n_global else "")
               + f" = {len(cases.v_of)} cases; generating {len(cases.rows)} source images"
-              + (f", then a bank of {args.bank_size} x_t trajectories" if banked else "")
-              + (f" and {args.retain_bank_size} retain ones" if own and banked else ""))
+              + (f", then a bank of {cfg.bank_size} x_t trajectories" if banked else "")
+              + (f" and {cfg.retain_bank_size} retain ones" if own and banked else ""))
         if cases.n_anchors:
             print(f"--preserve: {cases.n_anchors} anchor prompts are the retain prompt of "
                   f"{int(cases.anchor_cases().sum())} of the {len(cases.v_of)} cases")
-    sources = build_sources(st, args, cases, res, latent)
+    sources = build_sources(st, cfg, cases, res, latent)
 
     parts = []                                     # each iteration's loss terms, for the report
 
     def loss_fn(it, rng):
-        loss, p = grid_erasure_loss(rng, st, cases, sources, args.batch_size, args.negative_guidance,
-                                    args.outside_weight, args.retain_weight, adversary, args.direction, args.target,
-                                    args.null_weight)
+        loss, p = grid_erasure_loss(rng, st, cases, sources, cfg.batch_size, cfg.negative_guidance,
+                                    cfg.outside_weight, cfg.retain_weight, adversary, cfg.direction, cfg.target,
+                                    cfg.null_weight)
         if penalty is not None:
             kv = penalty(st.params)
-            loss, p["kv"] = loss + args.preserve_kv * kv, kv.item()
+            loss, p["kv"] = loss + cfg.preserve_kv * kv, kv.item()
         parts.append(p)
         return loss
 
-    out, stem = args.output, args.output.removesuffix(".safetensors")
+    out, stem = cfg.output, cfg.output.removesuffix(".safetensors")
     concepts = ";".join(cases.concepts)
-    meta = training_metadata(vars(args), st.base_fingerprint, concepts, concepts, res, algorithm="grid-erasure",
-                             preset=args.preset, **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
-    report = train(loss_fn, st, out, args.iterations, args.lr, meta, seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume and not args.restart,
-                   desc=f"grid erasure {args.preset}", lock=lock,
+    meta = training_metadata(cfg.settings(), st.base_fingerprint, concepts, concepts, res, algorithm="grid-erasure",
+                             preset=cfg.preset, **({"concepts": cases.concepts} if len(cases.concepts) > 1 else {}))
+    report = train(loss_fn, st, out, cfg.iterations, cfg.lr, meta, seed=cfg.seed,
+                   checkpoint_every=cfg.checkpoint_every, resume=cfg.resume and not cfg.restart,
+                   desc=f"grid erasure {cfg.preset}", lock=lock,
                    sources=[sources.concept] + ([sources.retain] if sources.retain is not None else []),
-                   extra_report=lambda: report_extras(args, cases, sources, parts, st.pipe.unet, adversary))
+                   extra_report=lambda: report_extras(cfg, cases, sources, parts, st.pipe.unet, adversary))
     if not main_process:
         return out
     write_prompt_csv(stem + ".prompts.csv", cases.rows,
                      extra_columns=["neutral"] + (["concept"] if len(cases.concepts) > 1 else []))
     loss_curve(report["losses"], stem + ".loss.png", f"grid erasure of {', '.join(map(repr, cases.concepts))}, "
-               f"preset {args.preset} ({len(cases.rows)} prompts x {cases.n_masks} masks)")
+               f"preset {cfg.preset} ({len(cases.rows)} prompts x {cases.n_masks} masks)")
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
           f"{report['forward_equivalents_per_iteration']:.1f} UNet forward-equivalents/iteration, x_t "
-          + (f"stream warm-up {report['warmup_seconds']} s" if args.xt_source == "stream"
+          + (f"stream warm-up {report['warmup_seconds']} s" if cfg.xt_source == "stream"
              else f"bank {report['bank_seconds']} s ({report['bank_forwards']} forwards)")
           + (f" + retain bank {report['retain_bank_seconds']} s" if report.get("retain_bank_size") else "")
           + f", peak memory {report['peak_memory_mb']:.0f} MiB; "

@@ -1,8 +1,8 @@
 """Named recipes of the two trainers, as data, and the one place their settings are resolved.
 
-    args = parse_args()                       # every setting a recipe may set is None unless given
-    resolve(args, "esd")                      # at parse: the recipe's settings, then the preset's sizes
-    resolve(args, "esd", family="toy")        # after loading the model: the model family's lr and eta
+    flags = vars(parse_args())                # every setting a recipe may set is None unless given
+    resolve(flags, "esd")                     # at parse: the recipe's settings, then the preset's sizes
+    resolve(flags, "esd", family="toy")       # after loading the model: the model family's lr and eta
 
 A flag the user gives always wins. Otherwise, first found: the recipe's values for this preset, the
 recipe's values for this model family, the recipe's values, the preset's sizes (grid erasure), the
@@ -91,19 +91,19 @@ def settings(trainer, recipe, family=None, preset=None):
             **(r.family.get(family, {}) if family else {}), **r.presets.get(preset, {})}
 
 
-def resolve(args, trainer, family=None):
-    """Fill every flag of `args` left at None from `settings` (at parse: without the family; after
-    loading the model: with it, and an lr not given is scaled by STREAM_LR_SCALE for ESD's target on
-    a stream). Returns args."""
-    scale = trainer == "esd" and family is not None and args.lr is None and args.target == "esd" \
-        and args.xt_source == "stream" \
-        and "lr" not in settings(trainer, args.recipe, None, getattr(args, "preset", None))
-    for key, value in settings(trainer, args.recipe, family, getattr(args, "preset", None)).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+def resolve(flags, trainer, family=None):
+    """Fill every setting of `flags` ({flag: value}, changed in place) left at None from `settings` (at
+    parse: without the family; after loading the model: with it, and an lr not given is scaled by
+    STREAM_LR_SCALE for ESD's target on a stream). Returns flags."""
+    preset = flags.get("preset")
+    scale = trainer == "esd" and family is not None and flags.get("lr") is None and flags.get("target") == "esd" \
+        and flags.get("xt_source") == "stream" and "lr" not in settings(trainer, flags["recipe"], None, preset)
+    for key, value in settings(trainer, flags["recipe"], family, preset).items():
+        if flags.get(key) is None:
+            flags[key] = value
     if scale:
-        args.lr = args.lr * STREAM_LR_SCALE
-    return args
+        flags["lr"] = flags["lr"] * STREAM_LR_SCALE
+    return flags
 
 
 def describe(trainer):

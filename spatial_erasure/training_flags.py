@@ -4,7 +4,7 @@ preservation, robustness, the recipe, and the checks that run before any model l
     p = cli.parser(__doc__)
     training_flags.add_recipe_arg(p, "esd")
     training_flags.add_training_args(p, iterations=None, xt_source=None, ...)   # then add_runtime_args
-    args = recipes.resolve(p.parse_args(argv), "esd")
+    args = p.parse_args(argv); recipes.resolve(vars(args), "esd")
     training_flags.check_training_args(args)
 
 `model_family(pipe)` keys the per-family defaults (toy model, SD, SDXL). The generic flags every

@@ -6,6 +6,7 @@ import pytest
 from conftest import assert_error_line
 
 from spatial_erasure import esd, grid_erasure
+from spatial_erasure.configs import EsdConfig, GridConfig
 from spatial_erasure.erasure_file import read_erasure
 from spatial_erasure.models import MODELS_DIR
 
@@ -45,3 +46,18 @@ def test_a_json_config_and_print_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         esd.parse_args(["--config", str(bad), "--output", str(tmp_path)])
     assert_error_line(str(e.value.code), "--config")
+
+
+@pytest.mark.parametrize("module, argv, config", [(esd, ["--erase_concept", "x"], EsdConfig),
+                                                  (grid_erasure, ["--concept", "x"], GridConfig)])
+def test_a_trainers_typed_config_has_exactly_its_parsers_settings(module, argv, config):
+    args = module.parse_args(argv)
+    cfg = config.of(args)
+    assert cfg.settings() == vars(args)
+    with pytest.raises(TypeError, match="not fields"):
+        config.of({**vars(args), "surplus": 1})
+    with pytest.raises(TypeError, match="are not set"):
+        config.of({k: v for k, v in vars(args).items() if k != "seed"})
+    resolved = cfg.resolved("esd" if module is esd else "grid", "toy")
+    assert cfg.lr is None, "a config is never changed in place"
+    assert resolved.lr == pytest.approx(7e-4), "the toy family's lr"

@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import REPO, one_error_line, run
 
+from spatial_erasure.configs import EsdConfig
 from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.models import fingerprint, load_pipeline
 from spatial_erasure.objectives import esd_target, masked_mse, teacher_eps
@@ -143,7 +144,7 @@ def test_paper_recipe_reproduces_the_bundled_files_arguments():
     args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper"])
     assert args.lr is None, "left to the model family until the model is loaded"
     assert args.negative_guidance is None, "left to the model family until the model is loaded"
-    recipes.resolve(args, "esd", "toy")
+    recipes.resolve(vars(args), "esd", "toy")
     recorded = read_erasure(str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))[1]
     paths = {"save_path", "output", "base_model"}
     common = (set(recorded["args"]) & set(vars(args))) - paths
@@ -152,28 +153,28 @@ def test_paper_recipe_reproduces_the_bundled_files_arguments():
     assert not differ, f"the paper recipe differs from the bundled file's arguments: {differ}"
     new = {k: vars(args)[k] for k in ("target", "variations", "preserve", "robust", "twin_map")}
     assert new == dict(target="esd", variations=0, preserve=0, robust=False, twin_map=False), new
-    sd = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]), "esd", "sd")
-    xl = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]), "esd", "sdxl")
+    sd = EsdConfig.of(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"])).resolved("esd", "sd")
+    xl = EsdConfig.of(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"])).resolved("esd", "sdxl")
     assert (sd.lr, sd.negative_guidance) == (5e-5, 2.0), "real SD keeps the reference ESD values"
     assert (xl.lr, xl.negative_guidance) == (2e-4, 1.0), "SDXL keeps its own"
 
 
 def test_the_plain_command_takes_the_recommended_recipe_and_every_flag_overrides_it():
-    from spatial_erasure import esd, recipes
-    args = recipes.resolve(esd.parse_args(["--erase_concept", "x"]), "esd", "toy")
-    got = {k: vars(args)[k] for k in ("recipe", "target", "xt_source", "variations", "preserve", "preserve_kv")}
+    from spatial_erasure import esd
+    resolved = lambda argv, family: EsdConfig.of(esd.parse_args(argv)).resolved("esd", family)  # noqa: E731
+    args = resolved(["--erase_concept", "x"], "toy")
+    got = {k: args.settings()[k] for k in ("recipe", "target", "xt_source", "variations", "preserve", "preserve_kv")}
     assert got == dict(recipe="recommended", target="twin", xt_source="stream", variations=30, preserve=200,
                        preserve_kv=10.0), got
     assert os.path.basename(esd.output_path(args)) == "esd-x-from-x-esd-x-recommended.safetensors"
-    mine = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--xt_source", "cache", "--preserve", "0",
-                                           "--variations", "4", "--lr", "1e-3"]), "esd", "sd")
+    mine = resolved(["--erase_concept", "x", "--xt_source", "cache", "--preserve", "0", "--variations", "4", "--lr",
+                     "1e-3"], "sd")
     assert (mine.xt_source, mine.preserve, mine.preserve_kv, mine.variations, mine.lr) == ("cache", 0, 0, 4, 1e-3)
     # ESD's target on a stream takes STREAM_LR_SCALE of the family's lr unless --lr is given
-    stream = recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream"]),
-                             "esd", "toy")
+    stream = resolved(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream"], "toy")
     assert stream.lr == pytest.approx(4e-4), stream.lr
-    assert recipes.resolve(esd.parse_args(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream",
-                                           "--lr", "7e-4"]), "esd", "toy").lr == 7e-4
+    assert resolved(["--erase_concept", "x", "--recipe", "paper", "--xt_source", "stream", "--lr", "7e-4"],
+                    "toy").lr == 7e-4
 
 
 def test_zero_or_negative_iterations_are_refused_in_one_line(tmp_path):
