@@ -106,7 +106,7 @@ def require_positive(args, *names):
     """One line naming the fix for a count flag below 1 (0 iterations would write a file that changes nothing)."""
     for name in names:
         value = getattr(args, name)
-        if value < 1:
+        if value is not None and value < 1:                 # None: left to the recipe and the model family
             fail(f"--{name} must be at least 1, got {value}; pass --{name} 1 or more")
 
 

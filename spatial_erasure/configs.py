@@ -101,5 +101,6 @@ class GridConfig(TrainingConfig):
     direction: str
     outside_weight: float | None
     retain_weight: float | None
+    retain_templates: int | None          # None until the model family is known (resolved)
     retain_xt: str
     retain_bank_size: int

@@ -100,6 +100,9 @@ def build_parser(preset_default="efficient"):
                       f"(default: {toy['outside_weight']})")
     keep.add_argument("--retain_weight", type=float,
                       help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
+    keep.add_argument("--retain_templates", type=int, help="phrasings of each retain artist or style (the first N "
+                      "of the model family's templates; as first published, 1 on the toy model and 2 on real SD); "
+                      "recipe")
     keep.add_argument("--retain_xt", default="own", choices=list(RETAIN_XT),
                       help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
     keep.add_argument("--retain_bank_size", type=int,
@@ -127,7 +130,8 @@ def build_parser(preset_default="efficient"):
 def parse_args(argv=None, preset_default="efficient"):
     args = training_flags.parse(build_parser(preset_default), argv)
     recipes.resolve(vars(args), "grid")
-    cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "grid", "batch_size",
+    cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "retain_templates", "grid",
+                         "batch_size",
                          "stream_width", "num_inference_steps")
     training_flags.check_training_args(args)
     training_flags.check_preservation_args(args)
@@ -225,7 +229,7 @@ def build_cases(st, cfg, res, latent):
     rows = [{**r, "case_number": i} for i, r in enumerate(rows)]
     anchors = anchor_prompts(cfg.preserve, cfg.seed, exclude=concepts) if cfg.preserve else []
     pooled = anchors if cfg.preserve_weight else []           # the anchors with rows in the retain term
-    retain = retain_prompts(concepts, toy) + pooled
+    retain = retain_prompts(concepts, toy, cfg.retain_templates) + pooled
     concept = encode(pipe, [r["prompt"] for r in rows], res)
     neutral = encode(pipe, [r["neutral"] for r in rows], res)
     null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)

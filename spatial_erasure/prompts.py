@@ -234,13 +234,18 @@ def concept_variations(concept, n, toy, seed=0):
              "evaluation_seed": seed * 1000 + i} for i in range(n)]
 
 
-def retain_prompts(erased, toy):
-    """Other artists and styles on every subject, for the retain term; `erased` (one concept, or a
-    list of the concepts one run erases) excluded."""
+RETAIN_TEMPLATES = {True: 1, False: 2}      # phrasings per retain style as first published: toy, real SD
+
+
+def retain_prompts(erased, toy, templates=None):
+    """Other artists and styles on every subject in the first `templates` phrasings of each (default
+    RETAIN_TEMPLATES), for the retain term; `erased` (one concept, or a list of the concepts one run
+    erases) excluded."""
     from .toyart.world import ARTIST_TEMPLATES, ARTISTS, GENERIC_STYLES, GENERIC_TEMPLATES, SUBJECTS, style_prompt
     erased = {erased} if isinstance(erased, str) else set(erased)
+    n = templates or RETAIN_TEMPLATES[toy]
     if toy:
-        return [style_prompt(a, s, (ARTIST_TEMPLATES if a in ARTISTS else GENERIC_TEMPLATES)[0])
-                for a in ARTISTS + GENERIC_STYLES if a not in erased for s in SUBJECTS]
-    return [t.format(subject=s, concept=a) for a in REAL_RETAIN if a not in erased for t, _ in REAL_TEMPLATES[:2]
+        return [style_prompt(a, s, t) for a in ARTISTS + GENERIC_STYLES if a not in erased
+                for t in (ARTIST_TEMPLATES if a in ARTISTS else GENERIC_TEMPLATES)[:n] for s in SUBJECTS]
+    return [t.format(subject=s, concept=a) for a in REAL_RETAIN if a not in erased for t, _ in REAL_TEMPLATES[:n]
             for s in REAL_SUBJECTS[:6]]

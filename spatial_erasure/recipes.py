@@ -60,6 +60,8 @@ RECIPES = {
         "paper": Recipe("grid erasure as first published: ESD's target inside the mask on the concept's own x_t "
                         "(sampled; a cached bank for scaled)",
                         dict(target="esd", direction="null", preserve=0, robust=False),
+                        family={"toy": dict(retain_templates=1), "sd": dict(retain_templates=2),
+                                "sdxl": dict(retain_templates=2)},
                         presets={"basic": dict(xt_source="sample"), "efficient": dict(xt_source="sample"),
                                  "scaled": dict(xt_source="cache")}),
         "recommended": Recipe(
@@ -67,6 +69,7 @@ RECIPES = {
             "with the key/value penalty of 200 anchors",
             dict(target="twin", direction="null", negative_guidance=0.0, preserve=200, robust=False,
                  xt_source="stream"),
+            family={"toy": dict(retain_templates=1), "sd": dict(retain_templates=2), "sdxl": dict(retain_templates=2)},
             presets={"scaled": dict(iterations=1000)}),
     },
 }

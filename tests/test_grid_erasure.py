@@ -363,3 +363,16 @@ def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
     md = (out / "spatial.md").read_text()
     assert "| cell00 | grid |" in md, md
     assert "by prompted artist" in md, md
+
+
+def test_retain_prompts_take_the_first_n_phrasings_of_each_style_and_never_the_erased_one():
+    from spatial_erasure.prompts import retain_prompts
+    first = retain_prompts("Vincent van Gogh", toy=True)
+    five = retain_prompts("Vincent van Gogh", toy=True, templates=5)
+    assert first == retain_prompts("Vincent van Gogh", toy=True, templates=1), "the toy default: one phrasing"
+    assert set(first) < set(five)
+    assert "a boat painted by Claude Monet" in five
+    assert "a boat painted by Claude Monet" not in first
+    assert not [p for p in five if "Vincent van Gogh" in p]
+    assert retain_prompts("Claude Monet", toy=False) == retain_prompts("Claude Monet", toy=False, templates=2), \
+        "real SD's default: two phrasings"
