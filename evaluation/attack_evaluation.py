@@ -32,12 +32,14 @@ import numpy as np
 from PIL import Image
 
 from spatial_erasure import cli
-from spatial_erasure.attacks import (ATTACK_KINDS, REAL_FAMOUS_WORKS, InversionConfig, SoftPromptConfig,
-                                     misspellings, readable)
+from spatial_erasure.attacks.inversion import InversionConfig
+from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, REAL_FAMOUS_WORKS, misspellings
+from spatial_erasure.attacks.soft_prompt import SoftPromptConfig
 from spatial_erasure.distributed import machine_name, process_device
 from spatial_erasure.erasure_file import file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.attack_suite import ATTACKS, Suite, SuiteConfig
 from spatial_erasure.evaluation.metrics import make_judge
+from spatial_erasure.learned_tokens import readable
 from spatial_erasure.models import BUNDLED_ERASURES, TOY_MODEL, describe, fingerprint, load_pipeline
 from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json

@@ -35,7 +35,7 @@ import time
 
 
 from spatial_erasure import cli, esd, grid_erasure, recipes
-from spatial_erasure.attacks import ATTACK_KINDS
+from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS
 from spatial_erasure.distributed import machine_name, process_device, process_state
 from spatial_erasure.erasure_file import file_hash, file_name_part, read_metadata
 from spatial_erasure.evaluation.concept_impact import assess, load_tests, pooled

@@ -34,7 +34,10 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   ldm_names         diffusers UNet module names in the LDM layout (kohya SDXL exports)
   learned_tokens    new tokens learned in copies of the text encoder (the attacks, --robust)
   phrasings         phrasings no trainer used, by kind, and every prompt the trainers use (collateral evaluation)
-  attacks           attacks that bring a concept back: prompt sets, Concept Inversion, soft prompt (learned tokens)
+  attacks/          attacks that bring a concept back (evaluation/attack_evaluation.py), one module each:
+    prompt_sets     fixed prompt sets per concept (paraphrase, misspelling, famous work, mixed, split), concept pairs
+    inversion       Concept Inversion (a token learned on the model); the denoising pieces and the judge's share
+    soft_prompt     the soft-prompt attack: adversarial embeddings before a concept prompt (learned tokens)
   architectures     public SD-1.x / SD-inpainting / SD 2 / SDXL UNet configs with random weights (bench)
   testing           tiny random-weight pipelines for tests
   evaluation/       the evaluation library (see its docstring): metrics, concept_impact, regions, weight_change,

@@ -5,7 +5,7 @@ of its cost.
     adv = adversary.attack(student, x, t, cases, eps_c)    # Cond of the adversarial prompts for these rows
 
 Every `every` iterations, a few steps (`steps`) of the attack suite's soft-prompt attack
-(attacks.soft_prompt_attack): `tokens` free embeddings prepended to each concept's prompt,
+(attacks.soft_prompt.soft_prompt_attack): `tokens` free embeddings prepended to each concept's prompt,
 "<adv> {concept}", optimised so that the student's (the erased model's) prediction at the
 training x_t matches the frozen model's concept prediction eps(x_t, c), i.e. so that it paints the
 concept again. The embeddings and their Adam state persist from one attack to the next (warm
@@ -14,8 +14,8 @@ from the adversarial prompts: the student prompted with them is regressed onto t
 
 Only the embedding rows get gradients (`torch.autograd.grad`: the trained UNet tensors accumulate
 nothing from the attack); the tokens live in copies of the tokenizer and text encoder
-(attacks.LearnedTokens), so the pipeline itself never changes. SD 1.x/2.x UNets (text-to-image and
-9-channel inpainting: `student` takes the mask inputs with it).
+(learned_tokens.LearnedTokens), so the pipeline itself never changes. SD 1.x/2.x UNets (text-to-image
+and 9-channel inpainting: `student` takes the mask inputs with it).
 """
 from dataclasses import dataclass
 

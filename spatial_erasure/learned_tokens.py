@@ -1,7 +1,7 @@
 """New tokens learned in copies of a pipeline's tokenizer and text encoder (diffusers' multi-vector
-textual inversion): what Concept Inversion and the soft-prompt attack learn (`attacks`), and what
-adversarial erasure's inner attack learns (`adversarial`, --robust). The pipeline the caller holds
-never changes. SD 1.x/2.x text encoders only (`check_supported`).
+textual inversion): what Concept Inversion and the soft-prompt attack learn (`attacks.inversion`,
+`attacks.soft_prompt`), and what adversarial erasure's inner attack learns (`adversarial`, --robust).
+The pipeline the caller holds never changes. SD 1.x/2.x text encoders only (`check_supported`).
 """
 import copy
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from conftest import load_script, one_error_line, run
 
-from spatial_erasure.attacks import (ATTACK_KINDS, REAL_FAMOUS_WORKS, InversionConfig, LearnedTokens,
-                                     SoftPromptConfig, concept_inversion, denoising_targets, misspellings,
-                                     prompt_attacks, readable, soft_prompt_attack)
+from spatial_erasure.attacks.inversion import InversionConfig, concept_inversion
+from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, REAL_FAMOUS_WORKS, misspellings, prompt_attacks
+from spatial_erasure.attacks.soft_prompt import SoftPromptConfig, denoising_targets, soft_prompt_attack
 from spatial_erasure.erasure_file import file_hash
 from spatial_erasure.evaluation.metrics import ToyJudge, Verdict
 from spatial_erasure.evaluation.substitutes import colour_contrast, substitutes
+from spatial_erasure.learned_tokens import LearnedTokens, readable
 from spatial_erasure.models import MODELS_DIR, load_pipeline
 from spatial_erasure.phrasings import normalise
 from spatial_erasure.prompts import concept_variations

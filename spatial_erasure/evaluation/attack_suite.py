@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..attacks import (ATTACK_KINDS, InversionConfig, LearnedTokens, SoftPromptConfig, check_supported,
-                       concept_inversion, concept_pairs, denoising_targets, judged, prompt_attacks, share,
-                       soft_prompt_attack)
+from ..attacks.inversion import InversionConfig, concept_inversion, judged, share
+from ..attacks.prompt_sets import ATTACK_KINDS, concept_pairs, prompt_attacks
+from ..attacks.soft_prompt import SoftPromptConfig, denoising_targets, soft_prompt_attack
 from ..erasure_file import erased, file_hash
 from ..errors import InputError
+from ..learned_tokens import LearnedTokens, check_supported
 from ..reports import save_png, write_json
 from .metrics import cached_generate
 from .substitutes import substitutes
