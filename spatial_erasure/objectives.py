@@ -224,7 +224,7 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
     The teacher call is the same: eps(p0) and eps("") are in it, and they move the twins' stream on.
 
     x_t is an inpainting state of M with prompt p; x_t^r the same for r, from its own trajectories
-    (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_erasure's
+    (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_cases'
     GridCases and GridSources. With an `adversary` (--robust), its inner attack first finds
     adversarial prompts for p at x_t; the student prompted with them gets the inside and outside
     terms too (weight adversary.cfg.weight). Returns (loss, parts), parts the terms' values."""
