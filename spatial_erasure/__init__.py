@@ -24,7 +24,8 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   adversarial       the inner soft-prompt attack of adversarial erasure (--robust)
   trainer           the erasure training loop and the model prepared for it (trained tensors fp32, teacher)
   esd               ESD (original_esd/esd_sd.py, esd_sdxl.py): prompts, x_t source, training
-  grid_erasure      grid-masked inpainting erasure (inpainting_erasure/): presets, cases, sources, training
+  grid_erasure      grid-masked inpainting erasure (inpainting_erasure/): its flags, presets, training, report
+  grid_cases        grid erasure's cases (variations x masks, retain prompts, anchors) and their x_t sources
   masks             grid and held-out masks, user masks, latent-size masks, region crops
   sampling          seeded generation: text-to-image (generate) and inpainting with paste-back (inpaint)
   distributed       generation split across `accelerate launch` processes; each process's device
@@ -43,8 +44,8 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   evaluation/       the evaluation library (see its docstring): metrics, concept_impact, regions, weight_change,
                     collateral, attack_suite, substitutes, bars, and the toy model's quality checks
                     toy_model_quality, toy_inpainting_quality
-  toyart/           the toy world: world (procedural images), classifier, tokenizer, vae, composites, and the
-                    training of the toy model itself, train_sd and train_sd_inpainting
+  toyart/           the toy world: world (its vocabulary), painter (procedural images), classifier, tokenizer,
+                    vae, composites, and the training of the toy model itself, train_sd and train_sd_inpainting
 """
 import os
 

@@ -15,7 +15,8 @@ from spatial_erasure.evaluation.regions import classifier_ceiling, evaluation_ma
 from spatial_erasure.evaluation.toy_model_quality import style_rates, vae_roundtrip
 from spatial_erasure.models import TOY_CLASSIFIER, TOY_INPAINTING, TOY_MODEL, load_pipeline
 from spatial_erasure.toyart.classifier import evaluate, grid_cells, load_classifier, predict, to_tensor
-from spatial_erasure.toyart.world import STYLES, SUBJECTS, render, render_batch
+from spatial_erasure.toyart.painter import render, render_batch
+from spatial_erasure.toyart.world import STYLES, SUBJECTS
 
 
 @pytest.fixture(scope="module")

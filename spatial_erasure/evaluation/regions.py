@@ -10,8 +10,9 @@ from ..masks import grid_masks, heldout_masks, mask_names
 from ..models import load_pipeline
 from ..sampling import generate, inpaint
 from ..toyart.classifier import region_style, to_tensor
+from ..toyart.painter import render
 from ..toyart.world import (ARTIST_TEMPLATES_HELDOUT, ARTISTS, GENERIC_TEMPLATES_HELDOUT, PHOTO_TEMPLATES_HELDOUT,
-                            STYLES, render, style_prompt)
+                            STYLES, style_prompt)
 
 
 def region_prompt(style, subject):

@@ -20,8 +20,9 @@ from ..models import TOY_CLASSIFIER, describe, load_pipeline
 from ..reports import image_grid, write_json
 from ..sampling import TOY_GUIDANCE, TOY_STEPS, generate
 from ..toyart.classifier import evaluate, load_classifier, predict, to_tensor
+from ..toyart.painter import render_batch
 from ..toyart.vae import roundtrip
-from ..toyart.world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for, render_batch
+from ..toyart.world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for
 from .bars import all_met, bar, print_bars
 
 BARS = {"classifier_style_acc": 0.98, "classifier_subject_acc": 0.98, "classifier_cell_style_acc": 0.95,

@@ -22,7 +22,8 @@ from .. import cli
 from ..checkpoint import atomic_save
 from ..masks import crop_regions
 from ..reports import write_json
-from .world import RES, STYLES, SUBJECTS, render_batch
+from .painter import render_batch
+from .world import RES, STYLES, SUBJECTS
 
 
 class ToyArtClassifier(nn.Module):

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ..checkpoint import atomic_save
 from ..masks import circle, grid_masks, rectangle, stroke
 from .classifier import to_tensor
-from .world import RES, STYLES, SUBJECTS, caption_for, render
+from .painter import render
+from .world import RES, STYLES, SUBJECTS, caption_for
 
 
 def random_mask(rng, size=RES):

@@ -32,8 +32,9 @@ from ..models import TOY_MODEL
 from .tokenizer import build as build_tokenizer, default_bpe_path
 from .classifier import to_tensor
 from .composites import batch as composite_batch, scene_bank
+from .painter import render
 from .vae import make_vae, random_scene, train_vae, tune_decoder
-from .world import RES, STYLES, SUBJECTS, caption_for, render
+from .world import RES, STYLES, SUBJECTS, caption_for
 
 MAX_TOKENS = 24   # the world's longest prompt is 14 tokens; 77 would triple cross-attention cost
 

@@ -31,7 +31,8 @@ from ..models import TOY_CLASSIFIER, TOY_MODEL
 from ..reports import write_json
 from .classifier import load_classifier, predict, region_style, to_tensor
 from .composites import batch, scene_bank
-from .world import RES, STYLES, SUBJECTS, render, render_batch
+from .painter import render, render_batch
+from .world import RES, STYLES, SUBJECTS
 
 
 def make_vae():
