@@ -151,15 +151,15 @@ def test_esd_twin_map_starts_from_the_closed_form(tiny_folders, tmp_path):
 
 
 def test_grid_twin_target_streams_the_twins_and_keeps_the_null_prompt(tiny_folders, tmp_path, monkeypatch):
-    from spatial_erasure import grid_erasure
+    from spatial_erasure import grid_cases, grid_erasure
     from spatial_erasure.prompts import read_prompt_csv
     sources = []
-    make = grid_erasure.make_source
+    make = grid_cases.make_source
 
     def spy(kind, unet, scheduler, cond, *a, **kw):
         sources.append(cond.emb.clone())
         return make(kind, unet, scheduler, cond, *a, **kw)
-    monkeypatch.setattr(grid_erasure, "make_source", spy)
+    monkeypatch.setattr(grid_cases, "make_source", spy)
     out = grid_erasure.main(grid_erasure.parse_args(
         ["--base_model", tiny_folders["sd-inpaint"], "--preset", "basic", "--iterations", "2", "--num_prompts", "2",
          "--num_inference_steps", "4", "--preserve", "0", "--output", str(tmp_path / "g.safetensors")]))
