@@ -57,10 +57,10 @@ def main():
         keep = keep_set(kind, args.concept)
         m = solve_twin_map(pipe, rows, keep, keep_weight=keep_weight, null_weight=null_weight)
         tensors = {n: own[n].detach().double() @ m for n in names}
-        path = os.path.join(out, f"{name}.safetensors")
+        path, left = os.path.join(out, f"{name}.safetensors"), residual(pipe, rows, m)
         save_erasure(path, tensors, {**meta, "variant": name, "keep_prompts": len(keep),
-                                     "twin_map_residual": round(residual(pipe, rows, m), 4)})
-        print(f"{path}: keep {len(keep)} prompts, residual {residual(pipe, rows, m):.3f}")
+                                     "twin_map_residual": round(left, 4)})
+        print(f"{path}: keep {len(keep)} prompts, residual {left:.3f}")
 
 
 if __name__ == "__main__":

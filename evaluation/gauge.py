@@ -46,6 +46,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def where_used(meta):
     """("masks", base) for a file of an inpainting UNet, else ("global", base)."""
     base = recorded_base(meta)
@@ -99,7 +104,7 @@ def main(args):
         if where == "global":
             code |= run("twin_evaluation.py", ["--concept", concept, "--base_model", base, "--output", out,
                                                *(["--kinds", *args.kinds] if args.kinds else []), "--erasures", *paths])
-            rows += list(global_rows(json.load(open(report)), names)) if os.path.exists(report) else []
+            rows += list(global_rows(read_json(report), names)) if os.path.exists(report) else []
         else:
             others = [a for a in ["Claude Monet", "Pablo Picasso", "Andy Warhol", "Vincent van Gogh"]
                       if a != concept][:3]
@@ -107,7 +112,7 @@ def main(args):
                                                   "--output", out,
                                                   *(["--subjects", *args.subjects] if args.subjects else []),
                                                   "--erasures", *paths])
-            rows += list(mask_rows(json.load(open(report)), names)) if os.path.exists(report) else []
+            rows += list(mask_rows(read_json(report), names)) if os.path.exists(report) else []
     print("\n" + markdown_table(rows, COLUMNS))
     return 1 if code else 0
 

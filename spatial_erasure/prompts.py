@@ -49,9 +49,14 @@ class Cond:
         return kw
 
 
+def is_cut(tokenizer, prompt):
+    """True when `prompt` is longer than the text encoder reads (it is cut at its length)."""
+    return len(tokenizer(prompt).input_ids) > tokenizer.model_max_length
+
+
 def cut_prompts(tokenizer, prompts):
-    """How many of `prompts` are longer than the text encoder reads (they are cut at its length)."""
-    return sum(len(tokenizer(p).input_ids) > tokenizer.model_max_length for p in dict.fromkeys(prompts))
+    """How many of the distinct `prompts` the text encoder cuts."""
+    return sum(is_cut(tokenizer, p) for p in dict.fromkeys(prompts))
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import json
 import math
 
 from . import cli, trainer
+from .configs import TrainingConfig
 from .distributed import check_device
 from .errors import InputError
 from .models import architecture
@@ -115,20 +116,20 @@ def add_robust_args(p):
       "prompt in the loss")
 
 
-def adversary_config(args):
-    """The AdversaryConfig of the --robust flags (spatial_erasure.adversarial.make_adversary), None without --robust."""
+def adversary_config(cfg: TrainingConfig):
+    """The AdversaryConfig of the --robust settings (adversarial.make_adversary), None without --robust."""
     from .adversarial import AdversaryConfig
-    if not args.robust:
+    if not cfg.robust:
         return None
-    return AdversaryConfig(tokens=args.robust_tokens, steps=args.robust_steps, every=args.robust_every,
-                           weight=args.robust_weight, seed=args.seed)
+    return AdversaryConfig(tokens=cfg.robust_tokens, steps=cfg.robust_steps, every=cfg.robust_every,
+                           weight=cfg.robust_weight, seed=cfg.seed)
 
 
-def prepare(args, task="text2img"):
-    """trainer.prepare() with the runtime flags of add_runtime_args: the base model loaded, its trained
+def prepare(cfg: TrainingConfig, task="text2img"):
+    """trainer.prepare() with the runtime settings of add_runtime_args: the base model loaded, its trained
     tensors selected."""
-    return trainer.prepare(args.base_model, args.train_method, args.device, args.mixed_precision, task, args.teacher,
-                           args.gradient_checkpointing, args.channels_last, args.compile)
+    return trainer.prepare(cfg.base_model, cfg.train_method, cfg.device, cfg.mixed_precision, task, cfg.teacher,
+                           cfg.gradient_checkpointing, cfg.channels_last, cfg.compile)
 
 
 def check_preservation_args(args):

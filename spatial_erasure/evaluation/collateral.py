@@ -10,11 +10,11 @@ style the model paints by default and how often it is the base model's style for
 from collections import Counter
 
 import numpy as np
-from diffusers.utils import logging as diffusers_logging
 
 from .metrics import cached_generate
 from ..erasure_file import erased
 from ..phrasings import KINDS, STYLED_KINDS
+from ..prompts import is_cut
 from ..toyart.world import STYLES, SUBJECTS
 
 
@@ -57,7 +57,7 @@ def summarise(phrasings, styles, subjects, concept, base_styles):
 def cut_by_kind(tokenizer, phrasings):
     """{kind: phrasings longer than the text encoder's window}: their tails are cut (the toy model keeps
     22 tokens and a word outside its vocabulary costs a token per symbol; SD keeps 75)."""
-    cut = Counter(p.kind for p in phrasings if len(tokenizer(p.prompt).input_ids) > tokenizer.model_max_length)
+    cut = Counter(p.kind for p in phrasings if is_cut(tokenizer, p.prompt))
     return {k: cut[k] for k in KINDS if any(p.kind == k for p in phrasings)}
 
 
@@ -67,15 +67,10 @@ def collateral(pipe, judge, phrasings, erasures, folder, concept, seed, steps, g
     {name: summary}, "rows": one per phrasing with every model's verdict, "images": {name: (N, H, W, 3)}}."""
     prompts, seeds = [p.prompt for p in phrasings], list(range(seed, seed + len(phrasings)))
     kw = dict(num_inference_steps=steps, guidance_scale=guidance)
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()    # the pipeline warns per batch about cut prompts; cut_by_kind counts them
-    try:
-        images = {"base": cached_generate(pipe, prompts, seeds, folder, "base", desc="base", **kw)}
-        for name, path in erasures.items():
-            with erased(pipe, path):
-                images[name] = cached_generate(pipe, prompts, seeds, folder, name, desc=name, **kw)
-    finally:
-        diffusers_logging.set_verbosity(level)
+    images = {"base": cached_generate(pipe, prompts, seeds, folder, "base", desc="base", **kw)}
+    for name, path in erasures.items():        # generate() notes cut prompts once; cut_by_kind counts them
+        with erased(pipe, path):
+            images[name] = cached_generate(pipe, prompts, seeds, folder, name, desc=name, **kw)
     labels = {}
     for name, im in images.items():
         v = judge(im)
