@@ -82,7 +82,7 @@ def parse_args(argv=None):
                         "the toy model)", seed=0, seed_help="seed of every prompt set and attack", steps=None,
                         guidance=None)
     args = p.parse_args(argv)
-    cli.require_positive(args, "per_kind", "pairs", "pair_seeds", "inversion_steps", "inversion_vectors",
+    cli.require_positive(vars(args), "per_kind", "pairs", "pair_seeds", "inversion_steps", "inversion_vectors",
                          "inversion_images",
                          "soft_prompts", "soft_tokens", "soft_steps", "soft_check_every", "soft_eval_seeds")
     return args

@@ -49,7 +49,7 @@ def parse_args(argv=None):
                         seed=SEED, seed_help="seed of the first image (image i: seed + i, the same for every model)",
                         steps=None, guidance=None)
     args = p.parse_args(argv)
-    cli.require_positive(args, "per_style")
+    cli.require_positive(vars(args), "per_style")
     return args
 
 

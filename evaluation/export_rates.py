@@ -42,7 +42,7 @@ def parse_args(argv=None):
     cli.add_common_args(p, None, "output folder (default: results/export_rates/<erasure file stem>)", model=None,
                         model_help="toy pipeline folder (default: the one the file records)", seed=5000)
     args = p.parse_args(argv)
-    cli.require_positive(args, "per_style")
+    cli.require_positive(vars(args), "per_style")
     if min(args.ranks) < 1:
         cli.fail(f"--ranks must be at least 1, got {min(args.ranks)}")
     return args

@@ -42,7 +42,7 @@ def parse_args(argv=None):
 
 @cli.reports_errors
 def main(args):
-    cli.require_positive(args, "num_tests")
+    cli.require_positive(vars(args), "num_tests")
     erasure = args.erasure or latest_erasure(args.concept)
     if erasure is None:
         cli.fail(f"no erasure file for {args.concept!r} in models/; train one (inpainting_erasure/"

@@ -67,7 +67,7 @@ def parse_args(argv=None):
                         seed=SEED, seed_help="seed of the first image (image i: seed + i, the same for every model)",
                         steps=None, guidance=None)
     args = p.parse_args(argv)
-    cli.require_positive(args, "seeds")
+    cli.require_positive(vars(args), "seeds")
     return args
 
 

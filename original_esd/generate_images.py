@@ -44,7 +44,7 @@ def parse_args(argv=None):
     cli.add_common_args(p, "results/images", "output root folder", guidance_help="CFG scale unless the row sets one",
                         save_path_alias=True)
     args = p.parse_args(argv)
-    cli.require_positive(args, "num_samples", "num_inference_steps")
+    cli.require_positive(vars(args), "num_samples", "num_inference_steps")
     cli.check_output(args.output, folder=True)
     return args
 

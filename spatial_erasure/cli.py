@@ -10,7 +10,7 @@
 or the flags one at a time (add_model_arg, add_seed_arg, add_sampling_args, add_device_arg, add_output_arg).
 
 The trainers' own flags (train method, iterations, lr, x_t source, precision, recipe, ...) are in
-`training_flags`; `fill_defaults` fills flags left unset from a table. Every script's main is
+`training_flags`. Every script's main is
 wrapped in `reports_errors`: an error the user can fix ends the run with one line `error: ...`
 that names the fix, exit status 1.
 """
@@ -102,10 +102,11 @@ def add_common_args(p, output, output_help, model=TOY_MODEL, model_help="hub id 
     add_output_arg(p, output, output_help, save_path_alias)
 
 
-def require_positive(args, *names):
-    """One line naming the fix for a count flag below 1 (0 iterations would write a file that changes nothing)."""
+def require_positive(settings, *names):
+    """One line naming the fix for a count flag below 1 (0 iterations would write a file that changes nothing);
+    `settings`: {flag: value}, e.g. vars(args) or a config's settings()."""
     for name in names:
-        value = getattr(args, name)
+        value = settings[name]
         if value is not None and value < 1:                 # None: left to the recipe and the model family
             fail(f"--{name} must be at least 1, got {value}; pass --{name} 1 or more")
 
@@ -116,14 +117,6 @@ def check_output(path, flag="--output", folder=False):
         files.check_output(path, flag, folder)
     except InputError as e:
         fail(str(e))
-
-
-def fill_defaults(args, defaults):
-    """Set every flag in `defaults` that was left at None (not given) to its default; returns args."""
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
 
 
 def fail(message):

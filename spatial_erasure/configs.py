@@ -1,14 +1,15 @@
 """The trainers' settings as typed, frozen records: what the methods (esd.py, grid_erasure.py) read.
 
-    cfg = EsdConfig.of(args)                              # a script's parsed flags, every field given
+    cfg = esd.parse_args(argv)                            # the command line, checked: EsdConfig.of(flags)
     cfg = cfg.resolved("esd", family)                     # the model family's lr and eta (recipes.resolve)
     cfg.settings()                                        # {field: value}: what the erasure file records
+    esd.main(cfg)                                         # trains; grid_erasure: GridConfig, the same way
 
 The flags themselves (their defaults, help and checks) are the scripts' parsers (training_flags,
 esd.parse_args, grid_erasure.parse_args); a config has no defaults of its own, so the two cannot
-drift apart: `of` refuses a namespace with a setting the config lacks or without one it has
-(tests/test_config.py checks both parsers). Below the scripts' `main`, the library takes these records
-(or plain values), never an argparse namespace.
+drift apart: `of` refuses settings with one the config lacks or without one it has
+(tests/test_config.py checks both parsers). The trainers' parse_args return these records and their
+`main` takes one: no function of the library takes an argparse namespace below a script's `main`.
 """
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -57,9 +58,8 @@ class TrainingConfig:
     print_config: bool
 
     @classmethod
-    def of(cls, args):
-        """The config of a parsed namespace (or a dict of settings): exactly this config's fields."""
-        settings = dict(vars(args) if not isinstance(args, dict) else args)
+    def of(cls, settings):
+        """The config of {setting: value} (a parser's vars(args)): exactly this config's fields."""
         names = {f.name for f in fields(cls)}
         extra, missing = sorted(set(settings) - names), sorted(names - set(settings))
         if extra or missing:

@@ -67,7 +67,7 @@ def family_help(key):
     return "model family's: " + ", ".join(f"{recipes.ESD_FAMILY[f][key]} {name}" for f, name in names.items())
 
 
-def build_parser(defaults, description):
+def build_parser(defaults=SD_DEFAULTS, description=__doc__):
     p = cli.parser(description)
     concept = p.add_argument_group("concept and prompts")
     concept.add_argument("--erase_concept", required=True, help="concept to erase, e.g. 'Vincent van Gogh'; several "
@@ -107,21 +107,23 @@ def build_parser(defaults, description):
 
 
 def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
-    args = training_flags.parse(build_parser(defaults, description), argv)
-    recipes.resolve(vars(args), "esd")
-    cli.require_positive(args, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
-    training_flags.check_training_args(args)
-    if (args.variations or 0) < 0:
-        cli.fail(f"--variations must be 0 (the concept prompt alone) or more, got {args.variations}")
-    training_flags.check_preservation_args(args)
+    """The command line as a checked EsdConfig (the recipe's settings filled in, what depends on the model
+    family still None); a flag that would fail later ends the run here with one line naming the fix."""
+    flags = vars(training_flags.parse(build_parser(defaults, description), argv))
+    cfg = EsdConfig.of(recipes.resolve(flags, "esd"))
+    cli.require_positive(flags, "iterations", "batch_size", "bank_size", "stream_width", "num_inference_steps")
+    training_flags.check_training_args(cfg)
+    if (cfg.variations or 0) < 0:
+        cli.fail(f"--variations must be 0 (the concept prompt alone) or more, got {cfg.variations}")
+    training_flags.check_preservation_args(cfg)
     try:
-        pairs = parse_concepts(args.erase_concept, args.erase_from)
+        pairs = parse_concepts(cfg.erase_concept, cfg.erase_from)
     except InputError as e:
         cli.fail(str(e))
-    cli.check_output(output_path(EsdConfig.of(args)))
-    training_flags.preservation_defaults(args, len(pairs))
-    training_flags.print_config(args)
-    return args
+    cli.check_output(output_path(cfg))
+    cfg = training_flags.preservation_defaults(cfg, len(pairs))
+    training_flags.print_config(cfg)
+    return cfg
 
 
 def output_path(cfg):
@@ -171,8 +173,8 @@ def build_source(st, cfg, cond, null, latent, seed, desc="x_t"):
 
 
 @cli.reports_errors
-def main(args):
-    cfg = EsdConfig.of(args)                       # the parsed flags, typed; below here no namespace
+def main(cfg: EsdConfig):
+    """Train the erasure `cfg` describes (parse_args) and write its file and JSON log."""
     seed_everything(cfg.seed)
     out = output_path(cfg)
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start

@@ -119,31 +119,32 @@ def build_parser(preset_default="efficient"):
 
 
 def parse_args(argv=None, preset_default="efficient"):
-    args = training_flags.parse(build_parser(preset_default), argv)
-    recipes.resolve(vars(args), "grid")
-    cli.require_positive(args, "num_prompts", "iterations", "bank_size", "retain_bank_size", "retain_templates", "grid",
-                         "batch_size",
-                         "stream_width", "num_inference_steps")
-    training_flags.check_training_args(args)
-    training_flags.check_preservation_args(args)
+    """The command line as a checked GridConfig (the recipe's and preset's settings filled in, what depends on
+    the model family still None); a flag that would fail later ends the run here with one line naming the fix."""
+    flags = vars(training_flags.parse(build_parser(preset_default), argv))
+    cfg = GridConfig.of(recipes.resolve(flags, "grid"))
+    cli.require_positive(flags, "num_prompts", "iterations", "bank_size", "retain_bank_size", "retain_templates",
+                         "grid", "batch_size", "stream_width", "num_inference_steps")
+    training_flags.check_training_args(cfg)
+    training_flags.check_preservation_args(cfg)
     try:
-        pairs = parse_concepts(args.concept)
+        pairs = parse_concepts(cfg.concept)
     except InputError as e:
         cli.fail(str(e).replace("--erase_concept", "--concept"))
     if any(f for _, f in pairs):
-        cli.fail(f"--concept {args.concept}: grid erasure takes no erase_from (it erases each concept from its own "
+        cli.fail(f"--concept {cfg.concept}: grid erasure takes no erase_from (it erases each concept from its own "
                  "prompt variations); drop the erase_from column")
-    training_flags.preservation_defaults(args, len(pairs))
-    if args.preserve_weight and args.retain_weight == 0:
+    cfg = training_flags.preservation_defaults(cfg, len(pairs))
+    if cfg.preserve_weight and cfg.retain_weight == 0:
         cli.fail("--preserve_weight puts anchors in the retain term, which --retain_weight 0 turns off; pass "
                  "--preserve_weight 0 (the key/value penalty alone) or a retain weight")
-    if not 0 <= args.global_share < 1:
-        cli.fail(f"--global_share must be in [0, 1), got {args.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
-    if args.output is not None and not args.output.endswith(".safetensors"):
-        cli.fail(f"--output {args.output} must end in .safetensors (the erasure file); reports go beside it")
-    cli.check_output(args.output or default_output(GridConfig.of(args)))
-    training_flags.print_config(args)
-    return args
+    if not 0 <= cfg.global_share < 1:
+        cli.fail(f"--global_share must be in [0, 1), got {cfg.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
+    if cfg.output is not None and not cfg.output.endswith(".safetensors"):
+        cli.fail(f"--output {cfg.output} must end in .safetensors (the erasure file); reports go beside it")
+    cli.check_output(cfg.output or default_output(cfg))
+    training_flags.print_config(cfg)
+    return cfg
 
 
 def default_output(cfg):
@@ -187,8 +188,8 @@ def report_extras(cfg, cases, sources, parts, unet, adversary=None):
 
 
 @cli.reports_errors
-def main(args):
-    cfg = GridConfig.of(args)                      # the parsed flags, typed; below here no namespace
+def main(cfg: GridConfig):
+    """Train the grid erasure `cfg` describes (parse_args) and write its file and reports."""
     seed_everything(cfg.seed)
     cfg = replace(cfg, output=cfg.output or default_output(cfg))
     lock = OutputLock(cfg.output) if process_state().is_main_process else None   # one run per output

@@ -1,6 +1,6 @@
 """Named recipes of the two trainers, as data, and the one place their settings are resolved.
 
-    flags = vars(parse_args())                # every setting a recipe may set is None unless given
+    flags = vars(parser.parse_args())         # every setting a recipe may set is None unless given
     resolve(flags, "esd")                     # at parse: the recipe's settings, then the preset's sizes
     resolve(flags, "esd", family="toy")       # after loading the model: the model family's lr and eta
 

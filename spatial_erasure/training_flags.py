@@ -4,8 +4,9 @@ preservation, robustness, the recipe, and the checks that run before any model l
     p = cli.parser(__doc__)
     training_flags.add_recipe_arg(p, "esd")
     training_flags.add_training_args(p, iterations=None, xt_source=None, ...)   # then add_runtime_args
-    args = p.parse_args(argv); recipes.resolve(vars(args), "esd")
-    training_flags.check_training_args(args)
+    flags = vars(training_flags.parse(p, argv))           # --config's settings as defaults
+    cfg = EsdConfig.of(recipes.resolve(flags, "esd"))     # typed; the checks below take the config
+    training_flags.check_training_args(cfg)
 
 `model_family(pipe)` keys the per-family defaults (toy model, SD, SDXL). The generic flags every
 script shares (model, seed, sampling, device, output) and the one-line error handling are in `cli`.
@@ -13,6 +14,7 @@ script shares (model, seed, sampling, device, output) and the one-line error han
 import argparse
 import json
 import math
+from dataclasses import replace
 
 from . import cli, trainer
 from .configs import TrainingConfig
@@ -82,15 +84,16 @@ def add_preservation_args(p, rows_help):
       f"no UNet call (default with --preserve: {PRESERVE_KV:g}; 0: off)")
 
 
-def preservation_defaults(args, n_concepts):
-    """Fill --preserve_weight and --preserve_kv left unset: rows only when several concepts are erased, the
-    key/value penalty whenever there are anchors and the train method trains keys and values (both 0
-    without --preserve)."""
-    if args.preserve_weight is None:
-        args.preserve_weight = 1.0 if args.preserve and n_concepts > 1 else 0.0
-    if args.preserve_kv is None:
-        args.preserve_kv = PRESERVE_KV if args.preserve and trains_keys_and_values(args.train_method) else 0.0
-    return args
+def preservation_defaults(cfg: TrainingConfig, n_concepts):
+    """`cfg` with --preserve_weight and --preserve_kv left unset filled: rows only when several concepts are
+    erased, the key/value penalty whenever there are anchors and the train method trains keys and values
+    (both 0 without --preserve)."""
+    weight, kv = cfg.preserve_weight, cfg.preserve_kv
+    if weight is None:
+        weight = 1.0 if cfg.preserve and n_concepts > 1 else 0.0
+    if kv is None:
+        kv = PRESERVE_KV if cfg.preserve and trains_keys_and_values(cfg.train_method) else 0.0
+    return replace(cfg, preserve_weight=weight, preserve_kv=kv)
 
 
 def add_recipe_arg(p, trainer):
@@ -132,30 +135,30 @@ def prepare(cfg: TrainingConfig, task="text2img"):
                            cfg.gradient_checkpointing, cfg.channels_last, cfg.compile)
 
 
-def check_preservation_args(args):
+def check_preservation_args(cfg: TrainingConfig):
     """One line naming the fix for inconsistent --preserve / --robust flags."""
-    cli.require_positive(args, "robust_every", "robust_steps", "robust_tokens")
-    if args.preserve < 0:
-        cli.fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {args.preserve}")
-    if (args.preserve_weight or 0) < 0 or (args.preserve_kv or 0) < 0:
+    cli.require_positive(cfg.settings(), "robust_every", "robust_steps", "robust_tokens")
+    if cfg.preserve < 0:
+        cli.fail(f"--preserve must be 0 (off) or a number of anchor prompts, not {cfg.preserve}")
+    if (cfg.preserve_weight or 0) < 0 or (cfg.preserve_kv or 0) < 0:
         cli.fail("--preserve_weight and --preserve_kv must be 0 or more")
-    if not args.preserve and (args.preserve_kv or args.preserve_weight):
+    if not cfg.preserve and (cfg.preserve_kv or cfg.preserve_weight):
         cli.fail("--preserve_kv and --preserve_weight weigh anchor prompts: pass --preserve N (e.g. 200) too")
 
 
-def check_training_args(args):
+def check_training_args(cfg: TrainingConfig):
     """One line naming the fix for trainer flags that would fail or mislead later: run before any
     model loads (lr, device, batch size against the stream width)."""
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        cli.fail(f"--lr must be a finite number above 0, got {args.lr}; pass e.g. --lr 1e-4 (or leave it to the "
+    if cfg.lr is not None and not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        cli.fail(f"--lr must be a finite number above 0, got {cfg.lr}; pass e.g. --lr 1e-4 (or leave it to the "
                  "recipe)")
     try:
-        check_device(args.device)
+        check_device(cfg.device)
     except InputError as e:
         cli.fail(str(e))
-    if args.xt_source == "stream" and args.batch_size > args.stream_width:
-        cli.fail(f"--batch_size {args.batch_size} draws more trajectories per iteration than --stream_width "
-             f"{args.stream_width} keeps alive; pass --stream_width {args.batch_size} or more")
+    if cfg.xt_source == "stream" and cfg.batch_size > cfg.stream_width:
+        cli.fail(f"--batch_size {cfg.batch_size} draws more trajectories per iteration than --stream_width "
+             f"{cfg.stream_width} keeps alive; pass --stream_width {cfg.batch_size} or more")
 
 
 def model_family(pipe):
@@ -216,9 +219,9 @@ def parse(p, argv=None):
     return p.parse_args(argv)
 
 
-def print_config(args):
+def print_config(cfg: TrainingConfig):
     """With --print-config: the resolved settings as JSON on stdout, then exit 0."""
-    if args.print_config:
-        print(json.dumps({k: v for k, v in vars(args).items() if k not in ("print_config",)}, indent=1,
+    if cfg.print_config:
+        print(json.dumps({k: v for k, v in cfg.settings().items() if k not in ("print_config",)}, indent=1,
                          default=str))
         raise SystemExit(0)

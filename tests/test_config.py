@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import assert_error_line
 
-from spatial_erasure import esd, grid_erasure
+from spatial_erasure import esd, grid_erasure, training_flags
 from spatial_erasure.configs import EsdConfig, GridConfig
 from spatial_erasure.erasure_file import read_erasure
 from spatial_erasure.models import MODELS_DIR
@@ -19,9 +19,9 @@ PATHS = {"output", "save_path", "base_model", "device", "resume", "restart", "co
 def test_an_erasure_files_config_is_its_recorded_arguments_and_flags_override_it(module, path, tmp_path):
     recorded = read_erasure(path)[1]["args"]
     args = module.parse_args(["--config", path, "--output", str(tmp_path / "x.safetensors")])
-    common = (set(recorded) & set(vars(args))) - PATHS
+    common = (set(recorded) & set(args.settings())) - PATHS
     assert len(common) >= 20, common
-    differ = {k: (vars(args)[k], recorded[k]) for k in common if vars(args)[k] != recorded[k]}
+    differ = {k: (args.settings()[k], recorded[k]) for k in common if args.settings()[k] != recorded[k]}
     assert not differ, differ
     assert args.output == str(tmp_path / "x.safetensors"), "the output is never carried over"
     mine = module.parse_args(["--config", path, "--seed", "7", "--iterations", "3",
@@ -51,13 +51,14 @@ def test_a_json_config_and_print_config(tmp_path, capsys):
 @pytest.mark.parametrize("module, argv, config", [(esd, ["--erase_concept", "x"], EsdConfig),
                                                   (grid_erasure, ["--concept", "x"], GridConfig)])
 def test_a_trainers_typed_config_has_exactly_its_parsers_settings(module, argv, config):
-    args = module.parse_args(argv)
-    cfg = config.of(args)
-    assert cfg.settings() == vars(args)
+    flags = vars(training_flags.parse(module.build_parser(), argv))     # the parser's own settings
+    cfg = config.of(flags)
+    assert cfg.settings() == flags
     with pytest.raises(TypeError, match="not fields"):
-        config.of({**vars(args), "surplus": 1})
+        config.of({**flags, "surplus": 1})
     with pytest.raises(TypeError, match="are not set"):
-        config.of({k: v for k, v in vars(args).items() if k != "seed"})
+        config.of({k: v for k, v in flags.items() if k != "seed"})
+    assert isinstance(module.parse_args(argv), config), "the command line parses into the typed config"
     resolved = cfg.resolved("esd" if module is esd else "grid", "toy")
     assert cfg.lr is None, "a config is never changed in place"
     assert resolved.lr == pytest.approx(7e-4), "the toy family's lr"

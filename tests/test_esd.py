@@ -8,7 +8,6 @@ from PIL import Image
 
 from conftest import REPO, one_error_line, run
 
-from spatial_erasure.configs import EsdConfig
 from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure.models import fingerprint, load_pipeline
 from spatial_erasure.objectives import esd_target, masked_mse, teacher_eps
@@ -139,29 +138,29 @@ def test_inference_notebook_runs_top_to_bottom():
 def test_paper_recipe_reproduces_the_bundled_files_arguments():
     """`esd_sd.py --erase_concept "Vincent van Gogh" --recipe paper` on the toy model trains with the
     arguments the bundled ESD-x file records (paths aside): lr 7e-4, negative guidance 4, x_t sampled."""
-    from spatial_erasure import esd, recipes
+    from spatial_erasure import esd
     from spatial_erasure.models import MODELS_DIR
     args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper"])
     assert args.lr is None, "left to the model family until the model is loaded"
     assert args.negative_guidance is None, "left to the model family until the model is loaded"
-    recipes.resolve(vars(args), "esd", "toy")
+    settings = args.resolved("esd", "toy").settings()
     recorded = read_erasure(str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"))[1]
     paths = {"save_path", "output", "base_model"}
-    common = (set(recorded["args"]) & set(vars(args))) - paths
+    common = (set(recorded["args"]) & set(settings)) - paths
     assert len(common) >= 15, common
-    differ = {k: (vars(args)[k], recorded["args"][k]) for k in common if vars(args)[k] != recorded["args"][k]}
+    differ = {k: (settings[k], recorded["args"][k]) for k in common if settings[k] != recorded["args"][k]}
     assert not differ, f"the paper recipe differs from the bundled file's arguments: {differ}"
-    new = {k: vars(args)[k] for k in ("target", "variations", "preserve", "robust", "twin_map")}
+    new = {k: settings[k] for k in ("target", "variations", "preserve", "robust", "twin_map")}
     assert new == dict(target="esd", variations=0, preserve=0, robust=False, twin_map=False), new
-    sd = EsdConfig.of(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"])).resolved("esd", "sd")
-    xl = EsdConfig.of(esd.parse_args(["--erase_concept", "x", "--recipe", "paper"])).resolved("esd", "sdxl")
+    sd = esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]).resolved("esd", "sd")
+    xl = esd.parse_args(["--erase_concept", "x", "--recipe", "paper"]).resolved("esd", "sdxl")
     assert (sd.lr, sd.negative_guidance) == (5e-5, 2.0), "real SD keeps the reference ESD values"
     assert (xl.lr, xl.negative_guidance) == (2e-4, 1.0), "SDXL keeps its own"
 
 
 def test_the_plain_command_takes_the_recommended_recipe_and_every_flag_overrides_it():
     from spatial_erasure import esd
-    resolved = lambda argv, family: EsdConfig.of(esd.parse_args(argv)).resolved("esd", family)  # noqa: E731
+    resolved = lambda argv, family: esd.parse_args(argv).resolved("esd", family)  # noqa: E731
     args = resolved(["--erase_concept", "x"], "toy")
     got = {k: args.settings()[k] for k in ("recipe", "target", "xt_source", "variations", "preserve", "preserve_kv")}
     assert got == dict(recipe="recommended", target="twin", xt_source="stream", variations=30, preserve=200,

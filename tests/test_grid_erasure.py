@@ -10,7 +10,6 @@ from conftest import one_error_line, run
 
 from spatial_erasure.erasure_file import apply_erasure, read_erasure
 from spatial_erasure import recipes
-from spatial_erasure.configs import GridConfig
 from spatial_erasure.grid_erasure import parse_args
 from spatial_erasure.masks import grid_masks, parse_mask, to_latent
 from spatial_erasure.models import load_pipeline
@@ -177,7 +176,7 @@ def test_retain_at_the_concepts_xt_builds_no_retain_bank(tiny_folders, tmp_path)
 def test_grid_erasure_erases_several_concepts_in_one_run(tiny_folders, tmp_path):
     from spatial_erasure import grid_erasure
     two = "Vincent van Gogh;Claude Monet"
-    name = os.path.basename(grid_erasure.default_output(GridConfig.of(parse_args(["--concept", two]))))
+    name = os.path.basename(grid_erasure.default_output(parse_args(["--concept", two])))
     assert name == "grid-Vincent_van_Gogh+Claude_Monet-efficient-esd-x-recommended.safetensors", name
     out = grid_erasure.main(parse_args(["--base_model", tiny_folders["sd"], *TINY, "--concept", two, "--output",
                                         str(tmp_path / "two.safetensors")]))
@@ -262,7 +261,7 @@ def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
 
 
 def test_recipes_and_family_defaults_fill_only_missing_flags():
-    resolve = lambda argv, family: GridConfig.of(parse_args(argv)).resolved("grid", family)  # noqa: E731
+    resolve = lambda argv, family: parse_args(argv).resolved("grid", family)  # noqa: E731
     assert resolve(["--preset", "scaled"], "toy").lr == 3e-4
     assert resolve(["--preset", "basic"], "toy").lr == 7e-4
     args = resolve(["--preset", "scaled", "--lr", "1e-3", "--recipe", "paper"], "toy")
@@ -287,8 +286,7 @@ def test_paper_recipe_reproduces_the_bundled_grid_files_arguments():
     for name, model in [("grid-Vincent_van_Gogh-scaled-esd-x", "toyart-sd"),
                         ("grid-Vincent_van_Gogh-scaled-esd-x-inpainting", "toyart-sd-inpainting")]:
         recorded = read_erasure(str(MODELS_DIR / f"{name}.safetensors"))[1]["args"]
-        args = vars(parse_args(["--preset", "scaled", "--recipe", "paper"]))
-        recipes.resolve(args, "grid", "toy")
+        args = parse_args(["--preset", "scaled", "--recipe", "paper"]).resolved("grid", "toy").settings()
         common = (set(recorded) & set(args)) - {"output", "base_model"}
         assert len(common) >= 20, common
         differ = {k: (args[k], recorded[k]) for k in common if args[k] != recorded[k]}

@@ -18,3 +18,18 @@ def test_imports_keep_the_declared_layers():
     r = subprocess.run([lint], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"an import runs against the layers in pyproject.toml:\n{r.stdout[-4000:]}"
     assert "0 broken" in r.stdout, r.stdout[-2000:]
+
+
+def test_no_library_function_but_a_scripts_main_takes_the_argparse_namespace():
+    """Below a script's `main` the library takes typed configs or plain values (spatial_erasure.configs):
+    no function of spatial_erasure/ has a parameter `args` except `main`."""
+    import ast
+    from pathlib import Path
+    takers = []
+    for path in sorted(Path(REPO, "spatial_erasure").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "main":
+                params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                if any(a.arg == "args" for a in params):
+                    takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not takers, takers

@@ -1,6 +1,7 @@
 """The erasure that keeps the picture: neutral twins, the twin target (ESD and grid), the closed-form
 twin map, the paired twin distance and the evaluation that reports it."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -134,9 +135,7 @@ def test_esd_twin_map_starts_from_the_closed_form(tiny_folders, tmp_path):
             "--num_inference_steps", "4", "--variations", "2", "--preserve", "0"]
 
     def still(argv):                               # lr 0 (the command line refuses it): nothing but the start moves
-        args = esd.parse_args(argv)
-        args.lr = 0.0
-        return read_erasure(esd.main(args))
+        return read_erasure(esd.main(replace(esd.parse_args(argv), lr=0.0)))
     mapped = still(base + ["--twin_map", "--output", str(tmp_path / "m.safetensors")])
     plain = still(base + ["--output", str(tmp_path / "p.safetensors")])
     kv = [k for k in mapped[0] if k.endswith(("to_k.weight", "to_v.weight"))]

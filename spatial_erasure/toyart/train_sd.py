@@ -47,9 +47,9 @@ def make_text_encoder(tokenizer):
     return CLIPTextModel(cfg)
 
 
-def make_unet(args):
-    # SD 1.x's block types at a toy size: cross-attention (attn2) at 16x16 and 8x8 latents
-    ch = tuple(args.unet_channels)
+def make_unet(channels):
+    # SD 1.x's block types at a toy size (block widths `channels`): cross-attention (attn2) at 16x16 and 8x8 latents
+    ch = tuple(channels)
     return UNet2DConditionModel(sample_size=RES // 4, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=ch, norm_num_groups=16, cross_attention_dim=128,
                                 attention_head_dim=8,
@@ -72,14 +72,14 @@ def min_snr_loss(pred, noise, sched, t, gamma, weight=None):
 
 
 @torch.no_grad()
-def latent_bank(args, vae, path):
-    """Encode `bank_size` procedural images once; (latents (N,4,16,16), style idx, subject idx)."""
+def latent_bank(vae, path, bank_size, seed):
+    """Encode `bank_size` procedural images once (cached at `path`); (latents (N,4,16,16), style idx, subject idx)."""
     if os.path.exists(path):
         t = load_file(path)
         return t["latents"], t["style"], t["subject"]
-    rng = np.random.default_rng(args.seed + 7)
+    rng = np.random.default_rng(seed + 7)
     lat, st, su = [], [], []
-    for _ in tqdm(range(0, args.bank_size, 256), desc="latent bank"):
+    for _ in tqdm(range(0, bank_size, 256), desc="latent bank"):
         scenes = [random_scene(rng) for _ in range(256)]
         x = to_tensor(np.stack([render(s, u, rng=rng) for s, u in scenes]))
         lat.append(vae.encode(x).latent_dist.mean)
@@ -91,8 +91,9 @@ def latent_bank(args, vae, path):
     return lat, t["style"], t["subject"]
 
 
-def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
-    """Write the standard pipeline folder with the EMA weights, atomically (tmp folder + rename)."""
+def save_pipeline(output, tokenizer_dir, vae, text_encoder, tokenizer, unet, ema, info):
+    """Write the standard pipeline folder `output` with the EMA weights, atomically (tmp folder + rename);
+    its tokenizer is the classic CLIP folder `tokenizer_dir`."""
     ema.store(list(unet.parameters()) + list(text_encoder.parameters()))
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
     sched = DDIMScheduler.from_config(noise_scheduler().config, clip_sample=False, set_alpha_to_one=False,
@@ -100,13 +101,13 @@ def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    tmp = args.output.rstrip("/") + ".tmp"
+    tmp = output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     # transformers 5 saves tokenizer.json only; ship the classic CLIP folder (vocab.json + merges.txt)
     # that every transformers version and CompVis/stable-diffusion-v1-4/tokenizer use
     shutil.rmtree(os.path.join(tmp, "tokenizer"))
-    shutil.copytree(os.path.join(args.work_dir, "tokenizer"), os.path.join(tmp, "tokenizer"))
+    shutil.copytree(tokenizer_dir, os.path.join(tmp, "tokenizer"))
     cfg_path = os.path.join(tmp, "tokenizer", "tokenizer_config.json")
     with open(cfg_path) as f:
         cfg = json.load(f)
@@ -114,7 +115,7 @@ def save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info):
         json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
-    replace_folder(tmp, args.output)
+    replace_folder(tmp, output)
     ema.restore(list(unet.parameters()) + list(text_encoder.parameters()))
 
 
@@ -176,7 +177,8 @@ def main(args):
         vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, subfolder="vae",
                                                           use_safetensors=True).state_dict())
         save_state(vae_path, {"vae": vae}, None, args.vae_steps)
-    train_vae(args, vae, vae_path)
+    train_vae(vae, vae_path, args.vae_steps, args.vae_batch_size, args.vae_lr, args.kl_weight, args.seed,
+              args.checkpoint_every)
     dec_path = os.path.join(args.work_dir, "decoder.safetensors")
     if args.init_from and not os.path.exists(dec_path):     # the exported VAE's decoder is already tuned
         save_state(dec_path, {"vae": vae}, None, args.decoder_steps)
@@ -184,14 +186,14 @@ def main(args):
     tune_decoder(vae, images, subjects, args.decoder_steps, dec_path, args.decoder_lr, args.vae_batch_size,
                  seed=args.seed, checkpoint_every=args.checkpoint_every)
     vae.requires_grad_(False).eval()
-    lat, st, su = latent_bank(args, vae, os.path.join(args.work_dir, "bank.safetensors"))
+    lat, st, su = latent_bank(vae, os.path.join(args.work_dir, "bank.safetensors"), args.bank_size, args.seed)
     scale = 1.0 / lat.std().item()
     if args.init_from:      # go on in the exported model's latent scale, whatever the bank's size
         scale = AutoencoderKL.load_config(args.init_from, subfolder="vae")["scaling_factor"]
     vae.register_to_config(scaling_factor=scale)
     lat = lat * scale                                            # unit-variance latents, as SD's 0.18215
 
-    text_encoder, unet = make_text_encoder(tokenizer), make_unet(args)
+    text_encoder, unet = make_text_encoder(tokenizer), make_unet(args.unet_channels)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema = EMAModel(params, decay=args.ema_decay)
@@ -265,7 +267,7 @@ def main(args):
                        done, {"seconds": seconds0 + time.time() - t_start, "lr_from": lr_from})
         if done % args.save_every == 0 or done == args.unet_steps:
             step = done
-            save_pipeline(args, vae, text_encoder, tokenizer, unet, ema, info())
+            save_pipeline(args.output, tok_dir, vae, text_encoder, tokenizer, unet, ema, info())
     print(f"done in {time.time() - t0:.0f} s this sitting; pipeline in {args.output}")
 
 

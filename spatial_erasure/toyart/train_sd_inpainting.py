@@ -71,15 +71,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def export(args, pipe, unet, ema, info):
-    """Write a StableDiffusionInpaintPipeline folder atomically: the base's files, the new UNet (fp16)."""
-    tmp = args.output.rstrip("/") + ".tmp"
+def export(output, base_model, unet, ema, info):
+    """Write a StableDiffusionInpaintPipeline folder `output` atomically: the base pipeline folder's files
+    (linked), the new UNet (fp16)."""
+    tmp = output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    shutil.copy(os.path.join(args.base_model, "model_index.json"), tmp)
-    for name in os.listdir(args.base_model):    # unchanged components: relative links, not copies
-        if os.path.isdir(os.path.join(args.base_model, name)) and name != "unet":
-            target = os.path.relpath(os.path.abspath(os.path.join(args.base_model, name)), os.path.abspath(args.output))
+    shutil.copy(os.path.join(base_model, "model_index.json"), tmp)
+    for name in os.listdir(base_model):    # unchanged components: relative links, not copies
+        if os.path.isdir(os.path.join(base_model, name)) and name != "unet":
+            target = os.path.relpath(os.path.abspath(os.path.join(base_model, name)), os.path.abspath(output))
             os.symlink(target, os.path.join(tmp, name))
     ema.store(unet.parameters())
     ema.copy_to(unet.parameters())
@@ -93,7 +94,7 @@ def export(args, pipe, unet, ema, info):
         json.dump(index, f, indent=2)
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
-    replace_folder(tmp, args.output)
+    replace_folder(tmp, output)
 
 
 def main(args):
@@ -170,7 +171,7 @@ def main(args):
             "base_model": os.path.relpath(args.base_model), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads(), "continues": earlier}
-    export(args, pipe, unet, ema, info)
+    export(args.output, args.base_model, unet, ema, info)
     print(f"wrote {args.output} ({info['seconds']} s of training)")
 
 

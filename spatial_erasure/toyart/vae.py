@@ -58,28 +58,29 @@ def random_scene(rng):
     return STYLES[rng.integers(len(STYLES))], SUBJECTS[rng.integers(len(SUBJECTS))]
 
 
-def train_vae(args, vae, state_path):
-    """Stage 1: reconstruction on 32x32 crops (the VAE is fully convolutional) with an edge loss."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0)
+def train_vae(vae, state_path, steps, batch_size, lr, kl_weight, seed, checkpoint_every):
+    """Stage 1: reconstruction on 32x32 crops (the VAE is fully convolutional) with an edge loss and a
+    KL term of weight `kl_weight`; resumes from `state_path`, checkpointed every `checkpoint_every` steps."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0)
     step = 0
     if os.path.exists(state_path):
         step, _ = load_state(state_path, {"vae": vae}, opt)
         print(f"resumed VAE at step {step}")
-    rng = np.random.default_rng(args.seed + step)
-    bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps)
+    rng = np.random.default_rng(seed + step)
+    bar = tqdm(range(step, steps), desc="vae", initial=step, total=steps)
     for step in bar:
-        imgs = np.stack([render(*random_scene(rng), rng=rng) for _ in range(args.vae_batch_size)])
+        imgs = np.stack([render(*random_scene(rng), rng=rng) for _ in range(batch_size)])
         x = to_tensor(imgs)
         if step % 4:                                  # 3 of 4 steps on crops, 1 on full images
             i, j = rng.integers(0, RES - 32 + 1, 2) // 4 * 4
             x = x[:, :, i:i + 32, j:j + 32]
         post = vae.encode(x).latent_dist
-        loss = recon_loss(vae.decode(post.sample()).sample, x) + args.kl_weight * post.kl().mean()
+        loss = recon_loss(vae.decode(post.sample()).sample, x) + kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             save_state(state_path, {"vae": vae}, opt, step + 1)
     return vae
 
