@@ -102,5 +102,6 @@ class GridConfig(TrainingConfig):
     outside_weight: float | None
     retain_weight: float | None
     retain_templates: int | None          # None until the model family is known (resolved)
+    retain_region: str
     retain_xt: str
     retain_bank_size: int

@@ -55,6 +55,8 @@ RETAIN_XT = {"own": "the retain prompt's own inpainting trajectories (a second b
                     "sampled per iteration)",
              "concept": "the concept's x_t (no extra cost; the retain term then guards only states the concept "
                         "visits)"}
+RETAIN_REGIONS = {"image": "the whole latent, as first published",
+                  "mask": "inside the retain row's own mask only, where the inpainting paints"}
 TARGETS = {"esd": "x_t from the concept prompt's own inpainting trajectories, ESD's target inside the mask (the "
                   "paper's)",
            "twin": "x_t from the neutral twin's own inpainting trajectories, the twin's prediction inside the mask "
@@ -94,6 +96,8 @@ def build_parser(preset_default="efficient"):
     keep.add_argument("--retain_templates", type=int, help="phrasings of each retain artist or style (the first N "
                       "of the model family's templates; as first published, 1 on the toy model and 2 on real SD); "
                       "recipe")
+    keep.add_argument("--retain_region", default="image", choices=list(RETAIN_REGIONS),
+                      help="where the retain term keeps the frozen prediction: " + cli.choices_help(RETAIN_REGIONS))
     keep.add_argument("--retain_xt", default="own", choices=list(RETAIN_XT),
                       help="x_t of the retain term: " + cli.choices_help(RETAIN_XT))
     keep.add_argument("--retain_bank_size", type=int,
@@ -223,7 +227,7 @@ def main(cfg: GridConfig):
     def loss_fn(it, rng):
         loss, p = grid_erasure_loss(rng, st, cases, sources, cfg.batch_size, cfg.negative_guidance,
                                     cfg.outside_weight, cfg.retain_weight, adversary, cfg.direction, cfg.target,
-                                    cfg.null_weight)
+                                    cfg.null_weight, cfg.retain_region)
         if penalty is not None:
             kv = penalty(st.params)
             loss, p["kv"] = loss + cfg.preserve_kv * kv, kv.item()

@@ -190,15 +190,21 @@ def twin_loss(rng, st, source, prompts, batch, null_weight=1.0, anchor_source=No
 
 
 def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, eps_r=None, retain_weight=0.0,
-                    row_weights=None):
+                    row_weights=None, retain_mask=None):
     """Grid erasure's masked terms: inside the mask the student (concept prompt) is steered onto
     `target`; outside it, it keeps the frozen concept prediction eps_c (weight `outside_weight`); a
-    retain prompt keeps the frozen prediction everywhere (weight `retain_weight`, times each row's
-    `row_weights` when given: --preserve_weight for anchors). Returns (loss, parts)."""
+    retain prompt keeps the frozen prediction everywhere, or only inside `retain_mask` (its rows' masks,
+    --retain_region mask) when given (weight `retain_weight`, times each row's `row_weights` when given:
+    --preserve_weight for anchors). Returns (loss, parts)."""
     inside = masked_mse(pred_c, target, mask)
     outside = masked_mse(pred_c, eps_c, 1 - mask) if outside_weight else pred_c.new_zeros(())
     if not retain_weight or pred_r is None:
         retain = pred_c.new_zeros(())
+    elif retain_mask is not None:                    # each row's mean over its own mask
+        keep = retain_mask.to(pred_r.dtype).expand_as(pred_r)
+        per_row = (((pred_r.float() - eps_r.float()) ** 2 * keep).flatten(1).sum(1)
+                   / keep.flatten(1).sum(1).clamp(min=1))
+        retain = (per_row * (1 if row_weights is None else row_weights.to(per_row))).mean()
     elif row_weights is None:
         retain = masked_mse(pred_r, eps_r)
     else:
@@ -209,7 +215,7 @@ def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, ep
 
 
 def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight,
-                      adversary=None, direction="null", target="esd", null_weight=1.0):
+                      adversary=None, direction="null", target="esd", null_weight=1.0, retain_region="image"):
     """Grid erasure's loss for one iteration, on `batch` cases (prompt variation p, its neutral twin
     p0, mask M, retain prompt r):
 
@@ -217,6 +223,7 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
                      (direction "twin": eta * (eps(x_t, p) - eps(x_t, p0)), what the concept adds to p0)
         + outside_weight * outside M:  MSE( student(x_t, p),  eps(x_t, p) )
         + retain_weight * MSE( student(x_t^r, r),  eps(x_t^r, r) )
+                     (retain_region "mask": inside the retain row's own mask only, where the picture is painted)
 
     With target "twin", x_t is a state of the twin p0's own inpainting trajectory, the target inside M
     is eps(x_t, p0) - eta * (eps(x_t, p) - eps(x_t, p0)) (eta 0: the twin itself, Concept Ablation's
@@ -268,7 +275,8 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
     # 5. the masked terms
     inside = esd_target(eps_n, eps_c, eps_n if direction == "twin" or twin else eps_null, negative_guidance)
     loss, parts = grid_loss_terms(preds[0], inside, eps_c, cases.lat[m], outside_weight, preds[1], eps_r,
-                                  retain_weight, cases.retain_w[r] if cases.retain_w is not None else None)
+                                  retain_weight, cases.retain_w[r] if cases.retain_w is not None else None,
+                                  cases.lat[cases.m_of[cr]] if retain_region == "mask" else None)
     if null_row:
         parts["null"] = masked_mse(preds[2], eps_null)
         loss = loss + null_weight * parts["null"]

@@ -35,6 +35,25 @@ def test_masked_loss_has_zero_gradient_outside_the_mask():
     assert (pred.grad.abs().sum(1, keepdim=True)[mask == 0] > 0).all()   # with a weight, outside pixels learn
 
 
+def test_retain_region_mask_keeps_each_retain_row_inside_its_own_mask_only():
+    torch.manual_seed(0)
+    pred, target, eps_c = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    mask = to_latent(grid_masks(64)[[4, 9]], 16)
+    pred_r, eps_r = torch.randn(2, 4, 16, 16, requires_grad=True), torch.randn(2, 4, 16, 16)
+    image = grid_loss_terms(pred, target, eps_c, mask, 1.0, pred_r, eps_r, 1.0)[1]["retain"]
+    whole = grid_loss_terms(pred, target, eps_c, mask, 1.0, pred_r, eps_r, 1.0,
+                            retain_mask=torch.ones_like(mask))[1]["retain"]
+    assert abs(whole - image) < 1e-6, "a whole-image retain mask is the published term"
+    loss, parts = grid_loss_terms(pred, target, eps_c, mask, 0.0, pred_r, eps_r, 1.0, retain_mask=mask)
+    loss.backward()
+    g = pred_r.grad.abs().sum(1, keepdim=True)
+    assert (g[mask == 0] == 0).all(), "no retain gradient outside a row's mask"
+    assert (g[mask == 1] > 0).all(), "retain gradient everywhere inside it"
+    se = ((pred_r.detach() - eps_r) ** 2).mean(1, keepdim=True)
+    by_hand = torch.stack([se[i][mask[i] == 1].mean() for i in range(2)]).mean().item()
+    assert abs(parts["retain"] - by_hand) < 1e-5, (parts["retain"], by_hand)
+
+
 def test_nine_channel_inputs_match_the_diffusers_inpainting_pipeline(tiny_folders):
     # our x_t loop for a 9-channel UNet = diffusers' StableDiffusionInpaintPipeline, same noise and inputs
     pipe = load_pipeline(tiny_folders["sd-inpaint"], task="inpaint")
