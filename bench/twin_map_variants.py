@@ -20,6 +20,7 @@ from spatial_erasure.models import TOY_MODEL, fingerprint, load_pipeline
 from spatial_erasure.prompts import concept_variations, retain_prompts
 from spatial_erasure.toyart.world import PAINTING_TEMPLATES, PHOTO_TEMPLATES, SUBJECTS
 from spatial_erasure.twin_map import residual, solve_twin_map
+from spatial_erasure.worlds import TOY
 
 # name: (keep set, keep weight, weight of "", the projections set to W0 M)
 KV, V = ("attn2.to_k.weight", "attn2.to_v.weight"), ("attn2.to_v.weight",)
@@ -32,7 +33,7 @@ VARIANTS = {"anchors-k1": ("anchors", 1.0, 10.0, KV), "wide-k1": ("wide", 1.0, 1
 def keep_set(kind, concept):
     keep = [""] + anchor_prompts(200, 0, [concept])
     if kind == "wide":
-        keep += retain_prompts(concept, True)
+        keep += retain_prompts(concept, TOY)
         keep += [t.format(subject=s) for t in PHOTO_TEMPLATES + PAINTING_TEMPLATES for s in SUBJECTS]
     return keep
 
@@ -47,7 +48,7 @@ def main():
     out = args.output or os.path.join("results", "twin_map", file_name_part(args.concept))
     pipe = load_pipeline(TOY_MODEL)
     rows = [(args.concept, "")] + [(v["prompt"], v["neutral"]) for v in concept_variations(args.concept,
-                                                                                          args.variations, True)]
+                                                                                          args.variations, TOY)]
     own = dict(pipe.unet.named_parameters())
     meta = {"base_model": record_base(TOY_MODEL), "base_fingerprint": fingerprint(pipe.unet), "method": "esd-x",
             "concept": args.concept, "erase_from": args.concept}

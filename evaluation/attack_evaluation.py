@@ -33,7 +33,7 @@ from PIL import Image
 
 from spatial_erasure import cli
 from spatial_erasure.attacks.inversion import InversionConfig
-from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, REAL_FAMOUS_WORKS, misspellings
+from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, misspellings
 from spatial_erasure.attacks.soft_prompt import SoftPromptConfig
 from spatial_erasure.distributed import machine_name, process_device
 from spatial_erasure.erasure_file import file_name_part, names_by_stem, read_erasure, recorded_base
@@ -41,10 +41,10 @@ from spatial_erasure.evaluation.attack_suite import ATTACKS, Suite, SuiteConfig
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.learned_tokens import readable
 from spatial_erasure.models import BUNDLED_ERASURES, TOY_MODEL, describe, fingerprint, load_pipeline
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import ARTISTS
+from spatial_erasure.worlds import TOY, world_of
 
 COLUMNS = ["none", *[k for k in ATTACK_KINDS if k != "none"], "inversion", "soft_prompt", "soft_prompt_projected",
            "worst"]
@@ -175,16 +175,16 @@ def report_markdown(rows, report):
     return "\n".join(md)
 
 
-def check_concept(concept, toy, attacks):
-    """A one-line error for a concept the attack sets cannot be built for."""
-    if toy and concept not in ARTISTS:
+def check_concept(concept, world, attacks):
+    """A one-line error for a concept the attack sets of the world (worlds.World) cannot be built for."""
+    if world is TOY and concept not in ARTISTS:
         cli.fail(f"--concept {concept!r} is not an artist of the toy world; choose one of: {', '.join(ARTISTS)}")
     if "misspelling" in attacks:
         try:
             misspellings(concept)
         except ValueError as e:
             cli.fail(str(e))
-    if not toy and "famous_work" in attacks and concept not in REAL_FAMOUS_WORKS:
+    if "famous_work" in attacks and not world.famous_works.get(concept):
         print(f"note: no famous works known for {concept!r}; the famous_work attack is skipped")
 
 
@@ -200,20 +200,20 @@ def main(args):
             print(f"note: {name} erased {m['concept']!r}, attacked here for {args.concept!r}")
     base = args.base_model or (recorded_base(next(iter(metas.values()))) if metas else None)
     pipe = load_pipeline(base or TOY_MODEL, device=process_device(args.device))
-    toy = is_toy(pipe)
-    check_concept(args.concept, toy, args.attacks)
+    world = world_of(pipe)
+    check_concept(args.concept, world, args.attacks)
     have = fingerprint(pipe.unet)
     for name, m in metas.items():             # fail now, not after hours of attacks on the earlier models
         if m.get("base_fingerprint", have) != have:
             cli.fail(f"{erasures[name]} was trained on {m.get('base_model', '?')}, not on {pipe.name_or_path}; attack "
                      "files of one base model per run (pass --base_model for the others)")
-    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world, args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model)
     out = args.output or os.path.join("results", "attacks", file_name_part(args.concept))
     checks = sorted({0, args.inversion_steps // 4, args.inversion_steps // 2, 3 * args.inversion_steps // 4,
                      args.inversion_steps})
     cfg = SuiteConfig(
-        concept=args.concept, attacks=tuple(args.attacks), toy=toy, per_kind=args.per_kind, pairs=args.pairs,
+        concept=args.concept, attacks=tuple(args.attacks), world=world, per_kind=args.per_kind, pairs=args.pairs,
         pair_seeds=args.pair_seeds, inversion_images=args.inversion_images, soft_prompts=args.soft_prompts,
         soft_on=args.soft_prompt_on, seed=args.seed, steps=steps, guidance=guidance,
         inversion=InversionConfig(steps=args.inversion_steps, lr=args.inversion_lr, vectors=args.inversion_vectors,

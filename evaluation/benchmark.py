@@ -41,10 +41,10 @@ from spatial_erasure.erasure_file import file_hash, file_name_part, read_metadat
 from spatial_erasure.evaluation.concept_impact import assess, load_tests, pooled
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import MODELS_DIR, describe, load_pipeline
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES
+from spatial_erasure.worlds import world_of
 
 # name: (trainer, flags[, file name with {concept}: variants of a trainer's default file]); flags[1] is the train
 # method (ESD) or the preset (grid). The paper recipe's rows reproduce the reference and the published presets;
@@ -185,17 +185,17 @@ def main(args):
             state.print(f"{name}: {path} ({how})")
         return 0
     pipe = load_pipeline(args.base_model, device=process_device(args.device))
-    toy = is_toy(pipe)
-    tests = load_tests("prompts", toy)
+    world = world_of(pipe)
+    tests = load_tests("prompts", world)
     judge = make_judge(pipe, args.concept)
-    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world, args.num_inference_steps, args.guidance_scale)
     attacks, collateral = load_report(args.attacks, args.concept), load_report(args.collateral, args.concept)
     twin = load_report(args.twin, args.concept)
     rows = []
     for name, (path, how) in files.items():
         meta = read_metadata(path)
         res = assess(pipe, judge, tests, path, os.path.join(args.work_dir, "images"), args.concept,
-                     args.images_per_test, steps, guidance, {"UA": 0, "IRA": 0, "CRA": 0}, toy=toy)
+                     args.images_per_test, steps, guidance, {"UA": 0, "IRA": 0, "CRA": 0}, world=world)
         if not rows:    # the base model's own numbers, from the same images
             rows.append({"method": "base model", **{m: pooled(res, m, "base") for m in ("UA", "IRA", "CRA")},
                          "FD": 0.0, "train_s": None, "s_per_it": None, "peak_MiB": None, "tensors": 0,

@@ -27,10 +27,10 @@ from spatial_erasure.evaluation.collateral import collateral, cut_by_kind
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import BUNDLED_ERASURES, describe, load_pipeline
 from spatial_erasure.phrasings import KINDS, PER_STYLE, SEED, STYLED_KINDS, unseen_phrasings
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES, SUBJECTS
+from spatial_erasure.worlds import world_of
 
 
 
@@ -123,7 +123,7 @@ def main(args):
     metas = {name: read_erasure(path)[1] for name, path in erasures.items()}   # a bad file fails now, in one line
     pipe = load_pipeline(args.base_model or recorded_base(metas[next(iter(metas))]),
                          device=process_device(args.device))
-    steps, guidance = sampling_defaults(is_toy(pipe), args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world_of(pipe), args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model, styles=[s for s in STYLES if s != args.concept],
                        subjects=SUBJECTS)
     out = args.output or os.path.join("results", "collateral", file_name_part(args.concept))

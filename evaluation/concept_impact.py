@@ -30,9 +30,9 @@ from spatial_erasure.erasure_file import latest_erasure, read_erasure, recorded_
 from spatial_erasure.evaluation.concept_impact import assess, load_tests
 from spatial_erasure.evaluation.metrics import make_judge
 from spatial_erasure.models import describe, load_pipeline
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
 from spatial_erasure.sampling import sampling_defaults
+from spatial_erasure.worlds import world_of
 
 
 def parse_args(argv=None):
@@ -77,11 +77,11 @@ def main(args):
                  "--erasure FILE")
     meta = read_erasure(erasure)[1]
     pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
-    toy = is_toy(pipe)
-    tests = load_tests(args.prompts_dir, toy)
+    world = world_of(pipe)
+    tests = load_tests(args.prompts_dir, world)
     stem = os.path.basename(erasure).removesuffix(".safetensors")
     out = args.output or os.path.join("results", "concept_impact", stem)
-    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world, args.num_inference_steps, args.guidance_scale)
     styles = [r["expected_style"] for _, _, _, rows in tests for r in rows if r.get("expected_style")]
     subjects = [r["expected_subject"] for _, _, _, rows in tests for r in rows if r.get("expected_subject")]
     judge = make_judge(pipe, args.concept, args.clip_model, styles=styles, subjects=subjects)
@@ -89,7 +89,7 @@ def main(args):
     state.print(f"{describe(pipe)}\nerasure: {erasure}; judge: {judge.name}; "
                 f"{sum(len(r) for *_, r in tests)} tests x {args.images_per_test} seeds")
     res = assess(pipe, judge, tests, erasure, os.path.join(out, "images"), args.concept, args.images_per_test,
-                 steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, toy=toy)
+                 steps, guidance, {"UA": args.min_ua, "IRA": args.min_ira, "CRA": args.min_cra}, world=world)
     if not state.is_main_process:     # every process holds every image and verdict; the main one writes
         return 0
     rows, summary = res["rows"], res["summary"]

@@ -21,9 +21,9 @@ from spatial_erasure.distributed import process_device
 from spatial_erasure.erasure_file import erased, latest_erasure, read_erasure, recorded_base
 from spatial_erasure.evaluation.metrics import cached_generate, make_judge
 from spatial_erasure.models import describe, load_pipeline
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import image_grid, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
+from spatial_erasure.worlds import world_of
 
 
 def parse_args(argv=None):
@@ -51,7 +51,7 @@ def main(args):
     pipe = load_pipeline(args.base_model or recorded_base(meta), device=process_device(args.device))
     stem = os.path.basename(erasure).removesuffix(".safetensors")
     out = args.output or os.path.join("results", "simple_eval", stem)
-    steps, guidance = sampling_defaults(is_toy(pipe), args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world_of(pipe), args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model)
     if args.concept not in judge.style_names:
         cli.fail(f"--concept {args.concept!r} is not a style the {judge.name} knows; choose one of "

@@ -40,10 +40,10 @@ from spatial_erasure.evaluation.metrics import cached_generate, make_judge
 from spatial_erasure.evaluation.substitutes import paired_distance, substitutes
 from spatial_erasure.models import describe, load_pipeline
 from spatial_erasure.phrasings import HELD_OUT_KINDS, PAIR_KINDS, twin_pairs
-from spatial_erasure.prompts import is_toy
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, write_json
 from spatial_erasure.sampling import sampling_defaults
 from spatial_erasure.toyart.world import STYLES, SUBJECTS
+from spatial_erasure.worlds import TOY, world_of
 
 SEED = 9000                        # first image seed; the twins' other seeds are + 100_000
 VOID = "base: twin + ' .'"         # the reference row: the base model on the twin with a void " ." appended
@@ -131,12 +131,12 @@ def main(args):
     metas = {name: read_erasure(path)[1] for name, path in erasures.items()}   # a bad file fails now, in one line
     pipe = load_pipeline(args.base_model or recorded_base(metas[next(iter(metas))]),
                          device=process_device(args.device))
-    toy = is_toy(pipe)
-    if toy and args.concept not in STYLES:
+    world = world_of(pipe)
+    if world is TOY and args.concept not in STYLES:
         cli.fail(f"--concept {args.concept!r} is not a toy style; choose one of: {', '.join(STYLES)}")
-    steps, guidance = sampling_defaults(toy, args.num_inference_steps, args.guidance_scale)
+    steps, guidance = sampling_defaults(world, args.num_inference_steps, args.guidance_scale)
     judge = make_judge(pipe, args.concept, args.clip_model, **({"styles": [s for s in STYLES if s != args.concept],
-                                                                "subjects": SUBJECTS} if toy else {}))
+                                                                "subjects": SUBJECTS} if world is TOY else {}))
     out = args.output or os.path.join("results", "twin", file_name_part(args.concept))
     pairs = [p for p in twin_pairs(args.concept, args.seed, args.kinds) for _ in range(args.seeds)]
     seeds = [args.seed + i for i in range(len(pairs))]

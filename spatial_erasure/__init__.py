@@ -9,6 +9,7 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   api               erase(concept, **flags) -> Erasure (save / load / apply / applied / export)
   models            load_pipeline(hub id | folder) -> diffusers pipeline; architecture; weight fingerprint
   prompts           encode prompts once (Cond); prompt CSV read/write; prompt variations with neutral twins
+  worlds            World: what differs between the toy world and real SD (prompts, sampling); world_of(pipe)
   selection         TRAIN_METHODS and the UNet tensors each one trains
   erasure_file      the erasure file: save / read / apply (checked) / erased(); the base model it records
   errors            InputError: bad input whose one-line message names the fix

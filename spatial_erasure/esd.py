@@ -31,11 +31,12 @@ from .files import OutputLock
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
-from .prompts import concept_variations, encode, is_toy, neutral_twin, parse_concepts
+from .prompts import concept_variations, encode, neutral_twin, parse_concepts
 from .trainer import forward_equivalents, originals, resolution, seed_everything, train
 from .selection import trains_keys_and_values
 from .trajectories import make_source
 from .twin_map import residual, solve_twin_map, start_from_twin_map
+from .worlds import world_of
 
 PRESERVE_XT = {"concept": "the concept's x_t (no extra trajectories)",
                "own": "the anchors' own trajectories (a second x_t source of --xt_source; one more teacher row "
@@ -148,7 +149,7 @@ def case_rows(pipe, cfg, pairs):
             twin = ""                                  # the esd target never uses it
         rows.append((c, f or c, twin))
         rows += [(v["prompt"], v["prompt"], v["neutral"])
-                 for v in concept_variations(c, cfg.variations, is_toy(pipe), cfg.seed + j)]
+                 for v in concept_variations(c, cfg.variations, world_of(pipe), cfg.seed + j)]
     return rows
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import training_flags
 from .anchors import anchor_prompts
 from .masks import grid_masks, mask_names, to_latent
 from .prompts import Cond, concept_variations, encode, parse_concepts, retain_prompts
 from .trajectories import Inpainting, XtSource, denoise, make_source
+from .worlds import world_of
 
 # --preserve N: the share of cases whose retain prompt is an anchor (the rest keep another artist or style,
 # which the toy bars measure); the retain term's cost stays one teacher and one student row per case.
@@ -82,16 +82,16 @@ def retain_draws(n_cases, n_retain, n_anchors, seed):
 def build_cases(st, cfg, res, latent):
     """Prompt variations of every concept (main writes them to the prompts CSV) x masks, retain prompts and
     anchors, all encoded once."""
-    pipe, toy = st.pipe, training_flags.model_family(st.pipe) == "toy"
+    pipe, world = st.pipe, world_of(st.pipe)
     concepts = concepts_of(cfg)
     # --num_prompts per concept; concept j's variations drawn with seed + j (its own phrasing order and
     # source images; one concept: as before), numbered across all concepts
     rows = [{**r, **({"concept": c} if len(concepts) > 1 else {})}
-            for j, c in enumerate(concepts) for r in concept_variations(c, cfg.num_prompts, toy, cfg.seed + j)]
+            for j, c in enumerate(concepts) for r in concept_variations(c, cfg.num_prompts, world, cfg.seed + j)]
     rows = [{**r, "case_number": i} for i, r in enumerate(rows)]
     anchors = anchor_prompts(cfg.preserve, cfg.seed, exclude=concepts) if cfg.preserve else []
     pooled = anchors if cfg.preserve_weight else []           # the anchors with rows in the retain term
-    retain = retain_prompts(concepts, toy, cfg.retain_templates) + pooled
+    retain = retain_prompts(concepts, world, cfg.retain_templates) + pooled
     concept = encode(pipe, [r["prompt"] for r in rows], res)
     neutral = encode(pipe, [r["neutral"] for r in rows], res)
     null, retain_c = encode(pipe, [""], res), encode(pipe, retain, res)

@@ -224,6 +224,7 @@ def training_prompts():
     famous work), grid erasure's prompt variations, neutral twins and retain prompts (toy and real
     templates), ESD's concept prompts, the judge's label texts, prompts/*.csv and models/*.prompts.csv."""
     from .prompts import REAL_RETAIN, REAL_STYLES, REAL_SUBJECTS, REAL_TEMPLATES, TOY_TEMPLATES, retain_prompts
+    from .worlds import REAL, TOY
     template_sets = [getattr(world, name) for name in dir(world) if name.endswith("_TEMPLATES")
                      or name.endswith("_TEMPLATES_HELDOUT")]
     names = STYLES + REAL_RETAIN + REAL_STYLES
@@ -234,7 +235,7 @@ def training_prompts():
     known += [style_prompt(s, u, t) for t in templates if "{work}" not in t for s in STYLES for u in SUBJECTS]
     known += [x.format(subject=u, concept=s) for pair in TOY_TEMPLATES + REAL_TEMPLATES for x in pair
               for s in names for u in subjects]
-    known += [p for s in STYLES for toy in (True, False) for p in retain_prompts(s, toy)]
+    known += [p for s in STYLES for w in (TOY, REAL) for p in retain_prompts(s, w)]
     known += names + ["", "a photo"] + [f"a picture of a {u}" for u in subjects]        # ESD prompts, judge labels
     known += [f"a painting in the style of {s}" for s in names]
     known += _csv_prompts([(REPO_ROOT / "prompts", "*.csv"), (MODELS_DIR, "*.prompts.csv")])

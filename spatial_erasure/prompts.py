@@ -156,6 +156,20 @@ REAL_SUBJECTS = ["house", "boat", "car", "tree", "mountain", "flower", "city str
                  "starry sky", "bedroom", "still life with fruit", "cat", "church"]
 REAL_RETAIN = ["Claude Monet", "Pablo Picasso", "Leonardo da Vinci", "Andy Warhol", "Katsushika Hokusai",
                "Rembrandt", "Salvador Dali", "Johannes Vermeer", "Paul Cezanne", "Gustav Klimt"]
+# Famous works by title, for the famous-work attack (the toy world has one per artist, world.FAMOUS_WORKS).
+REAL_FAMOUS_WORKS = {
+    "Vincent van Gogh": ["The Starry Night", "Sunflowers", "Cafe Terrace at Night", "Wheatfield with Crows",
+                         "The Potato Eaters", "Irises"],
+    "Claude Monet": ["Water Lilies", "Impression, Sunrise", "Woman with a Parasol", "The Japanese Footbridge"],
+    "Pablo Picasso": ["Guernica", "Les Demoiselles d'Avignon", "The Old Guitarist", "The Weeping Woman"],
+    "Leonardo da Vinci": ["Mona Lisa", "The Last Supper", "Lady with an Ermine"],
+    "Andy Warhol": ["Campbell's Soup Cans", "Marilyn Diptych", "Banana"],
+    "Katsushika Hokusai": ["The Great Wave off Kanagawa", "Fine Wind, Clear Morning", "Red Fuji"],
+    "Salvador Dali": ["The Persistence of Memory", "Swans Reflecting Elephants"],
+    "Gustav Klimt": ["The Kiss", "Portrait of Adele Bloch-Bauer I"],
+    "Johannes Vermeer": ["Girl with a Pearl Earring", "The Milkmaid"],
+    "Rembrandt": ["The Night Watch", "The Anatomy Lesson of Dr. Nicolaes Tulp"],
+}
 # Styles that are not artists: the real-SD judge's other labels (evaluation.metrics.ClipJudge).
 REAL_STYLES = ["impressionism", "cubism", "pop art", "ukiyo-e", "surrealism", "watercolor", "pixel art"]
 # The toy world: its training phrasings (held-out ones stay for evaluation) and their neutral twins.
@@ -228,29 +242,22 @@ def is_toy(pipe):
     return len(pipe.tokenizer) < 1000
 
 
-def concept_variations(concept, n, toy, seed=0):
-    """n rows {prompt, neutral, seed}: templates x subjects, shuffled with `seed`; beyond the distinct
-    pairs, pairs repeat with new source-image seeds (each row is one prompt and one source image)."""
-    from .toyart.world import SUBJECTS
-    templates, subjects = (TOY_TEMPLATES, SUBJECTS) if toy else (REAL_TEMPLATES, REAL_SUBJECTS)
-    pairs = [(t.format(subject=s, concept=concept), z.format(subject=s)) for t, z in templates for s in subjects]
+def concept_variations(concept, n, world, seed=0):
+    """n rows {prompt, neutral, seed}: the world's (worlds.World) templates x subjects, shuffled with `seed`;
+    beyond the distinct pairs, pairs repeat with new source-image seeds (each row is one prompt and one
+    source image)."""
+    pairs = [(t.format(subject=s, concept=concept), z.format(subject=s)) for t, z in world.templates
+             for s in world.subjects]
     order = np.random.default_rng(seed).permutation(len(pairs))
     return [{"case_number": i, "prompt": pairs[order[i % len(pairs)]][0], "neutral": pairs[order[i % len(pairs)]][1],
              "evaluation_seed": seed * 1000 + i} for i in range(n)]
 
 
-RETAIN_TEMPLATES = {True: 1, False: 2}      # phrasings per retain style as first published: toy, real SD
-
-
-def retain_prompts(erased, toy, templates=None):
-    """Other artists and styles on every subject in the first `templates` phrasings of each (default
-    RETAIN_TEMPLATES), for the retain term; `erased` (one concept, or a list of the concepts one run
-    erases) excluded."""
-    from .toyart.world import ARTIST_TEMPLATES, ARTISTS, GENERIC_STYLES, GENERIC_TEMPLATES, SUBJECTS, style_prompt
+def retain_prompts(erased, world, templates=None):
+    """The world's (worlds.World) other artists and styles on its retain subjects, in the first `templates`
+    phrasings of each (default: as many as first published, world.retain_phrasings), for the retain term;
+    `erased` (one concept, or a list of the concepts one run erases) excluded."""
     erased = {erased} if isinstance(erased, str) else set(erased)
-    n = templates or RETAIN_TEMPLATES[toy]
-    if toy:
-        return [style_prompt(a, s, t) for a in ARTISTS + GENERIC_STYLES if a not in erased
-                for t in (ARTIST_TEMPLATES if a in ARTISTS else GENERIC_TEMPLATES)[:n] for s in SUBJECTS]
-    return [t.format(subject=s, concept=a) for a in REAL_RETAIN if a not in erased for t, _ in REAL_TEMPLATES[:n]
-            for s in REAL_SUBJECTS[:6]]
+    n = templates or world.retain_phrasings
+    return [t.format(subject=s) for a, ts in world.retain_styles.items() if a not in erased for t in ts[:n]
+            for s in world.retain_subjects]

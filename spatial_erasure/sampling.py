@@ -19,9 +19,9 @@ TOY_STEPS, TOY_GUIDANCE = 20, 5.0   # the toy model's sampling defaults (DDIM), 
 REAL_STEPS, REAL_GUIDANCE = 50, 7.5  # Stable Diffusion's usual settings (the reference ESD evaluation's)
 
 
-def sampling_defaults(toy, steps=None, guidance=None):
-    """(steps, guidance): the given values, else the toy model's or real SD's defaults."""
-    return (steps or (TOY_STEPS if toy else REAL_STEPS)), (guidance or (TOY_GUIDANCE if toy else REAL_GUIDANCE))
+def sampling_defaults(world, steps=None, guidance=None):
+    """(steps, guidance): the given values, else the world's defaults (worlds.World: toy model or real SD)."""
+    return steps or world.steps, guidance or world.guidance
 
 
 def to_uint8(images):

@@ -9,7 +9,7 @@ import torch
 from conftest import load_script, one_error_line, run
 
 from spatial_erasure.attacks.inversion import InversionConfig, concept_inversion
-from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, REAL_FAMOUS_WORKS, misspellings, prompt_attacks
+from spatial_erasure.attacks.prompt_sets import ATTACK_KINDS, misspellings, prompt_attacks
 from spatial_erasure.attacks.soft_prompt import SoftPromptConfig, denoising_targets, soft_prompt_attack
 from spatial_erasure.erasure_file import file_hash
 from spatial_erasure.evaluation.metrics import ToyJudge, Verdict
@@ -17,9 +17,10 @@ from spatial_erasure.evaluation.substitutes import colour_contrast, substitutes
 from spatial_erasure.learned_tokens import LearnedTokens, readable
 from spatial_erasure.models import MODELS_DIR, load_pipeline
 from spatial_erasure.phrasings import normalise
-from spatial_erasure.prompts import concept_variations
+from spatial_erasure.prompts import REAL_FAMOUS_WORKS, concept_variations
 from spatial_erasure.sampling import generate
 from spatial_erasure.toyart.world import ARTISTS, SUBJECTS
+from spatial_erasure.worlds import REAL, TOY
 
 ESD_X = str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
 VG = "Vincent van Gogh"
@@ -47,11 +48,11 @@ def test_misspellings_follow_the_documented_rules():
 
 @pytest.mark.parametrize("concept", ARTISTS)
 def test_prompt_attack_sets_are_fixed_sized_and_hide_the_name_where_they_should(concept):
-    sets = prompt_attacks(concept, toy=True, per_kind=12, seed=0)
+    sets = prompt_attacks(concept, TOY, per_kind=12, seed=0)
     assert set(sets) == set(ATTACK_KINDS) - {"none"}
     assert all(len(v) == 12 for v in sets.values())
-    assert sets == prompt_attacks(concept, toy=True, per_kind=12, seed=0)
-    assert sets != prompt_attacks(concept, toy=True, per_kind=12, seed=1)
+    assert sets == prompt_attacks(concept, TOY, per_kind=12, seed=0)
+    assert sets != prompt_attacks(concept, TOY, per_kind=12, seed=1)
     name = concept.lower()
     for kind in ("misspelling", "famous_work", "split"):      # the attack is that the name is not written out
         assert not [p for p in sets[kind] if name in p.prompt.lower()], kind
@@ -61,15 +62,15 @@ def test_prompt_attack_sets_are_fixed_sized_and_hide_the_name_where_they_should(
     # the mixed kind names another artist next to the concept
     assert all(any(a.lower() in p.prompt.lower() for a in ARTISTS if a != concept) for p in sets["mixed"])
     # no attack prompt is one of the concept prompts the trainers use
-    trained = {normalise(r["prompt"]) for r in concept_variations(concept, 30, True)}
+    trained = {normalise(r["prompt"]) for r in concept_variations(concept, 30, TOY)}
     assert not [p for v in sets.values() for p in v if normalise(p.prompt) in trained and p.kind != "famous_work"]
 
 
 def test_real_sd_sets_use_the_real_famous_works():
-    sets = prompt_attacks(VG, toy=False, per_kind=6, seed=0)
+    sets = prompt_attacks(VG, REAL, per_kind=6, seed=0)
     assert all(any(w in p.prompt for w in REAL_FAMOUS_WORKS[VG]) for p in sets["famous_work"])
     assert all(p.subject is None for p in sets["famous_work"])
-    assert "famous_work" not in prompt_attacks("Someone Unknown", toy=False, per_kind=6)
+    assert "famous_work" not in prompt_attacks("Someone Unknown", REAL, per_kind=6)
 
 
 def test_learned_tokens_touch_only_their_rows_and_leave_the_pipeline_alone(toy):
@@ -222,7 +223,7 @@ def test_the_real_sd_path_runs_on_a_tiny_pipeline_with_a_clip_judge(tiny_folders
     from spatial_erasure.testing import save_tiny_clip
     pipe = load_pipeline(tiny_folders["sd"])
     judge = ClipJudge(save_tiny_clip(str(tmp_path / "clip")), [VG, *REAL_RETAIN[:3]], REAL_SUBJECTS[:6])
-    cfg = SuiteConfig(concept=VG, toy=False, attacks=("none", "famous_work", "misspelling", "soft_prompt"),
+    cfg = SuiteConfig(concept=VG, world=REAL, attacks=("none", "famous_work", "misspelling", "soft_prompt"),
                       per_kind=2, pairs=3, pair_seeds=2, soft_prompts=1, steps=2, guidance=3.0,
                       soft=SoftPromptConfig(steps=2, check_every=1, eval_seeds=1))
     row = Suite(pipe, judge, cfg, str(tmp_path / "out"), log=lambda *a: None).run("base")

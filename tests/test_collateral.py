@@ -14,6 +14,7 @@ from spatial_erasure.phrasings import (KINDS, STYLED_KINDS, Phrasing, collisions
                                        training_prompts, unseen_phrasings)
 from spatial_erasure.prompts import concept_variations, read_prompt_csv, retain_prompts
 from spatial_erasure.toyart.world import STYLES, SUBJECTS, caption_for
+from spatial_erasure.worlds import REAL, TOY
 
 ESD_X = str(MODELS_DIR / "esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors")
 
@@ -26,9 +27,9 @@ def trainer_prompts():
     out = [caption_for(s, u, rng, heldout=h) for _ in range(60) for s in STYLES for u in SUBJECTS
            for h in (False, True)]
     for concept in STYLES:
-        for toy in (True, False):
-            rows = concept_variations(concept, 200, toy)
-            out += [r["prompt"] for r in rows] + [r["neutral"] for r in rows] + retain_prompts(concept, toy)
+        for world in (TOY, REAL):
+            rows = concept_variations(concept, 200, world)
+            out += [r["prompt"] for r in rows] + [r["neutral"] for r in rows] + retain_prompts(concept, world)
     out += STYLES + [""]
     for path in glob.glob(os.path.join(REPO, "prompts", "*.csv")) + glob.glob(str(MODELS_DIR / "*.prompts.csv")):
         out += [r[c] for r in read_prompt_csv(path) for c in ("prompt", "neutral") if r.get(c)]

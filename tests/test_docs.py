@@ -20,6 +20,7 @@ from spatial_erasure.evaluation.concept_impact import load_tests
 from spatial_erasure.evaluation.regions import evaluation_masks
 from spatial_erasure.prompts import read_prompt_csv
 from spatial_erasure.toyart import world
+from spatial_erasure.worlds import REAL, TOY
 
 ESD_X = "models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors"
 GRID = "models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors"
@@ -75,17 +76,17 @@ def esd_x(architecture, key):
 
 
 @functools.cache
-def concept_tests(toy):
+def concept_tests(world):
     """{category: tests} of the concept-impact assessment on prompts/ (toy_*.csv or the real SD files)."""
-    return {category: len(rows) for category, _, _, rows in load_tests(os.path.join(REPO, "prompts"), toy)}
+    return {category: len(rows) for category, _, _, rows in load_tests(os.path.join(REPO, "prompts"), world)}
 
 
-def all_concept_tests(toy=True):
-    return lambda: sum(concept_tests(toy).values())
+def all_concept_tests(world=TOY):
+    return lambda: sum(concept_tests(world).values())
 
 
 def category_tests(category):
-    return lambda: concept_tests(True)[category]
+    return lambda: concept_tests(TOY)[category]
 
 
 def prompt_rows(name):
@@ -211,7 +212,7 @@ CLAIMS = [
     ("docs/real_size.md", r"ESD-x \(\d+ tensors, ([\d,]+) parameters\)", "esd-x parameters of SDXL",
      esd_x("sdxl", "parameters")),
     # the concept-impact tests and the prompt CSVs
-    ("README.md", r"# (\d+) tests: UA, IRA, CRA", "concept-impact tests on real SD", all_concept_tests(toy=False)),
+    ("README.md", r"# (\d+) tests: UA, IRA, CRA", "concept-impact tests on real SD", all_concept_tests(REAL)),
     ("README.md", r"\((\d+) concept-impact tests x 2 seeds\)", "concept-impact tests", all_concept_tests()),
     ("docs/results.md", r"(\d+) tests x 2 seeds", "concept-impact tests", all_concept_tests()),
     ("docs/reproduce.md", r"the (\d+) concept-impact tests", "concept-impact tests", all_concept_tests()),

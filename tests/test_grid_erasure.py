@@ -16,6 +16,7 @@ from spatial_erasure.models import load_pipeline
 from spatial_erasure.objectives import grid_loss_terms, teacher_eps
 from spatial_erasure.prompts import concept_variations, encode, read_prompt_csv
 from spatial_erasure.trajectories import Inpainting, XtSource, denoise, unet_eps
+from spatial_erasure.worlds import REAL, TOY
 
 
 def test_masked_loss_has_zero_gradient_outside_the_mask():
@@ -103,13 +104,13 @@ def test_cache_bank_covers_every_case_before_repeating(tiny_folders):
 
 
 def test_prompt_variations_have_neutral_twins():
-    rows = concept_variations("Vincent van Gogh", 40, toy=True, seed=0)
+    rows = concept_variations("Vincent van Gogh", 40, TOY, seed=0)
     assert len(rows) == 40, "40 rows, each its own seed"
     assert len({r["evaluation_seed"] for r in rows}) == 40, "40 rows, each its own seed"
     assert all("Vincent van Gogh" in r["prompt"] for r in rows), "every prompt names the concept"
     assert all("Vincent van Gogh" not in r["neutral"] for r in rows), "no neutral twin names it"
     assert len({r["prompt"] for r in rows}) == 30                      # 5 phrasings x 6 subjects, then repeats
-    real = concept_variations("Vincent van Gogh", 100, toy=False, seed=0)
+    real = concept_variations("Vincent van Gogh", 100, REAL, seed=0)
     assert len({r["prompt"] for r in real}) == 100
 
 
@@ -384,12 +385,12 @@ def test_spatial_evaluation_reports_every_mask(tiny_folders, tmp_path):
 
 def test_retain_prompts_take_the_first_n_phrasings_of_each_style_and_never_the_erased_one():
     from spatial_erasure.prompts import retain_prompts
-    first = retain_prompts("Vincent van Gogh", toy=True)
-    five = retain_prompts("Vincent van Gogh", toy=True, templates=5)
-    assert first == retain_prompts("Vincent van Gogh", toy=True, templates=1), "the toy default: one phrasing"
+    first = retain_prompts("Vincent van Gogh", TOY)
+    five = retain_prompts("Vincent van Gogh", TOY, templates=5)
+    assert first == retain_prompts("Vincent van Gogh", TOY, templates=1), "the toy default: one phrasing"
     assert set(first) < set(five)
     assert "a boat painted by Claude Monet" in five
     assert "a boat painted by Claude Monet" not in first
     assert not [p for p in five if "Vincent van Gogh" in p]
-    assert retain_prompts("Claude Monet", toy=False) == retain_prompts("Claude Monet", toy=False, templates=2), \
+    assert retain_prompts("Claude Monet", REAL) == retain_prompts("Claude Monet", REAL, templates=2), \
         "real SD's default: two phrasings"

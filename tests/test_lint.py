@@ -33,3 +33,18 @@ def test_no_library_function_but_a_scripts_main_takes_the_argparse_namespace():
                 if any(a.arg == "args" for a in params):
                     takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert not takers, takers
+
+
+def test_no_library_function_takes_a_toy_flag():
+    """What differs for the toy model comes from its World (spatial_erasure.worlds: world_of(pipe)), not
+    from a boolean: no function of spatial_erasure/ has a parameter `toy`."""
+    import ast
+    from pathlib import Path
+    takers = []
+    for path in sorted(Path(REPO, "spatial_erasure").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                if any(a.arg == "toy" for a in params):
+                    takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not takers, takers

@@ -72,3 +72,20 @@ def test_bundled_tokenizer_is_clip_bpe_pruned_to_the_world():
     assert tok.decode(tok("Rembrandt, 1642").input_ids, skip_special_tokens=True) == "rembrandt , 1 6 4 2"
     longest = max(len(tok(world.sample_caption(np.random.default_rng(i))[0]).input_ids) for i in range(300))
     assert longest <= tok.model_max_length
+
+
+def test_world_of_the_bundled_toy_model_is_toy_and_the_worlds_keep_their_published_values():
+    from types import SimpleNamespace
+
+    from spatial_erasure.models import load_pipeline
+    from spatial_erasure.prompts import retain_prompts
+    from spatial_erasure.sampling import sampling_defaults
+    from spatial_erasure.worlds import REAL, TOY, world_of
+    assert world_of(load_pipeline(TOY_MODEL)) is TOY
+    assert world_of(SimpleNamespace(tokenizer=range(49408))) is REAL, "CLIP's full tokenizer: real SD"
+    assert (TOY.name, TOY.retain_phrasings, REAL.name, REAL.retain_phrasings) == ("toy", 1, "real", 2)
+    assert sampling_defaults(TOY) == (20, 5.0) and sampling_defaults(REAL) == (50, 7.5)
+    assert sampling_defaults(REAL, 10, 3.0) == (10, 3.0)
+    assert retain_prompts("Vincent van Gogh", TOY)[:2] == ["a painting of a house by Claude Monet",
+                                                           "a painting of a boat by Claude Monet"]
+    assert len(retain_prompts("Vincent van Gogh", TOY)) == 7 * 6 and len(retain_prompts("Rembrandt", REAL)) == 9 * 2 * 6

@@ -33,6 +33,7 @@ from ..erasure_file import erased, file_hash
 from ..errors import InputError
 from ..learned_tokens import LearnedTokens, check_supported
 from ..reports import save_png, write_json
+from ..worlds import TOY, World
 from .metrics import cached_generate
 from .substitutes import substitutes
 
@@ -45,7 +46,7 @@ ATTACKS = {**ATTACK_KINDS, **LEARNED}
 class SuiteConfig:
     concept: str
     attacks: tuple = tuple(ATTACKS)
-    toy: bool = True
+    world: World = TOY              # worlds.world_of(pipe)
     per_kind: int = 12              # images per prompt-attack kind
     pairs: int = 30                 # concept prompts (with neutral twins) before any attack
     pair_seeds: int = 3             # seeds per concept prompt
@@ -59,8 +60,11 @@ class SuiteConfig:
     soft: SoftPromptConfig = field(default_factory=SoftPromptConfig)
 
     def key(self):
-        """A hash of every setting: a saved model result is reused only under the same settings."""
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """A hash of every setting: a saved model result is reused only under the same settings (the world
+        as the boolean `toy` it was first recorded as)."""
+        settings = {**dataclasses.asdict(dataclasses.replace(self, world=None)), "toy": self.world.name == "toy"}
+        del settings["world"]
+        return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class Suite:
@@ -71,8 +75,8 @@ class Suite:
         self.sampling = (cfg.steps, cfg.guidance)
         if {"inversion", "soft_prompt"} & set(cfg.attacks):
             check_supported(pipe)
-        self.sets = prompt_attacks(cfg.concept, cfg.toy, cfg.per_kind, cfg.seed, cfg.attacks)
-        self.pairs = concept_pairs(cfg.concept, cfg.toy, cfg.pairs, cfg.seed)
+        self.sets = prompt_attacks(cfg.concept, cfg.world, cfg.per_kind, cfg.seed, cfg.attacks)
+        self.pairs = concept_pairs(cfg.concept, cfg.world, cfg.pairs, cfg.seed)
         n = cfg.pair_seeds
         self.pair_prompts = [p for p, _, _ in self.pairs for _ in range(n)]
         self.twin_prompts = [z for _, z, _ in self.pairs for _ in range(n)]

@@ -14,6 +14,7 @@ from .metrics import cached_generate, feature_distance, frechet_distance, lpips_
 from ..erasure_file import erased
 from ..errors import InputError
 from ..prompts import read_prompt_csv
+from ..worlds import TOY
 
 # (category, prompt file stem, metric, judged by)
 CATEGORIES = [("target concept", "vangogh", "UA", "style"), ("other artists", "other_artists", "IRA", "style"),
@@ -21,11 +22,12 @@ CATEGORIES = [("target concept", "vangogh", "UA", "style"), ("other artists", "o
               ("nature scenes", "nature", "CRA", "subject")]
 
 
-def load_tests(folder, toy):
-    """[(category, metric, judged_by, rows)] from the five CSVs; expected labels are required."""
+def load_tests(folder, world):
+    """[(category, metric, judged_by, rows)] from the world's (worlds.World) five CSVs; expected labels are
+    required."""
     tests = []
     for category, stem, metric, by in CATEGORIES:
-        path = os.path.join(folder, f"toy_{stem}.csv" if toy else f"{stem}.csv")
+        path = os.path.join(folder, f"{world.csv_prefix}{stem}.csv")
         if not os.path.exists(path):
             raise InputError(f"prompt file {path} is missing; pass --prompts_dir with the five category CSVs "
                              "(prompts/ has them)")
@@ -38,11 +40,12 @@ def load_tests(folder, toy):
     return tests
 
 
-def assess(pipe, judge, tests, erasure, folder, concept, images_per_test, steps, guidance, thresholds, toy=True):
+def assess(pipe, judge, tests, erasure, folder, concept, images_per_test, steps, guidance, thresholds, world=TOY):
     """Base and erased images for every test (cached in `folder`), judged. Returns a dict: rows (one
     per test), summary (one per category, pass/fail against thresholds {"UA", "IRA", "CRA"}),
     retain_fd (Frechet distance of the judge's features, base vs erased, all non-target tests),
-    and base/after images with jobs [(category index, csv row)] in the same order."""
+    and base/after images with jobs [(category index, csv row)] in the same order. LPIPS where the world
+    (worlds.World) has real-size images."""
     jobs = [(ci, r) for ci, (*_, rows) in enumerate(tests) for r in rows for _ in range(images_per_test)]
     k = np.arange(len(jobs)) % images_per_test
     prompts = [r["prompt"] for _, r in jobs]
@@ -54,7 +57,7 @@ def assess(pipe, judge, tests, erasure, folder, concept, images_per_test, steps,
     vb, ve = judge(base), judge(after)
     label = {"style": (vb.styles(), ve.styles()), "subject": (vb.subjects(), ve.subjects())}
     sim_pix, sim_feat = psnr(base, after), feature_distance(vb.features, ve.features)
-    sim_lpips = None if toy else lpips_distance(base, after)
+    sim_lpips = lpips_distance(base, after) if world.lpips else None
 
     rows, summary = [], []
     for ci, (category, metric, by, csv_rows) in enumerate(tests):
