@@ -317,7 +317,7 @@ def parse_args(argv=None):
     group = p.add_mutually_exclusive_group()
     group.add_argument("--rank", type=int, default=None,
                        help="LoRA formats: rank of every tensor (capped at min(shape)); 8 reproduces the toy files' "
-                            "rates (docs/results.md#export)")
+                            "rates (docs/results.md, section Export)")
     group.add_argument("--energy", type=float, default=None,
                        help="LoRA formats: per tensor, the smallest rank keeping this fraction of sum(s^2)")
     p.add_argument("--output", required=True,
@@ -328,7 +328,7 @@ def parse_args(argv=None):
                    help="export a file that records no base_fingerprint (nothing says which model it was trained on)")
     p.add_argument("--bias", default="drop", choices=["carry", "drop"],
                    help="drop bias deltas (diffusers: a LoRA pipe.fuse_lora() accepts; their measured effect on the "
-                        "toy model is at most one image in 32, docs/results.md#export) or carry them (diffusers: as "
+                        "toy model is at most one image in 32, docs/results.md, section Export) or carry them (diffusers: as "
                         "lora_B.bias, exact, loads but does not fuse; kohya: as .diff_b, read by ComfyUI and Forge, "
                         "not by diffusers)")
     return p.parse_args(argv)

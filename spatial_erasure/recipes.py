@@ -9,7 +9,7 @@ recipe's values for this model family, the recipe's values, the preset's sizes (
 model family's defaults. `paper` reproduces the reference ESD (Gandikota et al. 2023, the
 reference repository's code and values) and grid erasure as this project first published it: the
 bundled reference files. `recommended`, the default, is the best-measured combination on the toy
-model (docs/results.md#erasure-that-keeps-the-picture); real-size values that were not measured
+model (docs/twin.md#recipes); real-size values that were not measured
 are the reference's and say so.
 """
 from dataclasses import dataclass, field
