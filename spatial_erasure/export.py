@@ -329,8 +329,8 @@ def parse_args(argv=None):
     p.add_argument("--bias", default="drop", choices=["carry", "drop"],
                    help="drop bias deltas (diffusers: a LoRA pipe.fuse_lora() accepts; their measured effect on the "
                         "toy model is at most one image in 32, docs/results.md, section Export) or carry them "
-                        "(diffusers: as lora_B.bias, exact, loads but does not fuse; kohya: as .diff_b, read by ComfyUI and Forge, "
-                        "not by diffusers)")
+                        "(diffusers: as lora_B.bias, exact, loads but does not fuse; kohya: as .diff_b, read by "
+                        "ComfyUI and Forge, not by diffusers)")
     return p.parse_args(argv)
 
 
