@@ -27,6 +27,7 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   esd               ESD (original_esd/esd_sd.py, esd_sdxl.py): prompts, x_t source, training
   grid_erasure      grid-masked inpainting erasure (inpainting_erasure/): its flags, presets, training, report
   grid_cases        grid erasure's cases (variations x masks, retain prompts, anchors) and their x_t sources
+  grid_records      GridCases / GridSources: the records grid_cases builds and grid_erasure_loss reads
   masks             grid and held-out masks, user masks, latent-size masks, region crops
   sampling          seeded generation: text-to-image (generate) and inpainting with paste-back (inpaint)
   distributed       generation split across `accelerate launch` processes; each process's device

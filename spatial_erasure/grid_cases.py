@@ -7,64 +7,29 @@ A case is one prompt variation p (with its neutral twin p0) and one mask M of th
 centre (`--global_share`: also the whole image), with a retain prompt r drawn for it (`retain_draws`).
 The sources: one source image per variation, generated once from its twin, the inpainting inputs of
 every case, and the x_t trajectories of the concept's (or, `--target twin`, the twin's) prompts and
-of the retain prompts. `objectives.grid_erasure_loss` reads these two records.
+of the retain prompts. The records are `grid_records`' GridCases and GridSources, which
+`objectives.grid_erasure_loss` reads.
 """
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .anchors import anchor_prompts
+from .grid_records import GridCases, GridSources
 from .masks import grid_masks, mask_names, to_latent
-from .prompts import Cond, concept_variations, encode, parse_concepts, retain_prompts
-from .trajectories import Inpainting, XtSource, denoise, make_source
+from .prompts import concept_variations, encode, parse_concepts, retain_prompts
+from .trajectories import Inpainting, denoise, make_source
 from .worlds import world_of
 
 # --preserve N: the share of cases whose retain prompt is an anchor (the rest keep another artist or style,
 # which the toy bars measure); the retain term's cost stays one teacher and one student row per case.
 ANCHOR_SHARE = 0.5
 
+
 def concepts_of(cfg):
     """The concepts --concept names (parse_concepts: one, 'A;B;C' or a concept CSV)."""
     return [c for c, _ in parse_concepts(cfg.concept)]
-
-
-@dataclass
-class GridCases:
-    """The training cases: every (prompt variation, grid mask) pair, then the whole-image cases."""
-    concepts: list          # the erased concepts
-    rows: list              # the V prompt variations {case_number, prompt, neutral, evaluation_seed[, concept]}
-    concept: Cond           # (V,) each variation's prompt p
-    neutral: Cond           # (V,) its neutral twin p0
-    null: Cond              # (1,) ""
-    retain: list            # the R retain prompts: other artists and styles, then the A anchors (--preserve)
-    n_anchors: int          # A
-    retain_c: Cond          # (R,)
-    pix: torch.Tensor       # (M [+1], 1, res, res) the masks, the whole image last when there are global cases
-    lat: torch.Tensor       # (M [+1], 1, h, w) the same at latent size
-    names: list             # mask names
-    v_of: torch.Tensor      # (C,) each case's variation
-    m_of: torch.Tensor      # (C,) its mask
-    r_of: torch.Tensor      # (C,) its retain prompt
-    n_masks: int            # M, the grid masks
-    n_global: int           # whole-image cases
-    anchors_c: Cond = None  # every anchor, for the key/value penalty (--preserve_kv)
-    retain_w: torch.Tensor = None   # (R,) each retain prompt's row weight (--preserve_weight of anchors; None: all 1)
-
-    def anchor_cases(self):
-        """(C,) True where a case's retain prompt is an anchor (--preserve)."""
-        return self.r_of >= len(self.retain) - self.n_anchors
-
-
-@dataclass
-class GridSources:
-    """Where each case's x_t comes from: its inpainting inputs and the trajectories on them."""
-    inpainting: Inpainting  # (C,) source-image latent z0, latent mask [and masked-image latent: 9 channels]
-    concept: XtSource       # x_t of each case's prompt p
-    retain: XtSource        # x_t of its retain prompt r (--retain_xt own), else None: the retain term uses x_t
-    source_seconds: float   # generating the source images
 
 
 def retain_draws(n_cases, n_retain, n_anchors, seed):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .grid_records import GridCases, GridSources
 from .prompts import Cond
 from .trajectories import batch_timesteps, unet_eps
 
@@ -214,8 +215,9 @@ def grid_loss_terms(pred_c, target, eps_c, mask, outside_weight, pred_r=None, ep
     return loss, {"inside": inside.item(), "outside": outside.item(), "retain": retain.item()}
 
 
-def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside_weight, retain_weight,
-                      adversary=None, direction="null", target="esd", null_weight=1.0, retain_region="image"):
+def grid_erasure_loss(rng, st, cases: GridCases, sources: GridSources, batch, negative_guidance, outside_weight,
+                      retain_weight, adversary=None, direction="null", target="esd", null_weight=1.0,
+                      retain_region="image"):
     """Grid erasure's loss for one iteration, on `batch` cases (prompt variation p, its neutral twin
     p0, mask M, retain prompt r):
 
@@ -231,8 +233,8 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
     The teacher call is the same: eps(p0) and eps("") are in it, and they move the twins' stream on.
 
     x_t is an inpainting state of M with prompt p; x_t^r the same for r, from its own trajectories
-    (`sources.retain`, --retain_xt own) or x_t itself. `cases` and `sources` are grid_cases'
-    GridCases and GridSources. With an `adversary` (--robust), its inner attack first finds
+    (`sources.retain`, --retain_xt own) or x_t itself. Each case's mask M is `sources.inpainting.mask`,
+    the one the 9-channel UNet is given too. With an `adversary` (--robust), its inner attack first finds
     adversarial prompts for p at x_t; the student prompted with them gets the inside and outside
     terms too (weight adversary.cfg.weight). Returns (loss, parts), parts the terms' values."""
     unet, scheduler = st.pipe.unet, st.pipe.scheduler
@@ -240,7 +242,7 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
     # 1. draw x_t of B cases at a step k, and x_t^r of their retain prompts at the same k
     k = source.pick_step(rng)
     x, t, c = source.draw(k, batch)
-    v, m = cases.v_of[c], cases.m_of[c]
+    v, mask = cases.v_of[c], inpainting.mask[c]
     if retain_source is not None:
         xr, tr, cr = retain_source.draw(k, batch)
         r = cases.r_of[cr]
@@ -274,15 +276,15 @@ def grid_erasure_loss(rng, st, cases, sources, batch, negative_guidance, outside
                      extra=None if extra is None else torch.cat([q[3] for q in rows])).chunk(len(rows))
     # 5. the masked terms
     inside = esd_target(eps_n, eps_c, eps_n if direction == "twin" or twin else eps_null, negative_guidance)
-    loss, parts = grid_loss_terms(preds[0], inside, eps_c, cases.lat[m], outside_weight, preds[1], eps_r,
+    loss, parts = grid_loss_terms(preds[0], inside, eps_c, mask, outside_weight, preds[1], eps_r,
                                   retain_weight, cases.retain_w[r] if cases.retain_w is not None else None,
-                                  cases.lat[cases.m_of[cr]] if retain_region == "mask" else None)
+                                  inpainting.mask[cr] if retain_region == "mask" else None)
     if null_row:
         parts["null"] = masked_mse(preds[2], eps_null)
         loss = loss + null_weight * parts["null"]
         parts["null"] = parts["null"].item()
     if adv is not None:
-        adv_loss, adv_parts = grid_loss_terms(preds[-1], inside, eps_c, cases.lat[m], outside_weight)
+        adv_loss, adv_parts = grid_loss_terms(preds[-1], inside, eps_c, mask, outside_weight)
         loss = loss + adversary.cfg.weight * adv_loss
         parts["adversarial"] = adv_parts["inside"]
     return loss, parts
