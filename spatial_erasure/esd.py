@@ -139,7 +139,7 @@ def case_rows(pipe, cfg, pairs):
     of `pairs` (parse_concepts), its erase_from prompt (the concept itself unless given; twin: the
     prompt without the concept, "" for the bare concept), then --variations prompt variations with
     their twins (each variation is its own c and erase_from)."""
-    rows = []
+    rows, world = [], world_of(pipe)
     for j, (c, f) in enumerate(pairs):
         try:
             twin = neutral_twin(f or c, c)
@@ -149,7 +149,7 @@ def case_rows(pipe, cfg, pairs):
             twin = ""                                  # the esd target never uses it
         rows.append((c, f or c, twin))
         rows += [(v["prompt"], v["prompt"], v["neutral"])
-                 for v in concept_variations(c, cfg.variations, world_of(pipe), cfg.seed + j)]
+                 for v in concept_variations(c, cfg.variations, world, cfg.seed + j)]
     return rows
 
 

@@ -94,8 +94,9 @@ def build_parser(preset_default="efficient"):
     keep.add_argument("--retain_weight", type=float,
                       help=f"weight of the retain-prompt term (default: {toy['retain_weight']})")
     keep.add_argument("--retain_templates", type=int, help="phrasings of each retain artist or style (the first N "
-                      "of the model family's templates; as first published, 1 on the toy model and 2 on real SD); "
-                      "recipe")
+                      "of the model family's templates; default: as first published, "
+                      f"{toy['retain_templates']} on the toy model and {recipes.GRID_FAMILY['sd']['retain_templates']} "
+                      "on real SD)")
     keep.add_argument("--retain_region", default="image", choices=list(RETAIN_REGIONS),
                       help="where the retain term keeps the frozen prediction: " + cli.choices_help(RETAIN_REGIONS))
     keep.add_argument("--retain_xt", default="own", choices=list(RETAIN_XT),

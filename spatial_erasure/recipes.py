@@ -31,8 +31,9 @@ class Recipe:
 # model's were measured (docs/results.md), SD's and SDXL's are the reference ESD code's.
 ESD_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),
               "sdxl": dict(lr=2e-4, negative_guidance=1.0)}
-GRID_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0),
-               "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0)}
+# retain_templates: phrasings of each retain style, as first published (worlds.World.retain_phrasings reads it).
+GRID_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0, retain_templates=1),
+               "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0, retain_templates=2)}
 GRID_FAMILY["sdxl"] = GRID_FAMILY["sd"]
 # The scaled preset's 500 iterations at 7e-4 overshoot on the toy model (subjects 62%), so 3e-4 (docs/results.md).
 PRESET_LR = {("toy", "scaled"): 3e-4}
@@ -60,8 +61,6 @@ RECIPES = {
         "paper": Recipe("grid erasure as first published: ESD's target inside the mask on the concept's own x_t "
                         "(sampled; a cached bank for scaled)",
                         dict(target="esd", direction="null", preserve=0, robust=False),
-                        family={"toy": dict(retain_templates=1), "sd": dict(retain_templates=2),
-                                "sdxl": dict(retain_templates=2)},
                         presets={"basic": dict(xt_source="sample"), "efficient": dict(xt_source="sample"),
                                  "scaled": dict(xt_source="cache")}),
         "recommended": Recipe(
@@ -69,7 +68,6 @@ RECIPES = {
             "with the key/value penalty of 200 anchors",
             dict(target="twin", direction="null", negative_guidance=0.0, preserve=200, robust=False,
                  xt_source="stream"),
-            family={"toy": dict(retain_templates=1), "sd": dict(retain_templates=2), "sdxl": dict(retain_templates=2)},
             presets={"scaled": dict(iterations=1000)}),
     },
 }

@@ -14,6 +14,7 @@ recipes.py's, keyed by training_flags.model_family.
 from dataclasses import dataclass
 
 from .prompts import REAL_FAMOUS_WORKS, REAL_RETAIN, REAL_SUBJECTS, REAL_TEMPLATES, TOY_TEMPLATES, is_toy
+from .recipes import GRID_FAMILY
 from .sampling import REAL_GUIDANCE, REAL_STEPS, TOY_GUIDANCE, TOY_STEPS
 from .toyart.world import (ARTIST_TEMPLATES, ARTISTS, FAMOUS_WORKS, GENERIC_STYLES, GENERIC_TEMPLATES, SUBJECTS,
                            style_prompt)
@@ -26,7 +27,7 @@ class World:
     subjects: list            # the concept variations' subjects
     retain_styles: dict       # {retain artist or style: its phrasings, {subject} left open}, in order
     retain_subjects: list     # the retain prompts' subjects, also the attack prompts'
-    retain_phrasings: int     # phrasings per retain style as first published
+    retain_phrasings: int     # phrasings per retain style as first published (recipes.GRID_FAMILY)
     steps: int                # sampling defaults (sampling.sampling_defaults)
     guidance: float
     mix_artists: list         # the artists the mixed attack pairs the concept with (the concept left out)
@@ -40,14 +41,16 @@ TOY = World(
     name="toy", templates=TOY_TEMPLATES, subjects=SUBJECTS,
     retain_styles={a: [style_prompt(a, "{subject}", t) for t in ARTIST_TEMPLATES] for a in ARTISTS}
     | {g: [style_prompt(g, "{subject}", t) for t in GENERIC_TEMPLATES] for g in GENERIC_STYLES},
-    retain_subjects=SUBJECTS, retain_phrasings=1, steps=TOY_STEPS, guidance=TOY_GUIDANCE, mix_artists=ARTISTS,
+    retain_subjects=SUBJECTS, retain_phrasings=GRID_FAMILY["toy"]["retain_templates"], steps=TOY_STEPS,
+    guidance=TOY_GUIDANCE, mix_artists=ARTISTS,
     famous_works={a: [(w, s) for w, (b, s) in FAMOUS_WORKS.items() if b == a] for a in ARTISTS},
     pair_subjects=True, csv_prefix="toy_", lpips=False)
 
 REAL = World(
     name="real", templates=REAL_TEMPLATES, subjects=REAL_SUBJECTS,
     retain_styles={a: [t.format(subject="{subject}", concept=a) for t, _ in REAL_TEMPLATES] for a in REAL_RETAIN},
-    retain_subjects=REAL_SUBJECTS[:6], retain_phrasings=2, steps=REAL_STEPS, guidance=REAL_GUIDANCE,
+    retain_subjects=REAL_SUBJECTS[:6], retain_phrasings=GRID_FAMILY["sd"]["retain_templates"], steps=REAL_STEPS,
+    guidance=REAL_GUIDANCE,
     mix_artists=REAL_RETAIN[:5],
     famous_works={a: [(w, None) for w in works] for a, works in REAL_FAMOUS_WORKS.items()},
     pair_subjects=False, csv_prefix="", lpips=True)

@@ -20,31 +20,30 @@ def test_imports_keep_the_declared_layers():
     assert "0 broken" in r.stdout, r.stdout[-2000:]
 
 
-def test_no_library_function_but_a_scripts_main_takes_the_argparse_namespace():
-    """Below a script's `main` the library takes typed configs or plain values (spatial_erasure.configs):
-    no function of spatial_erasure/ has a parameter `args` except `main`."""
+def functions_with_parameter(name, but=()):
+    """'path:line function' of every function in spatial_erasure/ with a parameter `name`, but those named
+    in `but`."""
     import ast
     from pathlib import Path
     takers = []
     for path in sorted(Path(REPO, "spatial_erasure").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "main":
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in but:
                 params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
-                if any(a.arg == "args" for a in params):
+                if any(a.arg == name for a in params):
                     takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    return takers
+
+
+def test_no_library_function_but_a_scripts_main_takes_the_argparse_namespace():
+    """Below a script's `main` the library takes typed configs or plain values (spatial_erasure.configs):
+    no function of spatial_erasure/ has a parameter `args` except `main`."""
+    takers = functions_with_parameter("args", but=("main",))
     assert not takers, takers
 
 
 def test_no_library_function_takes_a_toy_flag():
     """What differs for the toy model comes from its World (spatial_erasure.worlds: world_of(pipe)), not
     from a boolean: no function of spatial_erasure/ has a parameter `toy`."""
-    import ast
-    from pathlib import Path
-    takers = []
-    for path in sorted(Path(REPO, "spatial_erasure").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
-                if any(a.arg == "toy" for a in params):
-                    takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    takers = functions_with_parameter("toy")
     assert not takers, takers

@@ -84,8 +84,10 @@ def test_world_of_the_bundled_toy_model_is_toy_and_the_worlds_keep_their_publish
     assert world_of(load_pipeline(TOY_MODEL)) is TOY
     assert world_of(SimpleNamespace(tokenizer=range(49408))) is REAL, "CLIP's full tokenizer: real SD"
     assert (TOY.name, TOY.retain_phrasings, REAL.name, REAL.retain_phrasings) == ("toy", 1, "real", 2)
-    assert sampling_defaults(TOY) == (20, 5.0) and sampling_defaults(REAL) == (50, 7.5)
+    assert sampling_defaults(TOY) == (20, 5.0)
+    assert sampling_defaults(REAL) == (50, 7.5)
     assert sampling_defaults(REAL, 10, 3.0) == (10, 3.0)
     assert retain_prompts("Vincent van Gogh", TOY)[:2] == ["a painting of a house by Claude Monet",
                                                            "a painting of a boat by Claude Monet"]
-    assert len(retain_prompts("Vincent van Gogh", TOY)) == 7 * 6 and len(retain_prompts("Rembrandt", REAL)) == 9 * 2 * 6
+    assert len(retain_prompts("Vincent van Gogh", TOY)) == 7 * 6
+    assert len(retain_prompts("Rembrandt", REAL)) == 9 * 2 * 6

@@ -62,12 +62,6 @@ def misspellings(name):
             join(first, *(words[1:-2]), words[-2] + last) if len(words) > 2 else first + last]
 
 
-def famous_works(concept, world):
-    """[(title, subject)]: the toy world's work of the artist (its subject fixed), or the known titles on
-    real SD (subject None): the world's (worlds.World) famous works."""
-    return list(world.famous_works.get(concept, []))
-
-
 def _pick(rng, pool, n):
     """n items of pool in a seeded order, cycling when n exceeds it (every item before any repeats)."""
     order = rng.permutation(len(pool))
@@ -85,7 +79,7 @@ def prompt_attacks(concept, world, per_kind, seed=0, kinds=tuple(ATTACK_KINDS)):
         "paraphrase": [(t.format(subject=u, name=concept), u) for t in PARAPHRASES for u in subjects],
         "misspelling": [(f"a painting of a {u} by {m}", u) for m in misspellings(concept) for u in subjects]
         if "misspelling" in kinds else [],
-        "famous_work": [(t.format(work=w), u) for w, u in famous_works(concept, world) for t in WORK_TEMPLATES],
+        "famous_work": [(t.format(work=w), u) for w, u in world.famous_works.get(concept, []) for t in WORK_TEMPLATES],
         "mixed": [(t.format(subject=u, name=concept, other=o), u) for t in MIXED for o in others for u in subjects],
         "split": [(SPLIT.format(subject=u, first=concept.split()[0], filler=f, rest=" ".join(concept.split()[1:])),
                    u) for f in FILLERS for u in subjects] if len(concept.split()) > 1 else [],
