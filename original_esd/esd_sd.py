@@ -10,12 +10,12 @@ neutral twin (models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x-recommende
 paper recipe on the toy model (lr 7e-4, negative guidance 4, 200 iterations, x_t sampled) gives the
 bundled models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors.
 """
-from spatial_erasure.esd import SD_DEFAULTS, main
+from spatial_erasure.esd import SD_DEFAULTS, check_script, main
 from spatial_erasure.esd import parse_args as esd_args
 
 
 def parse_args(argv=None):
-    return esd_args(argv, SD_DEFAULTS, __doc__)
+    return check_script(esd_args(argv, SD_DEFAULTS, __doc__), "sd")   # an SD pipeline, else one line
 
 
 if __name__ == "__main__":

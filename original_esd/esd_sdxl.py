@@ -6,12 +6,12 @@
 Default --base_model is stabilityai/stable-diffusion-xl-base-1.0 (needs the hub and a GPU); the
 recipes are esd_sd.py's (--recipe paper: the reference's lr 2e-4 and negative guidance 1).
 """
-from spatial_erasure.esd import SDXL_DEFAULTS, main
+from spatial_erasure.esd import SDXL_DEFAULTS, check_script, main
 from spatial_erasure.esd import parse_args as esd_args
 
 
 def parse_args(argv=None):
-    return esd_args(argv, SDXL_DEFAULTS, __doc__)
+    return check_script(esd_args(argv, SDXL_DEFAULTS, __doc__), "sdxl")   # an SDXL pipeline, else one line
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ bash scripts/setup.sh
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 PY=.venv/bin/python
 $PY inpainting_erasure/grid_erasure.py --preset basic --base_model models/toyart-sd-inpainting \
-    --output results/demo/grid-basic.safetensors
+    --overwrite --output results/demo/grid-basic.safetensors
 $PY evaluation/toy_erasure_rates.py --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x-recommended.safetensors \
     --output results/demo/esd-x-rates
 $PY evaluation/simple_vangogh_evaluation.py --prompt "a painting by Vincent van Gogh" --num_tests 5 \

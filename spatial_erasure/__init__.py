@@ -8,9 +8,13 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
 
   api               erase(concept, **flags) -> Erasure (save / load / apply / applied / export)
   models            load_pipeline(hub id | folder) -> diffusers pipeline; architecture; weight fingerprint
-  prompts           encode prompts once (Cond); prompt CSV read/write; prompt variations with neutral twins
+  families/         one module per model family (sd, sdxl): how a pipeline is recognised (family_of, or
+                    declared_family from model_index.json before weights load), how text is encoded, what
+                    each train method selects, export names; a new base model = one file + a registry line
+  conditioning      Cond, the denoiser's conditioning for a batch of prompts; cut-prompt notes
+  prompts           encode prompts once (the family's encode); prompt CSV read/write; variations with twins
   worlds            World: what differs between the toy world and real SD (prompts, sampling); world_of(pipe)
-  selection         TRAIN_METHODS and the UNet tensors each one trains
+  selection         the tensors a train method selects (the family's TRAIN_METHODS); counts
   erasure_file      the erasure file: save / read / apply (checked) / erased(); the base model it records
   errors            InputError: bad input whose one-line message names the fix
   cli               the shared command line: generic flags, help layout, `error: ...` exits
@@ -47,7 +51,8 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
                     collateral, attack_suite, substitutes, bars, and the toy model's quality checks
                     toy_model_quality, toy_inpainting_quality
   toyart/           the toy world: world (its vocabulary), painter (procedural images), classifier, tokenizer,
-                    vae, composites, and the training of the toy model itself, train_sd and train_sd_inpainting
+                    vae, composites, and the training of the toy models themselves, train_sd,
+                    train_sd_inpainting and train_sd3 (the toy SD3, in training)
 """
 import os
 

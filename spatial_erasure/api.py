@@ -14,6 +14,8 @@ every recipe, default and check of the command line holds here too, and the eras
 file the script would write. `Erasure` is the file's tensors and metadata: `applied(pipe)` (a
 context manager that restores the pipeline), `apply(pipe)` (permanent), `save`, `load`, `export`.
 """
+import argparse
+import difflib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -50,13 +52,14 @@ class Erasure:
 
     def apply(self, pipe, allow_unverified=False):
         """Load the tensors into pipe.unet for good (refused for another base model)."""
-        with self._file() as path:
-            return erasure_file.apply_erasure(pipe, path, allow_unverified=allow_unverified)
+        return erasure_file.apply_tensors(pipe, self.tensors, self.metadata, "this Erasure",
+                                          allow_unverified=allow_unverified, fix=erasure_file.API_FIX)
 
     @contextmanager
     def applied(self, pipe):
         """`with erasure.applied(pipe):` the pipeline erased inside the block, restored after it."""
-        with self._file() as path, erasure_file.erased(pipe, path) as meta:
+        with erasure_file.erased_by(pipe, self.tensors, self.metadata, "this Erasure",
+                                    fix=erasure_file.API_FIX) as meta:
             yield meta
 
     def export(self, fmt, output, **options):
@@ -70,21 +73,45 @@ class Erasure:
                 f"{self.metadata.get('base_model')}, {len(self.tensors)} tensors)")
 
 
-def flags(options):
-    """Keyword arguments as the trainer's command-line flags: True -> --name, False -> --no-name
-    (switches), a list -> several values, anything else -> --name value."""
+OWN = ("erase_concept", "concept", "base_model", "output")     # erase()'s own arguments, not keywords
+
+
+def flags(parser, options):
+    """erase()'s keyword arguments as the trainer's command line (`parser`'s flags): True -> --name,
+    False -> --no-name (or nothing for a plain switch), a list -> several values, None -> left out,
+    anything else -> --name value. InputError in the caller's terms, before argparse sees them, for a
+    keyword the trainer has no flag for (with the nearest one), a value of the wrong type or not
+    among the flag's choices: nothing is printed, no SystemExit."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
     argv = []
     for name, value in options.items():
+        if name in OWN:
+            raise InputError(f"erase() takes {name} as its own argument (erase(concept, base_model=..., output=...)), "
+                             "not as a keyword")
+        if name not in actions:
+            near = difflib.get_close_matches(name, list(actions), n=1)
+            raise InputError(f"erase() has no keyword {name!r}" + (f"; did you mean {near[0]!r}?" if near else
+                             "; its keywords are the trainer's flags without the dashes (--help lists them)"))
+        action, flag = actions[name], actions[name].option_strings[0]
         if value is None:
             continue
-        if value is True:
-            argv.append(f"--{name}")
-        elif value is False:
-            argv.append(f"--no-{name}")
-        elif isinstance(value, (list, tuple)):
-            argv += [f"--{name}", *map(str, value)]
-        else:
-            argv += [f"--{name}", str(value)]
+        if action.nargs == 0:                      # a switch
+            if not isinstance(value, bool):
+                raise InputError(f"erase({name}={value!r}): pass True or False")
+            if value:
+                argv.append(flag)
+            elif isinstance(action, argparse.BooleanOptionalAction):
+                argv.append("--no-" + flag[2:])
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            try:
+                parsed = action.type(str(v)) if action.type else str(v)
+            except (TypeError, ValueError):
+                raise InputError(f"erase({name}={value!r}): not a valid {action.type.__name__}") from None
+            if action.choices is not None and parsed not in action.choices:
+                raise InputError(f"erase({name}={value!r}): choose one of {', '.join(map(str, action.choices))}")
+        argv += [flag, *map(str, values)]
     return argv
 
 
@@ -92,7 +119,8 @@ def erase(concept, base_model=TOY_MODEL, method="esd", output=None, **options):
     """Train an erasure of `concept` on `base_model` (hub id or folder; default: the bundled toy model)
     with `method` ("esd" or "grid"), the recommended recipe unless `recipe=` says otherwise, and any
     other flag of that trainer as a keyword; returns the Erasure. The file is written to `output` (a
-    .safetensors path) if given, else to a temporary folder that is removed."""
+    .safetensors path; an existing file only with overwrite=True) if given, else to a temporary folder
+    that is removed. Bad input raises InputError in one line, with nothing printed and nothing written."""
     if method not in METHODS:
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}; pass method='esd' or 'grid'")
     if method == "esd":
@@ -101,12 +129,11 @@ def erase(concept, base_model=TOY_MODEL, method="esd", output=None, **options):
     else:
         from . import grid_erasure as trainer
         argv = ["--concept", concept]
+    argv += flags(trainer.build_parser(), options)
     with tempfile.TemporaryDirectory() as folder:
         out = str(output) if output else os.path.join(folder, "erasure.safetensors")
-        try:                                       # the script's one-line errors, as exceptions here
-            trainer.main(trainer.parse_args(argv + ["--base_model", str(base_model), "--output", out]
-                                            + flags(options)))
+        try:                                       # the trainer's own one-line checks, as exceptions here
+            trainer.main(trainer.parse_args(argv + ["--base_model", str(base_model), "--output", out]))
         except SystemExit as e:
-            raise InputError(str(e.code).removeprefix("error: ") if isinstance(e.code, str) else
-                             f"the {method} trainer refused its options {options} (see the message above)") from None
+            raise InputError(f"erase(): {str(e.code).removeprefix('error: ')}") from None
         return Erasure.load(out)

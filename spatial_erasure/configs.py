@@ -47,6 +47,7 @@ class TrainingConfig:
     checkpoint_every: int
     resume: bool
     restart: bool
+    overwrite: bool
     device: str | None
     mixed_precision: str
     gradient_checkpointing: bool

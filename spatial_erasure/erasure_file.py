@@ -72,7 +72,14 @@ def recorded_base(meta):
 
 
 def save_erasure(path, params, metadata):
-    """Write {name: tensor} as fp32 safetensors with JSON-encoded metadata, atomically."""
+    """Write {name: tensor} as fp32 safetensors with JSON-encoded metadata, atomically; InputError (and
+    nothing written) for a tensor that is not float or holds NaN or Inf, which every reader refuses."""
+    wrong = [f"{k} ({v.dtype})" for k, v in params.items() if not v.is_floating_point()]
+    bad = [k for k, v in params.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if wrong or bad:
+        raise InputError(f"refusing to write {path}: " + (f"{len(wrong)} tensors are not float (e.g. {wrong[0]})"
+                         if wrong else f"{len(bad)} tensors hold NaN or Inf (e.g. {bad[0]})")
+                         + "; an erasure file holds finite float weights: fix or retrain them first")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     atomic_save({k: v.detach().float() for k, v in params.items()}, path, meta)
@@ -187,16 +194,30 @@ def apply_erasure(pipe, path, check_base=True, allow_unverified=False):
     refused unless allow_unverified.
     """
     tensors, meta = read_erasure(path)
-    if check_base:
-        check_recorded_base(path, meta, allow_unverified)
+    return apply_tensors(pipe, tensors, meta, path, check_base, allow_unverified)
+
+
+# How a mismatch is fixed, by who asked: a script's flag, or the Python API's objects.
+SCRIPT_FIX = "pass the matching --base_model"
+API_FIX = "load it onto that model (spatial_erasure.load_pipeline(base_model))"
+
+
+def apply_tensors(pipe, tensors, meta, name, check_base=True, allow_unverified=False, fix=SCRIPT_FIX):
+    """apply_erasure of tensors and metadata already read (`name`: the file, or "this Erasure", in the
+    messages; `fix`: what the caller should do about a model mismatch)."""
+    if check_base and "base_fingerprint" not in meta and not allow_unverified:
+        if fix == API_FIX:
+            raise ErasureMismatch(f"{name} records no base_fingerprint, so nothing says which model it was trained "
+                                  "on; pass allow_unverified=True to use it anyway")
+        check_recorded_base(name, meta, allow_unverified)
     if check_base and "base_fingerprint" in meta:
         have = fingerprint(pipe.unet)
         if have != meta["base_fingerprint"]:
             raise ErasureMismatch(
-                f"{path} was trained on {meta.get('base_model', '?')} (UNet fingerprint {meta['base_fingerprint']}) "
-                f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); pass the matching --base_model")
+                f"{name} was trained on {meta.get('base_model', '?')} (UNet fingerprint {meta['base_fingerprint']}) "
+                f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); {fix}")
     own = dict(pipe.unet.named_parameters())
-    check_fits(tensors, own, path, meta.get("base_model", "see its metadata"))
+    check_fits(tensors, own, name, meta.get("base_model", "see its metadata"))
     with torch.no_grad():
         for k, v in tensors.items():
             own[k].copy_(v.to(own[k].dtype))
@@ -207,11 +228,18 @@ def apply_erasure(pipe, path, check_base=True, allow_unverified=False):
 def erased(pipe, path):
     """`with erased(pipe, path) as meta:` the pipeline with the erasure applied, restored afterwards
     (only the file's tensors are saved and put back: no second copy of the UNet)."""
-    keys = read_erasure(path)[0].keys()
+    tensors, meta = read_erasure(path)
+    with erased_by(pipe, tensors, meta, path) as meta:
+        yield meta
+
+
+@contextmanager
+def erased_by(pipe, tensors, meta, name, fix=SCRIPT_FIX):
+    """erased() of tensors and metadata already read (apply_tensors' `name` and `fix`)."""
     own = dict(pipe.unet.named_parameters())
-    saved = {k: own[k].detach().clone() for k in keys if k in own}
+    saved = {k: own[k].detach().clone() for k in tensors if k in own}
     try:
-        yield apply_erasure(pipe, path)
+        yield apply_tensors(pipe, tensors, meta, name, fix=fix)
     finally:
         with torch.no_grad():
             for k, v in saved.items():

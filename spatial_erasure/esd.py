@@ -28,6 +28,7 @@ from .configs import EsdConfig
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
 from .files import OutputLock
+from .families import FAMILIES, declared_family
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
@@ -50,6 +51,20 @@ STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other st
 # What the two entry scripts differ in: the default model, and the guidance of the x_t sampling.
 SD_DEFAULTS = dict(base_model=TOY_MODEL, guidance_scale=3.0)
 SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guidance_scale=2.0)
+
+
+# The script of each model family ESD trains (esd_sd.py and esd_sdxl.py differ only in their defaults).
+SCRIPTS = {"sd": "original_esd/esd_sd.py", "sdxl": "original_esd/esd_sdxl.py"}
+
+
+def check_script(cfg, family):
+    """One line, before any weight loads, when --base_model declares another family than the script's
+    (`family`): which family it is and which script trains it."""
+    found, cls = declared_family(cfg.base_model)
+    if found is None or found.KEY == family:
+        return cfg
+    where = f"run {SCRIPTS[found.KEY]} with the same flags" if found.KEY in SCRIPTS else "ESD does not train it yet"
+    cli.fail(f"--base_model {cfg.base_model} is a {found.NAME} pipeline ({cls}), not {FAMILIES[family].NAME}; {where}")
 
 
 def default_name(concept, erase_from, method, recipe="paper"):
@@ -121,7 +136,7 @@ def parse_args(argv=None, defaults=SD_DEFAULTS, description=__doc__):
         pairs = parse_concepts(cfg.erase_concept, cfg.erase_from)
     except InputError as e:
         cli.fail(str(e))
-    cli.check_output(output_path(cfg))
+    training_flags.check_output(output_path(cfg), cfg)
     cfg = training_flags.preservation_defaults(cfg, len(pairs))
     training_flags.print_config(cfg)
     return cfg

@@ -31,17 +31,18 @@ all. The report (JSON beside the output) lists every tensor's rank and relative 
 """
 import argparse
 import os
-import shutil
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
+from safetensors import SafetensorError
 
-from .checkpoint import atomic_save, replace_folder
+from .checkpoint import atomic_save
 from .errors import InputError
-from .erasure_file import ErasureFileError, check_recorded_base, read_erasure, recorded_base
-from .ldm_names import ldm_name
-from .models import SAFETENSORS_FIX, architecture, fingerprint
+from .erasure_file import ErasureFileError, check_fits, check_recorded_base, read_erasure, recorded_base
+from .files import OutputLock, atomic_folder, check_new, check_output, check_room
+from .families import family_of_denoiser
+from .models import SAFETENSORS_FIX, fingerprint
 from .reports import write_json
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
@@ -152,16 +153,8 @@ def kohya_state(factors, name=None, diff_b=False):
 
 def base_version(unet):
     """The metadata AUTOMATIC1111 lists a LoRA by (kohya's ss_base_model_version, the SAI model spec's
-    architecture): SDXL, SD 2.x (1024-wide text features) or SD 1.x."""
-    if architecture(unet).startswith("sdxl"):
-        version, spec = "sdxl_base_v1-0", "stable-diffusion-xl-v1-base"
-    elif unet.config.cross_attention_dim == 1024:
-        version = "sd_v2"
-        spec = "stable-diffusion-v2-512" if unet.config.sample_size <= 64 else "stable-diffusion-v2-768-v"
-    else:
-        version, spec = "sd_v1", "stable-diffusion-v1"
-    return {"ss_base_model_version": version, "modelspec.architecture": f"{spec}/lora",
-            "modelspec.sai_model_spec": "1.0.0"}
+    architecture), as the model family says: SDXL, SD 2.x (1024-wide text features) or SD 1.x."""
+    return family_of_denoiser(unet).base_version(unet)
 
 
 @torch.no_grad()
@@ -216,8 +209,49 @@ def load_base(model, meta, full=False):
     return pipe if full else unet
 
 
-def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="drop", allow_unverified=False):
-    """Write `path` in format `fmt` to `output`; returns the report (also written as JSON beside it)."""
+def check_pipeline_output(output, overwrite):
+    """ExportError in one line unless `output` may become a pipeline folder: new, or (with --overwrite)
+    an earlier pipeline export, which holds this export's export.json. A folder this export did not
+    write, an empty one included, is never replaced."""
+    if output.endswith(".safetensors"):
+        raise ExportError(f"--output {output} names a file; --format pipeline writes a folder: pass a folder path")
+    check_output(output, "--output", folder=True)
+    if os.path.isdir(output):
+        if not os.path.isfile(os.path.join(output, "export.json")):
+            raise ExportError(f"--output {output} is a folder this export did not write; it must be a new folder "
+                              "(or, with --overwrite, an earlier pipeline export)")
+        check_new(output, overwrite)
+
+
+def lora_file(path, fmt, output, overwrite):
+    """(the LoRA file, its report) of --output: a .safetensors path as given, else a file in that folder;
+    ExportError in one line, before any work, if it cannot be written or exists without --overwrite."""
+    if output.endswith(".safetensors"):
+        file, target = output, output[: -len(".safetensors")] + ".export.json"
+        check_output(file)
+    else:
+        check_output(output, "--output", folder=True)
+        stem = os.path.basename(path).removesuffix(".safetensors")
+        name = "pytorch_lora_weights.safetensors" if fmt == "diffusers" else f"{stem}-lora.safetensors"
+        file, target = os.path.join(output, name), os.path.join(output, "export.json")
+    check_new(file, overwrite)
+    return file, target
+
+
+def module_bytes(module):
+    """Bytes of a module's parameters and buffers, as saved."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="drop", allow_unverified=False,
+           overwrite=False):
+    """Write `path` in format `fmt` to `output`; returns the report (also written as JSON beside it).
+
+    Before any work: the options, the file (read_erasure: float, finite), the output (writable; an
+    existing one only with `overwrite`), then, with the base model loaded, every tensor against it
+    (names and shapes: erasure_file.check_fits) and the room to write (free disk, ulimit -f). The
+    output is written under a unique temporary beside it and renamed into place, under the output's
+    lock (files.OutputLock, as the trainers): a failure leaves no file or folder that was not there."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if rank is not None and rank < 1:
@@ -231,66 +265,89 @@ def export(path, fmt, output, rank=None, energy=None, base_model=None, bias="dro
         check_recorded_base(path, meta, allow_unverified)
     except ErasureFileError as e:     # missing, not safetensors, or not an erasure file: its one line
         raise ExportError(str(e)) from e
+    if fmt != "pipeline" and rank is None and energy is None:
+        raise ExportError("a LoRA needs --rank R or --energy E")
     base_model = base_model or recorded_base(meta)
     report = {"file": path, "format": fmt, "base_model": base_model, "rank": rank, "energy": energy,
               "bias_option": bias, "concept": meta.get("concept"), "method": meta.get("method")}   # = args
     if fmt == "pipeline":
-        if output.endswith(".safetensors") or (os.path.exists(output) and not
-                                               os.path.exists(os.path.join(output, "model_index.json"))):
-            raise ExportError(f"--output {output} must be a new folder or an earlier pipeline export")
-        pipe = load_base(base_model, meta, full=True)
-        own = dict(pipe.unet.named_parameters())
-        unknown = sorted(set(tensors) - set(own))
-        if unknown:
-            raise ExportError(f"{path} has {len(unknown)} tensors the base UNet lacks, e.g. {unknown[0]}")
-        with torch.no_grad():
-            for k, v in tensors.items():
-                own[k].copy_(v.to(own[k].dtype))
-        tmp = output.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")   # one UNet file
-        replace_folder(tmp, output, keep=())   # appears only when complete; replaces an earlier export
-        report.update(fused_tensors=len(tensors), exact=True, output=output)
-        target = os.path.join(output, "export.json")
+        check_pipeline_output(output, overwrite)
+        lock = OutputLock(output, folder=True)
     else:
-        if rank is None and energy is None:
-            raise ExportError("a LoRA needs --rank R or --energy E")
-        unet = load_base(base_model, meta)
-        sd = unet.state_dict()
-        unknown = sorted(k for k in tensors if k not in sd)
-        if unknown:
-            raise ExportError(f"{path} has {len(unknown)} tensors the base UNet lacks, e.g. {unknown[0]}")
-        factors, rows, dropped = lora_state(tensors, sd, rank, energy)
-        carried = bias == "carry"
-        xl = architecture(unet).startswith("sdxl")
-        state = diffusers_state(factors, carried) if fmt == "diffusers" else \
-            kohya_state(factors, (lambda m: ldm_name(m, unet.config)) if xl else None, diff_b=carried)
-        if output.endswith(".safetensors"):
-            file, target = output, output[: -len(".safetensors")] + ".export.json"
+        file, target = lora_file(path, fmt, output, overwrite)
+        lock = OutputLock(file)
+    try:
+        if fmt == "pipeline":
+            export_pipeline(path, tensors, meta, base_model, output, report)
         else:
-            stem = os.path.basename(path).removesuffix(".safetensors")
-            name = "pytorch_lora_weights.safetensors" if fmt == "diffusers" else f"{stem}-lora.safetensors"
-            file, target = os.path.join(output, name), os.path.join(output, "export.json")
-        os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
-        ranks = sorted({r["rank"] for r in rows})
-        alpha = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)   # kohya only
+            export_lora(path, tensors, meta, base_model, fmt, file, target, rank, energy, bias, report)
+    finally:
+        lock.release()
+    return report
+
+
+def written(output, error):
+    """The ExportError of a write that failed (a full disk, a file-size limit): nothing was left."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ExportError(f"could not write {output} ({first}); nothing was written: free some space or raise the "
+                       "file-size limit (ulimit -f)")
+
+
+def export_pipeline(path, tensors, meta, base_model, output, report):
+    """The pipeline format: the base pipeline with the erasure's tensors copied in, saved whole."""
+    pipe = load_base(base_model, meta, full=True)
+    own = dict(pipe.unet.named_parameters())
+    check_fits(tensors, own, path, base_model)
+    sizes = [module_bytes(m) for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    check_room(output, sum(sizes) + 2**20, max(sizes, default=0))
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v.to(own[k].dtype))
+    report.update(fused_tensors=len(tensors), exact=True, output=output)
+    try:
+        with atomic_folder(output) as tmp:     # appears only when complete; replaces an earlier export
+            pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")   # one UNet file
+            write_json(os.path.join(tmp, "export.json"), report)
+    except (OSError, SafetensorError) as e:
+        raise written(output, e) from None
+    report["report"] = os.path.join(output, "export.json")
+
+
+def export_lora(path, tensors, meta, base_model, fmt, file, target, rank, energy, bias, report):
+    """The LoRA formats: low-rank factors of every changed weight (lora_state), in diffusers' or kohya's keys."""
+    unet = load_base(base_model, meta)
+    sd = unet.state_dict()
+    check_fits(tensors, sd, path, base_model)
+    n = sum(t.numel() for t in tensors.values()) * 4
+    check_room(file, 2 * n + 2**20, 2 * n)        # full-rank factors hold at most twice the weights
+    factors, rows, dropped = lora_state(tensors, sd, rank, energy)
+    carried = bias == "carry"
+    family = family_of_denoiser(unet)
+    state = diffusers_state(factors, carried) if fmt == "diffusers" else \
+        kohya_state(factors, lambda m: family.kohya_module(m, unet.config), diff_b=carried)
+    ranks = sorted({r["rank"] for r in rows})
+    alpha = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)   # kohya only
+    errs = [r["rel_error"] for r in rows]
+    biases = [{"name": f"{m}.bias", "rel_norm": rel_norm(f["bias"], sd[f"{m}.bias"]), "carried": carried}
+              for m, f in factors.items() if f["bias"] is not None]
+    report.update(output=file, ranks=ranks, alpha=alpha, tensors=rows,
+                  max_rel_error=max(errs, default=0.0), mean_rel_error=sum(errs) / max(len(errs), 1),
+                  bias=("carried as lora_B.bias (pipe.fuse_lora() is then refused)" if fmt == "diffusers" else
+                        "carried as .diff_b (ComfyUI and Forge read it; diffusers does not load it)") if carried
+                  else ("dropped (--bias carry keeps them, not fusable)" if fmt == "diffusers" else
+                        "dropped (no slot in this format)") if biases else "none changed",
+                  biases=biases, dropped=dropped, fusable=not carried)
+    try:
         atomic_save(state, file, {"source": os.path.basename(path), "base_model": base_model,
                                   "concept": str(meta.get("concept")), "method": str(meta.get("method")),
                                   "ss_network_dim": str(max(ranks, default=0)), "ss_network_alpha": str(alpha),
                                   **base_version(unet)})
-        errs = [r["rel_error"] for r in rows]
-        biases = [{"name": f"{m}.bias", "rel_norm": rel_norm(f["bias"], sd[f"{m}.bias"]), "carried": carried}
-                  for m, f in factors.items() if f["bias"] is not None]
-        report.update(output=file, ranks=ranks, alpha=alpha, tensors=rows,
-                      max_rel_error=max(errs, default=0.0), mean_rel_error=sum(errs) / max(len(errs), 1),
-                      bias=("carried as lora_B.bias (pipe.fuse_lora() is then refused)" if fmt == "diffusers" else
-                            "carried as .diff_b (ComfyUI and Forge read it; diffusers does not load it)") if carried
-                      else ("dropped (--bias carry keeps them, not fusable)" if fmt == "diffusers" else
-                            "dropped (no slot in this format)") if biases else "none changed",
-                      biases=biases, dropped=dropped, fusable=not carried)
-    write_json(target, report)
+        write_json(target, report)
+    except (OSError, SafetensorError) as e:
+        with suppress(OSError):
+            os.remove(file)
+        raise written(file, e) from None
     report["report"] = target
-    return report
 
 
 def print_report(report):
@@ -324,6 +381,8 @@ def parse_args(argv=None):
                    help="LoRA: a folder or a .safetensors file; pipeline: the folder to write")
     p.add_argument("--base_model", default=None,
                    help="base pipeline (folder or hub id); None: the one the erasure file records")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (a LoRA file, or an earlier pipeline export; never another folder)")
     p.add_argument("--allow_unverified", action="store_true",
                    help="export a file that records no base_fingerprint (nothing says which model it was trained on)")
     p.add_argument("--bias", default="drop", choices=["carry", "drop"],
@@ -337,7 +396,7 @@ def parse_args(argv=None):
 def main(args):
     try:
         report = export(args.file, args.format, args.output, args.rank, args.energy, args.base_model, args.bias,
-                        args.allow_unverified)
+                        args.allow_unverified, args.overwrite)
     except (ExportError, InputError, FileNotFoundError) as e:    # one line, exit status 1, as every script
         raise SystemExit(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
     print_report(report)

@@ -10,6 +10,8 @@ Temporary names are unique per write (two runs on one output never share one) an
 final file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
 """
 import os
+import resource
+import shutil
 import tempfile
 from contextlib import contextmanager, suppress
 
@@ -35,6 +37,55 @@ def atomic_path(path, ext=""):
         with suppress(OSError):
             os.remove(tmp)
         raise
+
+
+@contextmanager
+def atomic_folder(path):
+    """A unique temporary folder beside `path` (.NAME.XXXXXXXX.tmp) to fill; when the block ends it
+    takes the place of `path` (an earlier folder there is moved aside under a unique .NAME.XXXXXXXX.old
+    name, then removed); when the block raises, the temporary is removed and `path` is untouched. A
+    kill -9 leaves the old folder in place (or, between the two renames, aside), and the next
+    OutputLock(path, folder=True) tidies up."""
+    path = os.path.abspath(path.rstrip("/"))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name[:80]}.", suffix=".tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        old = None
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name[:80]}.", suffix=".old")
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_room(path, total, largest, what=""):
+    """InputError in one line, before any work, when writing `total` bytes beside `path` (`what`:
+    e.g. " (erasure file and checkpoints)"), the largest file `largest` bytes, would not fit: the free
+    disk space there, or this process's file-size limit (ulimit -f)."""
+    folder = _existing_ancestor(os.path.dirname(os.path.abspath(path)))
+    free = shutil.disk_usage(folder).free
+    if free < total:
+        raise InputError(f"{folder} has {free / 2**20:.0f} MiB free and this run writes up to {total / 2**20:.0f} "
+                         f"MiB{what}; free some space or pass another --output")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < largest + 2**16:
+        raise InputError(f"this process may write files of {limit / 2**20:.1f} MiB at most (ulimit -f) and this run "
+                         f"writes one of {largest / 2**20:.1f} MiB; raise the limit (ulimit -f unlimited)")
+
+
+def check_new(path, overwrite, flag="--output"):
+    """InputError in one line when `path` (a finished output) exists and `overwrite` is not set: a
+    finished result is never replaced without being asked."""
+    if os.path.lexists(path) and not overwrite:
+        raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or another {flag}")
 
 
 def _existing_ancestor(path):
@@ -92,14 +143,16 @@ class OutputLock:
     hidden file beside the output (.NAME.lock), held with flock, so it dies with its process (even
     kill -9); `release()` removes it. Temporaries a killed run left beside the output are removed
     once the lock is held (no other run can be writing them). Scripts release it when main ends, by
-    any path (cli.reports_errors); the trainer when the erasure file is written."""
+    any path (cli.reports_errors); the trainer when the erasure file is written. With folder=True
+    (`path` is an output folder, e.g. a pipeline export) atomic_folder's temporaries are tidied too,
+    and a folder a killed run had moved aside is put back."""
 
-    def __init__(self, path):
+    def __init__(self, path, folder=False):
         import fcntl
-        self.path = os.path.abspath(path)
-        folder, name = os.path.split(self.path)
-        os.makedirs(folder, exist_ok=True)
-        self.lock_path = os.path.join(folder, f".{name}.lock")
+        self.path = os.path.abspath(path.rstrip("/"))
+        folder_of, name = os.path.split(self.path)
+        os.makedirs(folder_of, exist_ok=True)
+        self.lock_path = os.path.join(folder_of, f".{name}.lock")
         while True:
             self.fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
@@ -118,10 +171,19 @@ class OutputLock:
         stem = name.removesuffix(".safetensors")
         own = tuple(f".{stem}.{kind}." for kind in ("safetensors", "state.safetensors", "json", "prompts.csv",
                                                     "loss.png"))
-        for left in os.listdir(folder):
-            if left.startswith(own) and left.endswith((".tmp", ".tmp.png")):
-                with suppress(OSError):
-                    os.remove(os.path.join(folder, left))
+        own += (f".{stem}.export.json.",) + ((f".{name[:80]}.",) if folder else ())
+        if folder and not os.path.lexists(self.path):     # killed between atomic_folder's two renames
+            aside = sorted(x for x in os.listdir(folder_of) if x.startswith(f".{name[:80]}.") and x.endswith(".old"))
+            if aside:
+                os.replace(os.path.join(folder_of, aside[-1]), self.path)
+        for left in os.listdir(folder_of):
+            if left.startswith(own) and left.endswith((".tmp", ".tmp.png", ".old")):
+                left = os.path.join(folder_of, left)
+                if os.path.isdir(left) and not os.path.islink(left):
+                    shutil.rmtree(left, ignore_errors=True)
+                else:
+                    with suppress(OSError):
+                        os.remove(left)
 
     def release(self):
         """Remove the lock file and let go (again: nothing)."""

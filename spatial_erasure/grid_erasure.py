@@ -147,7 +147,7 @@ def parse_args(argv=None, preset_default="efficient"):
         cli.fail(f"--global_share must be in [0, 1), got {cfg.global_share}; pass e.g. 0.1 (or 0 for grid masks only)")
     if cfg.output is not None and not cfg.output.endswith(".safetensors"):
         cli.fail(f"--output {cfg.output} must end in .safetensors (the erasure file); reports go beside it")
-    cli.check_output(cfg.output or default_output(cfg))
+    training_flags.check_output(cfg.output or default_output(cfg), cfg)
     training_flags.print_config(cfg)
     return cfg
 

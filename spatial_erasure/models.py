@@ -18,6 +18,8 @@ from diffusers import (DiffusionPipeline, StableDiffusionInpaintPipeline, Stable
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from .families import family_of_denoiser
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
 TOY_MODEL = str(MODELS_DIR / "toyart-sd")
@@ -54,10 +56,9 @@ def hub_unreachable(model, error, what=""):
 
 
 def architecture(unet):
-    """'sd', 'sd-inpaint' (9 input channels: latent, mask, masked-image latent), 'sdxl' or 'sdxl-inpaint'."""
-    xl = unet.config.get("addition_embed_type") == "text_time"
-    inpaint = unet.config.in_channels == 9
-    return ("sdxl" if xl else "sd") + ("-inpaint" if inpaint else "")
+    """'sd', 'sd-inpaint' (9 input channels: latent, mask, masked-image latent), 'sdxl' or 'sdxl-inpaint':
+    the model family's (spatial_erasure.families)."""
+    return family_of_denoiser(unet).architecture(unet)
 
 
 def _no_safety_checker(model):

@@ -1,4 +1,4 @@
-"""Prompts: encode once into UNet conditioning (SD and SDXL), and the evaluation CSV format.
+"""Prompts: encode once into denoiser conditioning (spatial_erasure.families), and the evaluation CSV format.
 
 CSV columns (the reference ESD format): case_number, prompt, evaluation_seed, and optionally
 negative_prompt and guidance_scale.
@@ -6,91 +6,19 @@ negative_prompt and guidance_scale.
 import csv
 import io
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
-import torch
-from diffusers.utils import logging as diffusers_logging
 
-from .distributed import process_state
+from .conditioning import Cond, cut_prompts, is_cut, one_note_on_cut_prompts  # noqa: F401  (re-exported)
 from .errors import InputError
+from .families import family_of
 from .files import atomic_path
 
 
-@dataclass
-class Cond:
-    """UNet conditioning for a batch: hidden states (B, L, D); SDXL adds pooled text (B, P) and time ids (B, 6)."""
-    emb: torch.Tensor
-    pooled: torch.Tensor = None
-    time_ids: torch.Tensor = None
-
-    def __len__(self):
-        return len(self.emb)
-
-    def __getitem__(self, idx):
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return Cond(pick(self.emb), pick(self.pooled), pick(self.time_ids))
-
-    def repeat(self, n):
-        """Each row repeated n times along the batch: (B, ...) -> (B * n, ...)."""
-        rep = lambda t: None if t is None else t.repeat_interleave(n, 0)  # noqa: E731
-        return Cond(rep(self.emb), rep(self.pooled), rep(self.time_ids))
-
-    @staticmethod
-    def cat(conds):
-        join = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-        return Cond(join([c.emb for c in conds]), join([c.pooled for c in conds]), join([c.time_ids for c in conds]))
-
-    def unet_kwargs(self):
-        kw = {"encoder_hidden_states": self.emb}
-        if self.pooled is not None:
-            kw["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
-        return kw
-
-
-def is_cut(tokenizer, prompt):
-    """True when `prompt` is longer than the text encoder reads (it is cut at its length)."""
-    return len(tokenizer(prompt).input_ids) > tokenizer.model_max_length
-
-
-def cut_prompts(tokenizer, prompts):
-    """How many of the distinct `prompts` the text encoder cuts."""
-    return sum(is_cut(tokenizer, p) for p in dict.fromkeys(prompts))
-
-
-@contextmanager
-def one_note_on_cut_prompts(pipe, prompts):
-    """The pipeline logs every cut prompt of every batch (a wall of text on the toy model's 24 tokens):
-    one line instead, then the pipeline's own warnings only from errors up."""
-    n = cut_prompts(pipe.tokenizer, prompts) if getattr(pipe, "tokenizer", None) is not None else 0
-    if n and process_state().is_main_process:
-        print(f"note: {n} of {len(set(prompts))} prompts are longer than the text encoder's "
-              f"{pipe.tokenizer.model_max_length} tokens and are cut there")
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
-
-
-@torch.no_grad()
 def encode(pipe, prompts, resolution=None):
-    """Encode a list of prompts with the pipeline's own text encoder(s); returns a Cond on pipe.device."""
-    prompts = list(prompts)
-    if hasattr(pipe, "text_encoder_2"):                       # SDXL: two encoders + size conditioning
-        with one_note_on_cut_prompts(pipe, prompts):
-            emb, _, pooled, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
-                                                   do_classifier_free_guidance=False)
-        size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        # add_time_ids = (original size, crop top-left, target size), as the SDXL pipeline builds them
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=emb.dtype, device=emb.device)
-        return Cond(emb, pooled, time_ids.repeat(len(prompts), 1))
-    with one_note_on_cut_prompts(pipe, prompts):
-        emb, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
-                                    do_classifier_free_guidance=False)
-    return Cond(emb)
+    """Encode a list of prompts with the pipeline's own text encoder(s), as its model family does
+    (spatial_erasure.families); returns a Cond on pipe.device."""
+    return family_of(pipe).encode(pipe, list(prompts), resolution)
 
 
 REQUIRED = ("case_number", "prompt", "evaluation_seed")

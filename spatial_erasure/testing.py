@@ -2,16 +2,21 @@
 `get_dummy_components` style). `save_tiny_pipeline(kind, folder)` writes a real pipeline folder
 that `load_pipeline(folder)` loads like any Stable Diffusion checkpoint.
 
-kinds: "sd" (4-channel UNet, SD 1.x block layout), "sd-inpaint" (9-channel UNet), "sdxl".
-Real-size UNets with random weights (for benchmarks) are in `architectures`.
+kinds: "sd" (4-channel UNet, SD 1.x block layout), "sd-inpaint" (9-channel UNet), "sdxl"; and the
+flow-matching transformers (FLOW_KINDS, at the sizes of diffusers' own tests): "sd3" (two CLIP
+encoders with projection, no T5), "flux" (Flux-dev's layout: CLIP pooled + a tiny T5, guidance
+embedding). Real-size UNets with random weights (for benchmarks) are in `architectures`.
 """
 import torch
-from diffusers import (AutoencoderKL, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
-                       StableDiffusionXLPipeline, UNet2DConditionModel)
+from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,
+                       SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionInpaintPipeline,
+                       StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
+from transformers import T5Config, T5EncoderModel
 
 from .architectures import SCHEDULERS, text_encoder, toy_tokenizer
 
 KINDS = ("sd", "sd-inpaint", "sdxl")
+FLOW_KINDS = ("sd3", "flux")
 
 
 def _vae():
@@ -22,10 +27,12 @@ def _vae():
 
 def tiny_pipeline(kind="sd", seed=0):
     """A random-weight pipeline of the given kind: 32x32 images, 16x16 latents, ~0.1M-parameter UNet."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind not in KINDS + FLOW_KINDS:
+        raise ValueError(f"kind must be one of {KINDS + FLOW_KINDS}, not {kind!r}")
     torch.manual_seed(seed)
     tok = toy_tokenizer()
+    if kind in FLOW_KINDS:
+        return _flow_pipeline(kind, tok)
     if kind == "sdxl":
         # two text encoders whose hidden states are concatenated (16 + 16 = 32 = cross_attention_dim);
         # the added embedding sees 6 time ids x 8 + the pooled 16-d projection = 64
@@ -49,6 +56,28 @@ def tiny_pipeline(kind="sd", seed=0):
     return cls(vae=_vae(), text_encoder=text_encoder(tok, 32, 2, 2), tokenizer=tok, unet=unet,
                scheduler=SCHEDULERS["ddim"](),
                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _flow_pipeline(kind, tok):
+    """SD3: joint width 64 = the two CLIPs' 32 + 32 (no T5: zeros), pooled 64; Flux: packed 2x2 latents
+    (16 = 4 x 4 channels), joint width 32 = the tiny T5's, pooled 32 = CLIP's."""
+    vae = _vae()
+    vae.register_to_config(shift_factor=0.0)       # SD3 and Flux latents: (z - shift) * scale
+    if kind == "sd3":
+        tr = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                   attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                   joint_attention_dim=64, pooled_projection_dim=64)
+        return StableDiffusion3Pipeline(transformer=tr, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                                        text_encoder=text_encoder(tok, 32, 2, 2, projection=True), tokenizer=tok,
+                                        text_encoder_2=text_encoder(tok, 32, 2, 2, projection=True),
+                                        tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                 dropout_rate=0.0, decoder_start_token_id=0)).eval()
+    tr = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), guidance_embeds=True)
+    return FluxPipeline(transformer=tr, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                        text_encoder=text_encoder(tok, 32, 2, 2), tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok)
 
 
 def save_tiny_pipeline(kind, folder, seed=0):

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import resource
-import shutil
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from .checkpoint import load_state, save_state
 from .distributed import process_device, process_state
 from .erasure_file import save_erasure
 from .errors import InputError
+from .files import check_room
 from .models import describe, fingerprint, load_pipeline
 from .reports import write_json
 from .selection import count, select_parameters
@@ -203,20 +203,13 @@ def check_space(out_path, params, checkpoints):
     disk space, or this process's file-size limit (ulimit -f)."""
     n = sum(p.numel() for p in params.values()) * 4
     largest, total = (3 * n if checkpoints else n), n + (6 * n if checkpoints else 0) + 2**20
-    folder = os.path.dirname(os.path.abspath(out_path))
-    free = shutil.disk_usage(folder).free
-    if free < total:
-        raise InputError(f"{folder} has {free / 2**20:.0f} MiB free and this run writes up to {total / 2**20:.0f} "
-                         "MiB (erasure file and checkpoints); free some space or pass another --output")
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and limit < largest + 2**16:
-        raise InputError(f"this process may write files of {limit / 2**20:.1f} MiB at most (ulimit -f) and this run "
-                         f"writes one of {largest / 2**20:.1f} MiB; raise the limit (ulimit -f unlimited)")
+    check_room(out_path, total, largest, " (erasure file and checkpoints)")
 
 
 # Flags that may change between a run and its resume (a checkpoint keeps the rest of its run's config);
 # --lr too, so a diverged run resumes its last good checkpoint at a lower rate.
-RESUMABLE = ("iterations", "lr", "checkpoint_every", "resume", "restart", "device", "output", "save_path")
+RESUMABLE = ("iterations", "lr", "checkpoint_every", "resume", "restart", "overwrite", "device", "output",
+             "save_path")
 
 
 def run_config(metadata):

@@ -12,15 +12,16 @@ preservation, robustness, the recipe, and the checks that run before any model l
 script shares (model, seed, sampling, device, output) and the one-line error handling are in `cli`.
 """
 import argparse
+import difflib
 import json
 import math
 from dataclasses import replace
 
-from . import cli, trainer
+from . import cli, files, trainer
 from .configs import TrainingConfig
 from .distributed import check_device
 from .errors import InputError
-from .models import architecture
+from .families import family_of
 from .prompts import is_toy
 from .selection import TRAIN_METHODS, trains_keys_and_values
 from .trainer import PRECISIONS, TEACHERS
@@ -60,11 +61,13 @@ def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidanc
       help="trajectories in the bank of xt_source cache/noise" + ("; preset" * (bank_size is None)))
     a("--stream_width", type=int, default=stream_width,
       help="trajectories kept alive by xt_source stream (at least --batch_size)")
-    a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints")
+    a("--checkpoint_every", type=int, default=50, help="iterations between resumable checkpoints; 0: none")
     a("--resume", action=argparse.BooleanOptionalAction, default=True,
       help="resume from a checkpoint of this output if present (only one of the same run: same flags but "
            "--iterations, --lr, --device)")
     a("--restart", action="store_true", help="start over: ignore a checkpoint of this output (it is replaced)")
+    a("--overwrite", action="store_true", help="replace a finished erasure file at the output (without it, an existing "
+      "one is never replaced: the run stops before any work)")
 
 
 PRESERVE_KV = 10.0  # --preserve_kv's default: measured on the toy model (docs/results.md#broad-preservation)
@@ -156,20 +159,23 @@ def check_training_args(cfg: TrainingConfig):
         check_device(cfg.device)
     except InputError as e:
         cli.fail(str(e))
+    if cfg.checkpoint_every < 0:
+        cli.fail(f"--checkpoint_every must be 0 (no checkpoints) or a number of iterations, got {cfg.checkpoint_every}")
     if cfg.xt_source == "stream" and cfg.batch_size > cfg.stream_width:
         cli.fail(f"--batch_size {cfg.batch_size} draws more trajectories per iteration than --stream_width "
              f"{cfg.stream_width} keeps alive; pass --stream_width {cfg.batch_size} or more")
 
 
 def model_family(pipe):
-    """The key of a trainer's per-family defaults: 'toy' (the bundled toy world's models), 'sdxl' or 'sd'."""
+    """The key of a trainer's per-family defaults: 'toy' (the bundled toy world's models), else the
+    model family's key (spatial_erasure.families: 'sd', 'sdxl')."""
     if is_toy(pipe):
         return "toy"
-    return "sdxl" if architecture(pipe.unet).startswith("sdxl") else "sd"
+    return family_of(pipe).KEY
 
 
 # Settings a --config never carries over: where this run writes, on what device, and the run's own switches.
-CONFIG_SKIPPED = ("output", "save_path", "resume", "restart", "device", "config", "print_config")
+CONFIG_SKIPPED = ("output", "save_path", "resume", "restart", "overwrite", "device", "config", "print_config")
 
 
 def add_config_args(p):
@@ -205,18 +211,34 @@ def read_config(path):
 
 def parse(p, argv=None):
     """p.parse_args(argv) with --config: its settings become the defaults (every flag given overrides
-    them; flags the parser does not know are ignored)."""
+    them); a setting the parser does not know is refused in one line naming the nearest flag, as an
+    unknown flag is."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     path = pre.parse_known_args(argv)[0].config
     if path:
         config = read_config(path)
         known = {a.dest: a for a in p._actions}
+        unknown = sorted(k for k in config if k not in known and k not in CONFIG_SKIPPED)
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], [k for k in known if k != "help"], n=1)
+            cli.fail(f"--config {path}: unknown setting {unknown[0]!r}" + (f"; did you mean --{near[0]}?" if near else
+                     "; this trainer's flags are listed by --help") + " (fix or remove it)")
         defaults = {k: v for k, v in config.items() if k in known and k not in CONFIG_SKIPPED}
         for k in defaults:
             known[k].required = False              # e.g. --erase_concept: the config names it
         p.set_defaults(**defaults)
     return p.parse_args(argv)
+
+
+def check_output(path, cfg: TrainingConfig):
+    """One line naming the fix, before any model loads, when the erasure file `path` cannot be written,
+    or exists (a finished run) and --overwrite is not given."""
+    cli.check_output(path)
+    try:
+        files.check_new(path, cfg.overwrite)
+    except InputError as e:
+        cli.fail(str(e))
 
 
 def print_config(cfg: TrainingConfig):

@@ -140,7 +140,7 @@ def test_paper_recipe_reproduces_the_bundled_files_arguments():
     arguments the bundled ESD-x file records (paths aside): lr 7e-4, negative guidance 4, x_t sampled."""
     from spatial_erasure import esd
     from spatial_erasure.models import MODELS_DIR
-    args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper"])
+    args = esd.parse_args(["--erase_concept", "Vincent van Gogh", "--recipe", "paper", "--overwrite"])
     assert args.lr is None, "left to the model family until the model is loaded"
     assert args.negative_guidance is None, "left to the model family until the model is loaded"
     settings = args.resolved("esd", "toy").settings()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from spatial_erasure.export import apply_lora_equivalent, effective_weights, export, main, one_thread, parse_args
 from spatial_erasure.models import MODELS_DIR, REPO_ROOT, TOY_MODEL, fingerprint
 from spatial_erasure.erasure_file import apply_erasure, read_erasure, save_erasure
+from spatial_erasure.errors import InputError
 
 # expected: a LoRA with biases puts a lora_B bias on to_q/k/v too, which have no bias to fuse into
 pytestmark = pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
@@ -170,7 +171,12 @@ def test_pipeline_folder_and_single_file_unet(esd, tmp_path):
     unet.load_state_dict(load_file(single), strict=True)
     for k, v in tensors.items():
         assert torch.equal(dict(unet.named_parameters())[k], v)
-    export(ESD, "pipeline", out)                    # rerun replaces the earlier export
+    with pytest.raises(InputError, match="--overwrite"):    # a finished export is replaced only when asked
+        export(ESD, "pipeline", out)
+    os.remove(os.path.join(out, "model_index.json"))
+    export(ESD, "pipeline", out, overwrite=True)    # replaces the earlier export whole
+    assert os.path.isfile(os.path.join(out, "model_index.json"))
+    assert sorted(os.listdir(tmp_path)) == ["erased"], "no temporary, no lock, no folder moved aside"
 
 
 def test_conv_and_unslotted_tensors_on_tiny_model(tiny_folders, tmp_path):

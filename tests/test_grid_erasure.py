@@ -281,7 +281,7 @@ def test_teacher_takes_one_x_per_prompt_in_one_call(tiny_folders):
 
 
 def test_recipes_and_family_defaults_fill_only_missing_flags():
-    resolve = lambda argv, family: parse_args(argv).resolved("grid", family)  # noqa: E731
+    resolve = lambda argv, family: parse_args(argv + ["--overwrite"]).resolved("grid", family)  # noqa: E731
     assert resolve(["--preset", "scaled"], "toy").lr == 3e-4
     assert resolve(["--preset", "basic"], "toy").lr == 7e-4
     args = resolve(["--preset", "scaled", "--lr", "1e-3", "--recipe", "paper"], "toy")
@@ -306,7 +306,7 @@ def test_paper_recipe_reproduces_the_bundled_grid_files_arguments():
     for name, model in [("grid-Vincent_van_Gogh-scaled-esd-x", "toyart-sd"),
                         ("grid-Vincent_van_Gogh-scaled-esd-x-inpainting", "toyart-sd-inpainting")]:
         recorded = read_erasure(str(MODELS_DIR / f"{name}.safetensors"))[1]["args"]
-        args = parse_args(["--preset", "scaled", "--recipe", "paper"]).resolved("grid", "toy").settings()
+        args = parse_args(["--preset", "scaled", "--recipe", "paper", "--overwrite"]).resolved("grid", "toy").settings()
         common = (set(recorded) & set(args)) - {"output", "base_model"}
         assert len(common) >= 20, common
         differ = {k: (args[k], recorded[k]) for k in common if args[k] != recorded[k]}

@@ -136,7 +136,70 @@ CASES = [
                                                                   *GRID_FAST, "--grid", "100",
                                                                   "--output", o + "/g.safetensors"]),
      ["grid 100 does not fit"]),
+    ("export-wrong-shape-kohya", lambda t, o, f: export([wrong_shape(t), "--format", "kohya", "--rank", "4",
+                                                         "--output", o + "/l.safetensors"]),
+     ["does not fit this UNet", "1 shape mismatches", "--base_model"]),
+    ("export-wrong-shape-diffusers", lambda t, o, f: export([wrong_shape(t), "--format", "diffusers", "--rank", "4",
+                                                             "--output", o]), ["does not fit this UNet"]),
+    ("export-wrong-shape-pipeline", lambda t, o, f: export([wrong_shape(t), "--format", "pipeline",
+                                                            "--output", o + "/pipe"]), ["does not fit this UNet"]),
+    ("export-onto-a-json-file", lambda t, o, f: export([BUNDLED, "--format", "kohya", "--rank", "4", "--output",
+                                                        existing(t, "x.json")]), ["is a file, not a folder"]),
+    ("export-cannot-be-written", lambda t, o, f: export([BUNDLED, "--format", "pipeline", "--output", "/proc/x/p"]),
+     ["cannot write"]),
+    ("export-lora-exists", lambda t, o, f: export([BUNDLED, "--format", "kohya", "--rank", "4", "--output",
+                                                   existing(t, "l.safetensors")]), ["already exists", "--overwrite"]),
+    ("export-pipeline-into-a-folder-it-did-not-write", lambda t, o, f: export(
+        [BUNDLED, "--format", "pipeline", "--overwrite", "--output", str(a_folder(t, "notes"))]),
+     ["did not write", "new folder"]),
+    ("esd-output-exists", lambda t, o, f: esd_run(["--erase_concept", "x", "--output", existing(t, "e.safetensors")]),
+     ["already exists", "--overwrite"]),
+    ("grid-output-exists", lambda t, o, f: grid_run(["--concept", "x", "--output", existing(t, "g.safetensors")]),
+     ["already exists", "--overwrite"]),
+    ("config-key-typo", lambda t, o, f: esd_run(["--config", typo_config(t), "--output", o]),
+     ["unknown setting 'iteratons'", "did you mean --iterations"]),
+    ("grid-config-key-typo", lambda t, o, f: grid_run(["--config", typo_config(t), "--concept", "x",
+                                                       "--output", o + "/g.safetensors"]), ["unknown setting"]),
+    ("checkpoint-every-negative", lambda t, o, f: esd_run(["--erase_concept", "x", "--checkpoint_every", "-1",
+                                                            "--output", o]), ["--checkpoint_every must be 0"]),
+    ("sdxl-script-on-an-sd-model", lambda t, o, f: script("original_esd/esd_sdxl.py", [
+        "--erase_concept", "x", "--base_model", f["sd"], "--output", o]),
+     ["Stable Diffusion 1.x/2.x pipeline", "not SDXL", "run original_esd/esd_sd.py"]),
+    ("sd-script-on-an-sdxl-model", lambda t, o, f: script("original_esd/esd_sd.py", [
+        "--erase_concept", "x", "--base_model", f["sdxl"], "--output", o]),
+     ["SDXL pipeline", "run original_esd/esd_sdxl.py"]),
 ]
+
+
+def wrong_shape(tmp_path):
+    """The bundled ESD-x file with one tensor replaced by a 3x3 one (the issue's reproduction)."""
+    from spatial_erasure.erasure_file import read_erasure
+    tensors, meta = read_erasure(BUNDLED)
+    tensors[next(iter(tensors))] = torch.zeros(3, 3)
+    path = tmp_path / "in" / "shape.safetensors"
+    path.parent.mkdir(exist_ok=True)
+    save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    return str(path)
+
+
+def existing(tmp_path, name):
+    """A file that is already there (outside the case's output folder), which a run must not replace."""
+    path = tmp_path / "have" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("an earlier result")
+    return str(path)
+
+
+def typo_config(tmp_path):
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"erase_concept": "Vincent van Gogh", "iteratons": 50}))
+    return str(path)
+
+
+def script(path, argv):
+    from conftest import load_script
+    module = load_script(path)
+    return module.main(module.parse_args(argv))
 
 
 def pickle_folder(tmp_path, folder):
@@ -172,6 +235,8 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(case, tiny_folders, tmp_p
         call(tmp_path, str(out), tiny_folders)
     assert_error_line(str(e.value.code), *words)
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
+    for kept in (tmp_path / "have").glob("*"):
+        assert kept.read_text() == "an earlier result", "an existing output is never replaced unasked"
 
 
 def test_a_foreign_or_truncated_checkpoint_is_refused_in_one_line(tiny_folders, tmp_path):
@@ -293,9 +358,9 @@ def test_a_run_removes_the_temporaries_a_killed_run_left_beside_its_output(tiny_
 
 def test_a_full_disk_stops_the_run_before_training(tiny_folders, tmp_path, monkeypatch):
     from collections import namedtuple
-    from spatial_erasure import trainer
+    from spatial_erasure import files, trainer
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
     called = []
     monkeypatch.setattr(trainer, "check_finite", lambda *a: called.append(a))
     with pytest.raises(SystemExit) as e:
@@ -303,3 +368,61 @@ def test_a_full_disk_stops_the_run_before_training(tiny_folders, tmp_path, monke
     assert_error_line(str(e.value.code), "MiB free", "free some space")
     assert not called, "stopped before the first iteration"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def earlier_export(tmp_path):
+    """A pipeline export of the bundled ESD-x file at tmp_path/pipe; returns (path, its export.json text)."""
+    from spatial_erasure.export import export as run_export
+    out = tmp_path / "pipe"
+    run_export(BUNDLED, "pipeline", str(out))
+    return out, (out / "export.json").read_text()
+
+
+def test_a_pipeline_export_under_a_file_size_limit_is_one_line_and_writes_nothing(tmp_path):
+    """`ulimit -f 100`: the UNet file would not fit; one line before any write, nothing left behind."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    r = run(["-m", "spatial_erasure.export", BUNDLED, "--format", "pipeline", "--output", str(tmp_path / "pipe")],
+            timeout=600, preexec_fn=limit)
+    assert_failed_in_one_line(r, "ulimit -f")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_pipeline_write_keeps_the_earlier_export_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from diffusers import DiffusionPipeline
+    out, before = earlier_export(tmp_path)
+
+    def full_disk(self, folder, **kw):
+        os.makedirs(os.path.join(folder, "vae"))
+        open(os.path.join(folder, "vae", "config.json"), "w").close()
+        raise OSError(27, "File too large")
+    monkeypatch.setattr(DiffusionPipeline, "save_pretrained", full_disk)
+    with pytest.raises(SystemExit) as e:
+        export([BUNDLED, "--format", "pipeline", "--overwrite", "--output", str(out)])
+    assert_error_line(str(e.value.code), "could not write", "File too large", "nothing was written")
+    assert sorted(os.listdir(tmp_path)) == ["pipe"], "no temporary folder, no lock"
+    assert (out / "export.json").read_text() == before
+
+
+def test_kill_9_mid_pipeline_export_keeps_the_earlier_export_and_the_next_export_tidies(tmp_path):
+    """A pipeline export killed (SIGKILL) once its temporary folder is written, before the rename: the
+    earlier export is intact; the next export to the same path leaves only its own folder."""
+    out, before = earlier_export(tmp_path)
+    killed = ("import os, signal, sys\n"
+              "from diffusers import DiffusionPipeline\n"
+              "from spatial_erasure import export\n"
+              "save = DiffusionPipeline.save_pretrained\n"
+              "def save_then_die(self, folder, **kw):\n"
+              "    save(self, folder, **kw)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "DiffusionPipeline.save_pretrained = save_then_die\n"
+              "export.main(export.parse_args(sys.argv[1:]))\n")
+    r = run(["-c", killed, BUNDLED, "--format", "pipeline", "--overwrite", "--output", str(out)], timeout=600)
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert (out / "export.json").read_text() == before, "the earlier export is intact"
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], "the killed run left its temporary"
+    export([BUNDLED, "--format", "pipeline", "--overwrite", "--output", str(out)])
+    assert sorted(os.listdir(tmp_path)) == ["pipe"], "the next export removed the temporary (and its lock)"
+    assert json.loads((out / "export.json").read_text())["exact"]

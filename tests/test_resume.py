@@ -111,11 +111,14 @@ def test_a_checkpoint_of_another_run_is_refused_and_iterations_may_grow(tiny_fol
     assert meta["args"]["lr"] == 1e-4, "the flags' lr is recorded"
     assert rates == [1e-4] * 6, "iterations 3-8 ran at the flags' lr, not the checkpoint's"
     assert len(read_erasure(out)[1]["args"]) > 10
+    with pytest.raises(SystemExit) as e:           # the finished file is kept unless --overwrite
+        esd.main(esd.parse_args(["--erase_concept", "Vincent van Gogh", *base]))
+    assert_error_line(str(e.value.code), "already exists", "--overwrite")
     with monkeypatch.context() as m:               # --restart ignores another run's checkpoint
         interrupted(m, 3)
         with pytest.raises(Stop):
-            esd.main(esd.parse_args(["--erase_concept", "Vincent van Gogh", *base]))
-    out2 = esd.main(esd.parse_args(["--erase_concept", "Claude Monet", *base, "--restart"]))
+            esd.main(esd.parse_args(["--erase_concept", "Vincent van Gogh", *base, "--overwrite"]))
+    out2 = esd.main(esd.parse_args(["--erase_concept", "Claude Monet", *base, "--restart", "--overwrite"]))
     assert read_erasure(out2)[1]["concept"] == "Claude Monet"
 
 
