@@ -19,7 +19,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from .models import TOY_MODEL
 from . import cli
-from .selection import TRAIN_METHODS, count, select_parameters
+from .families import sd
+from .selection import count, select_parameters
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def count_parameters(name):
     """{"total": UNet parameters, method: {"tensors", "parameters"} for each train method}, counted on meta."""
     unet = build_unet(name)
     out = {"total": sum(p.numel() for p in unet.parameters())}
-    for method in TRAIN_METHODS:
+    for method in sd.TRAIN_METHODS:
         n, p = count(select_parameters(unet, method))
         out[method] = {"tensors": n, "parameters": p}
     return out
@@ -164,7 +165,7 @@ def main(args):
         arch, counts = ARCHITECTURES[name], count_parameters(name)
         row = {"architecture": name, "hub id": arch.hub_id, "native px": arch.resolution,
                "UNet parameters": f"{counts['total']:,}"}
-        for method in TRAIN_METHODS:
+        for method in sd.TRAIN_METHODS:
             row[method] = f"{counts[method]['tensors']} / {counts[method]['parameters']:,}"
         rows.append(row)
     print("train methods: tensors / parameters selected\n")

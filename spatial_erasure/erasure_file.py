@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from .checkpoint import atomic_save
 from .errors import InputError
+from .families import denoiser_of
 from .models import MODELS_DIR, REPO_ROOT, TOY_MODEL, fingerprint
 
 WRITTEN_BY = "pass an erasure file written by original_esd/ or inpainting_erasure/ (see models/)"
@@ -211,12 +212,12 @@ def apply_tensors(pipe, tensors, meta, name, check_base=True, allow_unverified=F
                                   "on; pass allow_unverified=True to use it anyway")
         check_recorded_base(name, meta, allow_unverified)
     if check_base and "base_fingerprint" in meta:
-        have = fingerprint(pipe.unet)
+        have = fingerprint(denoiser_of(pipe))
         if have != meta["base_fingerprint"]:
             raise ErasureMismatch(
                 f"{name} was trained on {meta.get('base_model', '?')} (UNet fingerprint {meta['base_fingerprint']}) "
                 f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); {fix}")
-    own = dict(pipe.unet.named_parameters())
+    own = dict(denoiser_of(pipe).named_parameters())
     check_fits(tensors, own, name, meta.get("base_model", "see its metadata"))
     with torch.no_grad():
         for k, v in tensors.items():
@@ -236,7 +237,7 @@ def erased(pipe, path):
 @contextmanager
 def erased_by(pipe, tensors, meta, name, fix=SCRIPT_FIX):
     """erased() of tensors and metadata already read (apply_tensors' `name` and `fix`)."""
-    own = dict(pipe.unet.named_parameters())
+    own = dict(denoiser_of(pipe).named_parameters())
     saved = {k: own[k].detach().clone() for k in tensors if k in own}
     try:
         yield apply_tensors(pipe, tensors, meta, name, fix=fix)

@@ -28,7 +28,7 @@ from .configs import EsdConfig
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
 from .files import OutputLock
-from .families import FAMILIES, declared_family
+from .families import FAMILIES, declared_family, family_of
 from .models import MODELS_DIR, TOY_MODEL
 from .objectives import EsdPrompts, esd_loss, twin_loss
 from .errors import InputError
@@ -48,13 +48,17 @@ TARGETS = {"esd": "ESD's: eps(x_t, from) - eta * (eps(x_t, c) - eps(x_t, \"\")),
                    "bare concept's twin is \"\"), x_t from the twin's own trajectories, and \"\" kept "
                    "(objectives.twin_loss)"}
 STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other styles, 4 loses them erasing Monet
-# What the two entry scripts differ in: the default model, and the guidance of the x_t sampling.
+# What the entry scripts differ in: the default model, and the guidance of the x_t sampling (Flux-dev: 1,
+# its conditional branch alone, with the distilled guidance input families.flux.GUIDANCE).
 SD_DEFAULTS = dict(base_model=TOY_MODEL, guidance_scale=3.0)
 SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guidance_scale=2.0)
+SD3_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-3-medium-diffusers", guidance_scale=3.0)
+FLUX_DEFAULTS = dict(base_model="black-forest-labs/FLUX.1-dev", guidance_scale=1.0)
 
 
-# The script of each model family ESD trains (esd_sd.py and esd_sdxl.py differ only in their defaults).
-SCRIPTS = {"sd": "original_esd/esd_sd.py", "sdxl": "original_esd/esd_sdxl.py"}
+# The script of each model family ESD trains (they differ only in their defaults).
+SCRIPTS = {"sd": "original_esd/esd_sd.py", "sdxl": "original_esd/esd_sdxl.py", "sd3": "original_esd/esd_sd3.py",
+           "flux": "original_esd/esd_flux.py"}
 
 
 def check_script(cfg, family):
@@ -196,6 +200,7 @@ def main(cfg: EsdConfig):
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
     st = training_flags.prepare(cfg)
     cfg = cfg.resolved("esd", training_flags.model_family(st.pipe))      # what depends on the family: lr, eta
+    cfg = training_flags.closed_forms(cfg, family_of(st.pipe))          # SD3, Flux: no closed-form key/value
     res, latent = resolution(st.pipe, cfg.resolution)
     pairs = parse_concepts(cfg.erase_concept, cfg.erase_from)
     rows = case_rows(st.pipe, cfg, pairs)

@@ -41,8 +41,8 @@ from .checkpoint import atomic_save
 from .errors import InputError
 from .erasure_file import ErasureFileError, check_fits, check_recorded_base, read_erasure, recorded_base
 from .files import OutputLock, atomic_folder, check_new, check_output, check_room
-from .families import family_of_denoiser
-from .models import SAFETENSORS_FIX, fingerprint
+from .families import declared_family, denoiser_of, family_of_denoiser
+from .models import SAFETENSORS_FIX, absent_components, fingerprint
 from .reports import write_json
 
 FORMATS = {"diffusers": "diffusers/PEFT LoRA for pipe.load_lora_weights", "kohya": "kohya-ss LoRA for "
@@ -118,14 +118,15 @@ def rel_norm(delta, ref):
     return d / o if o > 0 else (0.0 if d == 0 else float("inf"))
 
 
-def diffusers_state(factors, with_bias=True):
-    """diffusers/PEFT UNet LoRA keys; lora_B.bias on every module (zeros where none changed) when
-    with_bias, since peft gives all modules of one adapter a lora_B bias or none."""
+def diffusers_state(factors, with_bias=True, prefix="unet"):
+    """diffusers/PEFT LoRA keys of the denoiser `prefix` (the family's: unet, transformer); lora_B.bias on
+    every module (zeros where none changed) when with_bias, since peft gives all modules of one adapter
+    a lora_B bias or none."""
     out = {}
     for m, f in factors.items():
-        out[f"unet.{m}.lora_A.weight"], out[f"unet.{m}.lora_B.weight"] = f["down"], f["up"]
+        out[f"{prefix}.{m}.lora_A.weight"], out[f"{prefix}.{m}.lora_B.weight"] = f["down"], f["up"]
         if with_bias:
-            out[f"unet.{m}.lora_B.bias"] = f["bias"] if f["bias"] is not None else torch.zeros(f["up"].shape[0])
+            out[f"{prefix}.{m}.lora_B.bias"] = f["bias"] if f["bias"] is not None else torch.zeros(f["up"].shape[0])
     return out
 
 
@@ -182,7 +183,7 @@ def apply_lora_equivalent(pipe, path, rank=None, energy=None, with_bias=True):
     """Set pipe.unet (the base model) to the weights a LoRA export loads: W0 + dW_r, and b0 + db only if
     with_bias; dropped tensors stay at base. For measuring what the rank and dropping biases cost."""
     tensors, _ = read_erasure(path)
-    own = dict(pipe.unet.named_parameters())
+    own = dict(denoiser_of(pipe).named_parameters())
     factors, rows, dropped = lora_state(tensors, {k: own[k].detach() for k in tensors}, rank, energy)
     for m, f in factors.items():
         w = own[f"{m}.weight"]
@@ -193,12 +194,16 @@ def apply_lora_equivalent(pipe, path, rank=None, energy=None, with_bias=True):
 
 
 def load_base(model, meta, full=False):
-    """The base pipeline (full=True) or UNet the erasure was trained on; refuses a different UNet."""
-    from diffusers import DiffusionPipeline, UNet2DConditionModel
+    """The base pipeline (full=True) or denoiser (the family's UNet or transformer) the erasure was
+    trained on; refuses a different one."""
+    from diffusers import DiffusionPipeline
+    family, _ = declared_family(model)
     try:
-        pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True) if full else None
-        unet = pipe.unet if full else UNet2DConditionModel.from_pretrained(model, subfolder="unet",
-                                                                           use_safetensors=True)
+        if full or family is None:                 # the whole pipeline; or it says which family it is
+            pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True, **absent_components(model))
+            unet = denoiser_of(pipe)
+        else:
+            unet = family.DENOISER_CLASS.from_pretrained(model, subfolder=family.DENOISER, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise ExportError(f"could not load base model {model}: {str(e).splitlines()[0]}; pass --base_model (a "
                           f"pipeline saved as safetensors: {SAFETENSORS_FIX})") from e
@@ -296,7 +301,7 @@ def written(output, error):
 def export_pipeline(path, tensors, meta, base_model, output, report):
     """The pipeline format: the base pipeline with the erasure's tensors copied in, saved whole."""
     pipe = load_base(base_model, meta, full=True)
-    own = dict(pipe.unet.named_parameters())
+    own = dict(denoiser_of(pipe).named_parameters())
     check_fits(tensors, own, path, base_model)
     sizes = [module_bytes(m) for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
     check_room(output, sum(sizes) + 2**20, max(sizes, default=0))
@@ -323,7 +328,7 @@ def export_lora(path, tensors, meta, base_model, fmt, file, target, rank, energy
     factors, rows, dropped = lora_state(tensors, sd, rank, energy)
     carried = bias == "carry"
     family = family_of_denoiser(unet)
-    state = diffusers_state(factors, carried) if fmt == "diffusers" else \
+    state = diffusers_state(factors, carried, family.DENOISER) if fmt == "diffusers" else \
         kohya_state(factors, lambda m: family.kohya_module(m, unet.config), diff_b=carried)
     ranks = sorted({r["rank"] for r in rows})
     alpha = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)   # kohya only

@@ -18,7 +18,7 @@ from diffusers import (DiffusionPipeline, StableDiffusionInpaintPipeline, Stable
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from .families import family_of_denoiser
+from .families import UnknownFamily, family_of, family_of_denoiser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -61,6 +61,16 @@ def architecture(unet):
     return family_of_denoiser(unet).architecture(unet)
 
 
+def absent_components(model):
+    """{component: None} for the components model_index.json records as absent ([null, null], e.g. SD3's
+    text_encoder_3 without T5), which from_pretrained would otherwise insist on."""
+    try:
+        index = DiffusionPipeline.load_config(model)
+    except Exception:                              # from_pretrained reports the real problem
+        return {}
+    return {k: None for k, v in index.items() if isinstance(v, list) and v and all(x is None for x in v)}
+
+
 def _no_safety_checker(model):
     """Skip SD 1.x's NSFW checker (evaluations need raw outputs); SDXL pipelines have none to skip."""
     index = os.path.join(model, "model_index.json")
@@ -93,16 +103,23 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
         transformers_logging.disable_progress_bar()
     try:
         # the auto class from model_index.json, then the class the task needs, sharing components
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True, **_no_safety_checker(model))
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True,
+                                                 **{**absent_components(model), **_no_safety_checker(model)})
     except (OSError, ValueError) as e:
         if local:
             raise ModelLoadError(f"could not load the pipeline in {model}: {str(e).splitlines()[0]}; pass a folder "
                                  f"written by save_pretrained (safetensors) or a hub id ({SAFETENSORS_FIX})") from e
         raise hub_unreachable(model, e) from e
-    cls = PIPELINES.get((architecture(pipe.unet), task))
+    try:
+        family = family_of(pipe)
+    except UnknownFamily as e:
+        raise ModelLoadError(f"{model}: {e}; pass one of those") from None
+    denoiser = getattr(pipe, family.DENOISER)
+    cls = PIPELINES.get((family.architecture(denoiser), task)) if family.INPAINTS else \
+        type(pipe) if task == "text2img" else None
     if cls is None:
-        raise ModelLoadError(f"{model} has a {architecture(pipe.unet)} UNet, which this toolkit cannot use for {task}; "
-                             "pass an SD 1.x/2.x, SD-inpainting or SDXL pipeline")
+        raise ModelLoadError(f"{model} is a {family.architecture(denoiser)} pipeline, which this toolkit cannot use "
+                             f"for {task}; pass an SD 1.x/2.x, SD-inpainting or SDXL pipeline")
     if type(pipe) is not cls:
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()    # from_pipe warns about an empty list of fp32 modules
@@ -117,9 +134,12 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
 def describe(pipe, fp=None):
     """One line naming the model a script uses: where from, architecture, UNet size, fingerprint
     (pass `fp` when it is already computed: hashing an 860M-parameter UNet is not free)."""
-    n = sum(p.numel() for p in pipe.unet.parameters())
-    return (f"model: {pipe.name_or_path} ({architecture(pipe.unet)}, UNet {n / 1e6:.1f}M parameters, "
-            f"{pipe.unet.config.sample_size * pipe.vae_scale_factor}px, fingerprint {fp or fingerprint(pipe.unet)})")
+    family = family_of(pipe)
+    denoiser = getattr(pipe, family.DENOISER)
+    n = sum(p.numel() for p in denoiser.parameters())
+    kind, fp = "UNet" if family.DENOISER == "unet" else "transformer", fp or fingerprint(denoiser)
+    return (f"model: {pipe.name_or_path} ({family.architecture(denoiser)}, {kind} "
+            f"{n / 1e6:.1f}M parameters, {family.native_resolution(pipe)}px, fingerprint {fp})")
 
 
 @torch.no_grad()

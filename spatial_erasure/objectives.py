@@ -90,7 +90,7 @@ def esd_loss(rng, st, source, prompts, batch, negative_guidance, anchor_source=N
     (--preserve_xt own), x_a is a state of their own trajectories, whose case is the anchor. With an
     `adversary` (adversarial.Adversary, --robust), its inner attack first finds adversarial prompts
     `adv` that make the student paint the concept at x_t again; the student is erased from them too."""
-    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    unet, scheduler = st.denoiser, st.pipe.scheduler
     # 1. draw x_t at a step k (a stream hands out its trajectories at their own steps), and each
     #    row's concept (its case: always 0 for one concept) [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
@@ -149,7 +149,7 @@ def twin_loss(rng, st, source, prompts, batch, null_weight=1.0, anchor_source=No
     there, at the cost of one more teacher row. `prompts`
     is an EsdPrompts with `twin`; an `adversary` pulls the student at x0_t toward eps(x0_t, from)
     (one more teacher row), and the student is mapped onto the twin from the adversarial prompt too."""
-    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    unet, scheduler = st.denoiser, st.pipe.scheduler
     # 1. draw x0_t, states of the twins' trajectories, and each row's case [and the anchors' x_a]
     x, t, cases = source.draw(source.pick_step(rng), batch)
     erase_from, twin, null = prompts.erase_from[cases], prompts.twin[cases], prompts.null.repeat(batch)
@@ -237,7 +237,7 @@ def grid_erasure_loss(rng, st, cases: GridCases, sources: GridSources, batch, ne
     the one the 9-channel UNet is given too. With an `adversary` (--robust), its inner attack first finds
     adversarial prompts for p at x_t; the student prompted with them gets the inside and outside
     terms too (weight adversary.cfg.weight). Returns (loss, parts), parts the terms' values."""
-    unet, scheduler = st.pipe.unet, st.pipe.scheduler
+    unet, scheduler = st.denoiser, st.pipe.scheduler
     source, retain_source, inpainting = sources.concept, sources.retain, sources.inpainting
     # 1. draw x_t of B cases at a step k, and x_t^r of their retain prompts at the same k
     k = source.pick_step(rng)

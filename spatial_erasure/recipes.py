@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-FAMILIES = {"toy": "the bundled toy world's models", "sd": "SD 1.x / 2.x and SD-inpainting", "sdxl": "SDXL"}
+FAMILIES = {"toy": "the bundled toy world's models", "sd": "SD 1.x / 2.x and SD-inpainting", "sdxl": "SDXL",
+            "sd3": "SD3 / SD3.5", "flux": "Flux.1"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class Recipe:
 # The model families' learning rate and negative guidance (and grid erasure's loss weights): the toy
 # model's were measured (docs/results.md), SD's and SDXL's are the reference ESD code's.
 ESD_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),
-              "sdxl": dict(lr=2e-4, negative_guidance=1.0)}
+              "sdxl": dict(lr=2e-4, negative_guidance=1.0),
+              # not measured at real size: the esd_flux forks' lr 1e-4 and eta 2 (docs/flow.md)
+              "sd3": dict(lr=1e-4, negative_guidance=2.0), "flux": dict(lr=1e-4, negative_guidance=2.0)}
 # retain_templates: phrasings of each retain style, as first published (worlds.World.retain_phrasings reads it).
 GRID_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0, retain_templates=1),
                "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0, retain_templates=2)}
@@ -55,7 +58,8 @@ RECIPES = {
             "with the key/value penalty of 200 anchors (400 iterations: 200 left Monet at 24%)",
             dict(target="twin", negative_guidance=0.0, xt_source="stream", preserve=200, robust=False, twin_map=False,
                  iterations=400),
-            family={"toy": dict(variations=30), "sd": dict(variations=100), "sdxl": dict(variations=100)}),
+            family={"toy": dict(variations=30), "sd": dict(variations=100), "sdxl": dict(variations=100),
+                    "sd3": dict(variations=100), "flux": dict(variations=100)}),
     },
     "grid": {
         "paper": Recipe("grid erasure as first published: ESD's target inside the mask on the concept's own x_t "

@@ -2,10 +2,14 @@
 import torch
 
 from .errors import InputError
-from .families import family_of_denoiser, sd
+from .families import FAMILIES, family_of_denoiser, sd
 
-# name -> (description, predicate); the CLI's choices: the UNet families' (spatial_erasure.families.sd)
-TRAIN_METHODS = sd.TRAIN_METHODS
+# name -> (description, predicate): the CLI's choices, every family's methods (described as the UNet
+# families' where they share a name; each family's own table says what it selects: spatial_erasure.families)
+TRAIN_METHODS = dict(sd.TRAIN_METHODS)
+for _family in FAMILIES.values():
+    for _name, (_about, _keep) in _family.TRAIN_METHODS.items():
+        TRAIN_METHODS.setdefault(_name, (f"{_family.NAME}: {_about}", _keep))
 
 
 def select_parameters(unet, method):

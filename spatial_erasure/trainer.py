@@ -36,6 +36,7 @@ from .checkpoint import load_state, save_state
 from .distributed import process_device, process_state
 from .erasure_file import save_erasure
 from .errors import InputError
+from .families import denoiser_of, family_of
 from .files import check_room
 from .models import describe, fingerprint, load_pipeline
 from .reports import write_json
@@ -68,6 +69,11 @@ class Student:
     state: PartialState
     load_peak_mb: float = 0.0
 
+    @property
+    def denoiser(self):
+        """The trained denoiser (pipe.unet or pipe.transformer, as the model family says)."""
+        return denoiser_of(self.pipe)
+
     def autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=self.dtype) if self.dtype != torch.float32 \
             else nullcontext()
@@ -93,35 +99,36 @@ def prepare(base_model, train_method, device=None, mixed_precision="no", task="t
     state, device = process_state(), str(process_device(device))
     dtype = PRECISIONS[mixed_precision] or torch.float32
     pipe = load_pipeline(base_model, task)         # fp32 on the CPU: the fingerprint is that of the file
-    if task == "text2img" and pipe.unet.config.in_channels != pipe.unet.config.out_channels:
-        raise InputError(f"{base_model} has an inpainting UNet ({pipe.unet.config.in_channels} input channels) and "
+    denoiser = denoiser_of(pipe)
+    if task == "text2img" and denoiser.config.in_channels == 9:
+        raise InputError(f"{base_model} has an inpainting UNet ({denoiser.config.in_channels} input channels) and "
                          "ESD trains text-to-image ones; erase from it with grid erasure "
                          "(inpainting_erasure/scaled_grid_erasure.py), or pass a text-to-image --base_model")
-    base_fingerprint = fingerprint(pipe.unet)
+    base_fingerprint = fingerprint(denoiser)
     if state.is_main_process:
         print(describe(pipe, base_fingerprint))
-    params = select_parameters(pipe.unet, train_method)
+    params = select_parameters(denoiser, train_method)
     stored = {n: p.data for n, p in params.items()}
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()        # .to(dtype) warns about an empty list of fp32 modules
     pipe.to(device=device, dtype=dtype)
     diffusers_logging.set_verbosity(level)
-    pipe.unet.requires_grad_(False)
+    denoiser.requires_grad_(False)
     if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-    second = copy.deepcopy(pipe.unet) if teacher == "copy" else None
+        denoiser.to(memory_format=torch.channels_last)
+    second = copy.deepcopy(denoiser) if teacher == "copy" else None
     for n, p in params.items():                    # trained tensors in fp32 whatever the frozen dtype
         p.data = stored[n].to(device)
         p.requires_grad_(True)
     del stored
     originals = None if second is not None else {n: p.detach().to(dtype).clone() for n, p in params.items()}
     if gradient_checkpointing:                     # the student's forward only: the teacher runs without grad
-        pipe.unet.enable_gradient_checkpointing()
+        denoiser.enable_gradient_checkpointing()
     if compile:
-        for unet in [pipe.unet] + ([second] if second is not None else []):
-            unet.compile()
+        for module in [denoiser] + ([second] if second is not None else []):
+            module.compile()
     # the peak from here on is training's; loading maps the safetensors file on top of the model
-    return Student(pipe, params, second or pipe.unet, originals, base_fingerprint, device, dtype, state,
+    return Student(pipe, params, second or denoiser, originals, base_fingerprint, device, dtype, state,
                    load_peak_mb=round(reset_peak_memory(device), 1))
 
 
@@ -134,13 +141,15 @@ def originals(st):
 
 
 def resolution(pipe, requested=None):
-    """The training resolution (default: the model's native size) and the latent shape for it."""
-    res = pipe.unet.config.sample_size * pipe.vae_scale_factor if requested is None else requested
-    step = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)   # the UNet halves it
+    """The training resolution (default: the model's native size) and the latent shape for it, as the
+    model family says (the VAE's factor times the UNet's halvings or the transformer's patches)."""
+    family = family_of(pipe)
+    res = family.native_resolution(pipe) if requested is None else requested
+    step = family.resolution_step(pipe)
     if res < step or res % step:
-        raise InputError(f"--resolution {res} must be a positive multiple of {step} for this model (its VAE and UNet "
-                         f"downsample by that much); pass e.g. {max(step, res - res % step)}")
-    return res, (pipe.unet.config.out_channels, res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
+        raise InputError(f"--resolution {res} must be a positive multiple of {step} for this model (its VAE and "
+                         f"denoiser downsample by that much); pass e.g. {max(step, res - res % step)}")
+    return res, (family.latent_channels(denoiser_of(pipe)), res // pipe.vae_scale_factor, res // pipe.vae_scale_factor)
 
 
 def peak_memory_mb(device):

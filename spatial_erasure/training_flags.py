@@ -174,6 +174,24 @@ def model_family(pipe):
     return family_of(pipe).KEY
 
 
+def closed_forms(cfg: TrainingConfig, family):
+    """`cfg` for a model family whose text tokens reach the key/value projections through per-timestep
+    modulation (SD3, Flux: family.CLOSED_FORM_KV is False): --twin_map is refused in one line, and the
+    key/value penalty --preserve would add is turned off with a note (the file records 0)."""
+    if family.CLOSED_FORM_KV:
+        return cfg
+    if getattr(cfg, "twin_map", False):
+        cli.fail(f"--twin_map solves SD's cross-attention keys and values in closed form, which {family.NAME}'s "
+                 "joint blocks have no "
+                 "analogue of (the text tokens are modulated per timestep first); pass --no-twin_map")
+    if cfg.preserve_kv:
+        print(f"note: --preserve_kv is off on {family.NAME}: its text tokens are modulated per timestep before the "
+              "key/value projections, so the closed-form penalty does not apply (the anchors' rows still do with "
+              "--preserve_weight)")
+        cfg = replace(cfg, preserve_kv=0.0)
+    return cfg
+
+
 # Settings a --config never carries over: where this run writes, on what device, and the run's own switches.
 CONFIG_SKIPPED = ("output", "save_path", "resume", "restart", "overwrite", "device", "config", "print_config")
 

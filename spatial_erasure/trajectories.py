@@ -17,6 +17,7 @@ import torch
 from torch.func import functional_call
 from tqdm import tqdm
 
+from .families import family_of_denoiser
 from .prompts import Cond
 
 XT_SOURCES = {"sample": "run the frozen model k guided steps from seeded noise (faithful; ~2k forwards/iteration)",
@@ -68,11 +69,16 @@ def batch_timesteps(ts, b):
     return torch.cat([t.reshape(-1).expand(b) for t in ts])
 
 
-def unet_eps(unet, scheduler, x, t, cond, params=None, extra=None):
+def unet_eps(unet, scheduler, x, t, cond, params=None, extra=None, sampling=False):
     """Noise prediction at (x, t). Inputs go through scheduler.scale_model_input (Euler divides by
     sqrt(sigma^2 + 1)); `params` ({name: tensor}) overrides weights, e.g. the frozen originals.
     `extra` (B, 5, h, w) is appended after scaling, as the SD-inpainting pipeline does for its
-    9-channel UNet: cat(x_t, mask, masked-image latent). t is a scalar or one timestep per row."""
+    9-channel UNet: cat(x_t, mask, masked-image latent). t is a scalar or one timestep per row.
+    A flow-matching denoiser (SD3, Flux) predicts the velocity instead, by its family's call
+    (`sampling`: x_t is being sampled, which Flux-dev's guidance input tells apart from the loss)."""
+    family = family_of_denoiser(unet)
+    if family.PREDICTS == "velocity":
+        return family.predict(unet, x, t, cond, params, sampling=sampling)
     xin = scale_input(scheduler, x, t)
     if extra is not None:
         xin = torch.cat([xin, extra.to(xin.dtype)], 1)
@@ -95,12 +101,12 @@ def denoise(unet, scheduler, noise, cond, uncond, guidance, num_inference_steps,
     state [x_0 .. x_k] when record. `inpaint` (an Inpainting for these B rows) adds the 9-channel
     inputs, or for a 4-channel UNet blends the known region back after every step."""
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    x = noise * scheduler.init_noise_sigma
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)     # flow matching starts at the noise itself
     both = Cond.cat([uncond, cond])
     extra = None if inpaint is None or inpaint.masked is None else inpaint.extra().repeat(2, 1, 1, 1)
     states = [x]
     for i, t in enumerate(scheduler.timesteps[:k]):
-        e_u, e_c = unet_eps(unet, scheduler, torch.cat([x, x]), t, both, params, extra).chunk(2)
+        e_u, e_c = unet_eps(unet, scheduler, torch.cat([x, x]), t, both, params, extra, sampling=True).chunk(2)
         x = guided_step(scheduler, x, t, e_c, e_u, guidance)
         if inpaint is not None and inpaint.masked is None:
             x = inpaint.blend(x, scheduler, i + 1, noise)
@@ -272,7 +278,7 @@ class Stream(XtSource):
         self.case = self._next_cases(width)
         self.noise = self._noise(width)                                  # (width, 4, h, w), kept for blending
         scheduler.set_timesteps(self.n, device=device)
-        self.x = self.noise * scheduler.init_noise_sigma
+        self.x = self.noise * getattr(scheduler, "init_noise_sigma", 1.0)
         self.k = torch.zeros(width, dtype=torch.long)
         self._warm_up((torch.arange(width) * self.n) // width, desc)
 
@@ -297,7 +303,7 @@ class Stream(XtSource):
                 extra = None if self.inpaint is None or self.inpaint.masked is None else self.inpaint[c].extra()
                 e_u, e_c = unet_eps(self.unet, self.scheduler, torch.cat([x, x]), torch.cat([t, t]),
                                     Cond.cat([self.uncond[:1].repeat(len(x)), self.cond[c]]), self.params,
-                                    None if extra is None else extra.repeat(2, 1, 1, 1)).chunk(2)
+                                    None if extra is None else extra.repeat(2, 1, 1, 1), sampling=True).chunk(2)
                 self.advance(e_c, e_u, count=False)
                 self.forwards += 2 * len(x)
         self.warmup_forwards, self.warmup_seconds = self.forwards, time.time() - start
@@ -336,7 +342,7 @@ class Stream(XtSource):
         if len(new):
             self.case[new] = self._next_cases(len(new))
             self.noise[new] = self._noise(len(new))
-            self.x[new], self.k[new] = self.noise[new] * self.scheduler.init_noise_sigma, 0
+            self.x[new], self.k[new] = self.noise[new] * getattr(self.scheduler, "init_noise_sigma", 1.0), 0
             self.restarts += int(count) * len(new)
 
     def state(self):

@@ -8,7 +8,8 @@ from conftest import load_script
 from spatial_erasure import cli
 from spatial_erasure.errors import InputError
 
-SCRIPTS = ["original_esd/esd_sd.py", "original_esd/esd_sdxl.py", "original_esd/generate_images.py",
+SCRIPTS = ["original_esd/esd_sd.py", "original_esd/esd_sdxl.py", "original_esd/esd_sd3.py", "original_esd/esd_flux.py",
+           "original_esd/generate_images.py",
            "inpainting_erasure/grid_erasure.py", "inpainting_erasure/scaled_grid_erasure.py",
            "inpainting_erasure/inpaint.py", "evaluation/benchmark.py", "evaluation/concept_impact.py",
            "evaluation/simple_vangogh_evaluation.py", "evaluation/spatial_evaluation.py",

@@ -2,7 +2,7 @@
 import pytest
 
 from spatial_erasure.architectures import build_unet
-from spatial_erasure.selection import TRAIN_METHODS, count, select_parameters
+from spatial_erasure.selection import count, select_parameters
 
 
 def test_train_methods_on_sd14_architecture():
@@ -26,4 +26,5 @@ def test_train_methods_on_sd14_architecture():
 def test_unknown_method_lists_the_choices():
     with pytest.raises(ValueError) as e:
         select_parameters(build_unet("sd14"), "esd_x")
-    assert all(m in str(e.value) for m in TRAIN_METHODS), str(e.value)
+    from spatial_erasure.families import sd
+    assert all(m in str(e.value) for m in sd.TRAIN_METHODS), str(e.value)

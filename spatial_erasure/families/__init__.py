@@ -30,6 +30,11 @@ def family_of(pipe):
                         f"({', '.join(f.NAME for f in FAMILIES.values())})")
 
 
+def denoiser_of(pipe):
+    """The pipeline's denoiser, the component its family trains: pipe.unet or pipe.transformer."""
+    return getattr(pipe, family_of(pipe).DENOISER)
+
+
 def family_of_denoiser(denoiser):
     """The family module that owns a denoiser (a UNet or a transformer); UnknownFamily if none."""
     for family in FAMILIES.values():

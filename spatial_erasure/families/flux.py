@@ -19,8 +19,10 @@ KEY = "flux"
 NAME = "Flux"
 PIPELINE_PREFIXES = ("Flux",)
 DENOISER = "transformer"
+DENOISER_CLASS = FluxTransformer2DModel
 PREDICTS = "velocity"
-GUIDANCE = 3.5          # Flux-dev's distilled guidance when sampling (its pipeline's default)
+GUIDANCE = 3.5          # Flux-dev's distilled guidance input when x_t is sampled (its pipeline's default)
+LOSS_GUIDANCE = 1.0     # ... and in the loss (the esd_flux forks' choice: guidance distilled out of the target)
 
 
 def owns(denoiser):
@@ -62,9 +64,11 @@ def image_ids(h, w, device, dtype):
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
-def predict(transformer, x, t, cond, params=None, guidance=GUIDANCE):
+def predict(transformer, x, t, cond, params=None, sampling=False, guidance=None):
     """The velocity at latents x (B, C, h, w), timestep t (a scalar or (B,), in [0, 1000]), as latents;
-    `guidance`: the distilled guidance input of Flux-dev (ignored by schnell); `params` overrides weights."""
+    Flux-dev's distilled guidance input is `guidance`, else GUIDANCE when `sampling` x_t and
+    LOSS_GUIDANCE in the loss (schnell takes none); `params` overrides weights."""
+    guidance = guidance if guidance is not None else GUIDANCE if sampling else LOSS_GUIDANCE
     b, _, h, w = x.shape
     t = torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(b) / 1000
     kwargs = {"hidden_states": pack(x), "timestep": t, "encoder_hidden_states": cond.emb,
@@ -98,6 +102,24 @@ TRAIN_METHODS = {
 }
 KEY_VALUE = (".attn.add_k_proj.", ".attn.add_v_proj.")
 PROBE = "transformer_blocks.0"
+
+
+CLOSED_FORM_KV = False    # as SD3: the text tokens are modulated per timestep before add_k_proj
+
+
+INPAINTS = False          # text-to-image as loaded (its inpainting pipelines: not yet)
+
+
+def native_resolution(pipe):
+    return pipe.default_sample_size * pipe.vae_scale_factor
+
+
+def resolution_step(pipe):
+    return pipe.vae_scale_factor * 2              # 2x2 latent patches
+
+
+def latent_channels(transformer):
+    return transformer.config.in_channels // 4
 
 
 def kohya_module(module, config):

@@ -17,6 +17,7 @@ KEY = "sd"
 NAME = "Stable Diffusion 1.x/2.x"
 PIPELINE_PREFIXES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline")
 DENOISER = "unet"
+DENOISER_CLASS = UNet2DConditionModel
 PREDICTS = "eps"
 
 
@@ -55,6 +56,23 @@ TRAIN_METHODS = {
 # The tensors that map text tokens to keys and values (anchors' and the twin map's closed forms).
 KEY_VALUE = (".attn2.to_k.", ".attn2.to_v.")
 PROBE = "up_blocks.0.attentions.0.transformer_blocks.0"      # a module name that trains_keys_and_values asks about
+
+
+CLOSED_FORM_KV = True     # text tokens reach attn2.to_k / to_v unchanged: twin map and key/value penalty apply
+INPAINTS = True           # load_pipeline picks its pipeline class by task (models.PIPELINES)
+
+
+def native_resolution(pipe):
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def resolution_step(pipe):
+    """Image sizes must be multiples of this: the VAE's factor times the UNet's halvings."""
+    return pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
+
+def latent_channels(unet):
+    return unet.config.out_channels
 
 
 def kohya_module(module, config):

@@ -18,6 +18,7 @@ KEY = "sd3"
 NAME = "Stable Diffusion 3"
 PIPELINE_PREFIXES = ("StableDiffusion3",)
 DENOISER = "transformer"
+DENOISER_CLASS = SD3Transformer2DModel
 PREDICTS = "velocity"
 
 
@@ -41,7 +42,7 @@ def encode(pipe, prompts, resolution=None, max_sequence_length=256):
     return Cond(emb, pooled)
 
 
-def predict(transformer, x, t, cond, params=None):
+def predict(transformer, x, t, cond, params=None, sampling=False):
     """The velocity at latents x (B, C, h, w) and timestep t (a scalar or (B,), in [0, 1000]);
     `params` ({name: tensor}) overrides weights, e.g. the frozen originals."""
     t = torch.as_tensor(t, device=x.device).expand(len(x))
@@ -72,6 +73,26 @@ TRAIN_METHODS = {
 }
 KEY_VALUE = (".attn.add_k_proj.", ".attn.add_v_proj.")
 PROBE = "transformer_blocks.0"                    # a module name that trains_keys_and_values asks about
+
+
+# The text tokens reach add_k_proj through the context embedder and each block's timestep-modulated norm
+# (norm1_context): no closed form in the text embedding alone, so no twin map and no key/value penalty.
+CLOSED_FORM_KV = False
+
+
+INPAINTS = False          # text-to-image as loaded (its inpainting pipelines: not yet)
+
+
+def native_resolution(pipe):
+    return pipe.transformer.config.sample_size * pipe.vae_scale_factor
+
+
+def resolution_step(pipe):
+    return pipe.vae_scale_factor * pipe.transformer.config.patch_size
+
+
+def latent_channels(transformer):
+    return transformer.config.out_channels
 
 
 def kohya_module(module, config):

@@ -19,10 +19,14 @@ KEY = "sdxl"
 NAME = "SDXL"
 PIPELINE_PREFIXES = ("StableDiffusionXL",)
 DENOISER = "unet"
+DENOISER_CLASS = UNet2DConditionModel
 PREDICTS = "eps"
 TRAIN_METHODS = sd.TRAIN_METHODS
 KEY_VALUE = sd.KEY_VALUE
 PROBE = sd.PROBE
+CLOSED_FORM_KV = True
+INPAINTS = True
+native_resolution, resolution_step, latent_channels = sd.native_resolution, sd.resolution_step, sd.latent_channels
 
 
 def owns(denoiser):

@@ -1,0 +1,82 @@
+"""ESD on the flow-matching transformers (SD3, Flux) in the shared loop, on tiny random-weight
+pipelines: train -> erasure file -> load with the fingerprint check -> generate -> export; Flux's
+diffusers LoRA loads and fuses with FluxPipeline.load_lora_weights, and the fused transformer
+equals the dense-erased one within the export's own low-rank error."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import load_script
+from spatial_erasure import Erasure, erase
+from spatial_erasure.errors import InputError
+from spatial_erasure.models import load_pipeline
+from spatial_erasure.sampling import generate
+from spatial_erasure.testing import save_tiny_pipeline
+
+FAST = dict(iterations=3, num_inference_steps=4, variations=2, preserve=0, resolution=32)
+
+
+@pytest.fixture(scope="module")
+def flow_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flow")
+    return {kind: save_tiny_pipeline(kind, root / kind) for kind in ("sd3", "flux")}
+
+
+@pytest.mark.parametrize("kind,method,prefix", [("sd3", "esd-x-strict", "add_"), ("flux", "eraseanything", "add_")])
+def test_esd_trains_a_flow_transformer_and_the_file_applies_and_generates(flow_folders, tmp_path, kind, method,
+                                                                         prefix):
+    folder = flow_folders[kind]
+    out = tmp_path / "e.safetensors"
+    e = erase("Vincent van Gogh", base_model=folder, output=out, train_method=method, recipe="paper", **FAST)
+    assert e.metadata["iterations_done"] == 3 and e.metadata["method"] == method
+    assert e.tensors and all(".attn." + prefix in k for k in e.tensors), sorted(e.tensors)
+    pipe = load_pipeline(folder)
+    base = dict(pipe.transformer.named_parameters())
+    assert any(not torch.equal(v, base[k]) for k, v in e.tensors.items()), "training changed the tensors"
+    prompt, kw = ["a painting of a house by Vincent van Gogh"], dict(height=32, width=32, max_sequence_length=8)
+    before = generate(pipe, prompt, [0], num_inference_steps=2, guidance_scale=1.0, **kw)
+    with Erasure.load(out).applied(pipe):
+        after = generate(pipe, prompt, [0], num_inference_steps=2, guidance_scale=1.0, **kw)
+    assert after.shape == before.shape and np.isfinite(after).all()
+    again = generate(pipe, prompt, [0], num_inference_steps=2, guidance_scale=1.0, **kw)
+    assert before.shape == (1, 32, 32, 3) and np.array_equal(before, again), "restored after the block"
+    other = load_pipeline(flow_folders["flux" if kind == "sd3" else "sd3"])
+    with pytest.raises(InputError, match="this Erasure was trained on"):
+        Erasure.load(out).apply(other)
+
+
+def test_the_recommended_recipe_runs_on_sd3_without_the_closed_forms(flow_folders, tmp_path, capsys):
+    e = erase("Vincent van Gogh", base_model=flow_folders["sd3"], output=tmp_path / "r.safetensors",
+              **{**FAST, "preserve": 4})
+    assert e.metadata["args"]["target"] == "twin" and e.metadata["args"]["preserve_kv"] == 0.0
+    assert "--preserve_kv is off" in capsys.readouterr().out
+    with pytest.raises(InputError, match="--no-twin_map"):
+        erase("Vincent van Gogh", base_model=flow_folders["sd3"], output=tmp_path / "t.safetensors", twin_map=True,
+              **FAST)
+
+
+def test_flux_lora_export_loads_and_fuses_in_diffusers(flow_folders, tmp_path):
+    from diffusers import FluxPipeline
+    folder = flow_folders["flux"]
+    e = erase("Vincent van Gogh", base_model=folder, output=tmp_path / "e.safetensors", train_method="esd-x-strict",
+              recipe="paper", **FAST)
+    report = e.export("diffusers", tmp_path / "lora", rank=2)
+    pipe = FluxPipeline.from_pretrained(folder)
+    pipe.load_lora_weights(str(tmp_path / "lora"))
+    pipe.fuse_lora()
+    fused = dict(pipe.transformer.named_parameters())
+    fused = {k.replace(".base_layer", ""): v for k, v in fused.items()}
+    for row in report["tensors"]:                  # the weights: within the rank's own error
+        dense, base = e.tensors[row["name"]], dict(FluxPipeline.from_pretrained(folder).transformer
+                                                   .named_parameters())[row["name"]]
+        err = float((fused[row["name"]].detach() - dense).norm() / (dense - base.detach()).norm())
+        assert err <= row["rel_error"] + 1e-4, (row["name"], err, row["rel_error"])
+    assert report["fusable"] and report["max_rel_error"] < 1
+
+
+def test_each_flow_script_takes_its_own_family_only(flow_folders, tmp_path):
+    for script, other in (("original_esd/esd_sd3.py", "flux"), ("original_esd/esd_flux.py", "sd3")):
+        module = load_script(script)
+        with pytest.raises(SystemExit) as e:
+            module.parse_args(["--erase_concept", "x", "--base_model", flow_folders[other], "--output", str(tmp_path)])
+        assert "with the same flags" in str(e.value.code)
