@@ -179,12 +179,12 @@ def check_fits(tensors, own, name="the erasure file", base=None):
                               + (f" ({base})" if base else ""))
 
 
-def check_recorded_base(path, meta, allow_unverified=False):
+def check_recorded_base(path, meta, allow_unverified=False, fix="pass --allow_unverified"):
     """ErasureMismatch for a file that records no base fingerprint (nothing says which model it was
-    trained on), unless allow_unverified (the scripts' --allow_unverified)."""
+    trained on), unless allow_unverified (the scripts' --allow_unverified; `fix` names it)."""
     if "base_fingerprint" not in meta and not allow_unverified:
         raise ErasureMismatch(f"{path} records no base_fingerprint, so nothing says which model it was trained on; "
-                              "pass --allow_unverified to use it anyway")
+                              f"{fix} to use it anyway")
 
 
 def apply_erasure(pipe, path, check_base=True, allow_unverified=False):
@@ -198,25 +198,23 @@ def apply_erasure(pipe, path, check_base=True, allow_unverified=False):
     return apply_tensors(pipe, tensors, meta, path, check_base, allow_unverified)
 
 
-# How a mismatch is fixed, by who asked: a script's flag, or the Python API's objects.
-SCRIPT_FIX = "pass the matching --base_model"
-API_FIX = "load it onto that model (spatial_erasure.load_pipeline(base_model))"
+# How a mismatch is fixed, by who asked, (another base model, no fingerprint): a script's flags, or the
+# Python API's objects and keywords.
+SCRIPT_FIX = ("pass the matching --base_model", "pass --allow_unverified")
+API_FIX = ("load it onto that model (spatial_erasure.load_pipeline(base_model))", "pass allow_unverified=True")
 
 
 def apply_tensors(pipe, tensors, meta, name, check_base=True, allow_unverified=False, fix=SCRIPT_FIX):
     """apply_erasure of tensors and metadata already read (`name`: the file, or "this Erasure", in the
     messages; `fix`: what the caller should do about a model mismatch)."""
-    if check_base and "base_fingerprint" not in meta and not allow_unverified:
-        if fix == API_FIX:
-            raise ErasureMismatch(f"{name} records no base_fingerprint, so nothing says which model it was trained "
-                                  "on; pass allow_unverified=True to use it anyway")
-        check_recorded_base(name, meta, allow_unverified)
+    if check_base:
+        check_recorded_base(name, meta, allow_unverified, fix[1])
     if check_base and "base_fingerprint" in meta:
         have = fingerprint(denoiser_of(pipe))
         if have != meta["base_fingerprint"]:
             raise ErasureMismatch(
                 f"{name} was trained on {meta.get('base_model', '?')} (UNet fingerprint {meta['base_fingerprint']}) "
-                f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); {fix}")
+                f"but the pipeline is {pipe.name_or_path} (fingerprint {have}); {fix[0]}")
     own = dict(denoiser_of(pipe).named_parameters())
     check_fits(tensors, own, name, meta.get("base_model", "see its metadata"))
     with torch.no_grad():

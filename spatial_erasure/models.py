@@ -8,7 +8,6 @@ The bundled toy model (`models/toyart-sd`) and real Stable Diffusion go through 
 Supported: SD 1.x/2.x (4-channel UNet), SD-inpainting (9-channel UNet), SDXL.
 """
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -61,24 +60,25 @@ def architecture(unet):
     return family_of_denoiser(unet).architecture(unet)
 
 
-def absent_components(model):
+def _index(model):
+    """model_index.json of a folder or hub id, read once without weights; None when it cannot be read
+    (from_pretrained then reports the real problem)."""
+    try:
+        return DiffusionPipeline.load_config(model)
+    except Exception:
+        return None
+
+
+def absent_components(model, index=None):
     """{component: None} for the components model_index.json records as absent ([null, null], e.g. SD3's
     text_encoder_3 without T5), which from_pretrained would otherwise insist on."""
-    try:
-        index = DiffusionPipeline.load_config(model)
-    except Exception:                              # from_pretrained reports the real problem
-        return {}
-    return {k: None for k, v in index.items() if isinstance(v, list) and v and all(x is None for x in v)}
+    index = _index(model) if index is None else index
+    return {k: None for k, v in (index or {}).items() if isinstance(v, list) and v and all(x is None for x in v)}
 
 
-def _no_safety_checker(model):
+def _no_safety_checker(model, index):
     """Skip SD 1.x's NSFW checker (evaluations need raw outputs); SDXL pipelines have none to skip."""
-    index = os.path.join(model, "model_index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            has = "safety_checker" in json.load(f)
-    else:
-        has = "xl" not in model.lower()
+    has = "safety_checker" in index if index is not None else "xl" not in model.lower()
     return {"safety_checker": None, "requires_safety_checker": False} if has else {}
 
 
@@ -101,10 +101,11 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
     if quiet:   # scripts show their own bars; loading bars of every component are noise
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+    index = _index(model)
     try:
         # the auto class from model_index.json, then the class the task needs, sharing components
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True,
-                                                 **{**absent_components(model), **_no_safety_checker(model)})
+        skipped = {**absent_components(model, index), **_no_safety_checker(model, index)}   # components left out
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True, **skipped)
     except (OSError, ValueError) as e:
         if local:
             raise ModelLoadError(f"could not load the pipeline in {model}: {str(e).splitlines()[0]}; pass a folder "

@@ -182,8 +182,8 @@ def closed_forms(cfg: TrainingConfig, family):
         return cfg
     if getattr(cfg, "twin_map", False):
         cli.fail(f"--twin_map solves SD's cross-attention keys and values in closed form, which {family.NAME}'s "
-                 "joint blocks have no "
-                 "analogue of (the text tokens are modulated per timestep first); pass --no-twin_map")
+                 "joint blocks have no analogue of (the text tokens are modulated per timestep first); pass "
+                 "--no-twin_map")
     if cfg.preserve_kv:
         print(f"note: --preserve_kv is off on {family.NAME}: its text tokens are modulated per timestep before the "
               "key/value projections, so the closed-form penalty does not apply (the anchors' rows still do with "

@@ -45,6 +45,12 @@ def _per_timestep(fn, x, t, *rest):
     return out
 
 
+def init_sigma(scheduler):
+    """The scale of the starting noise: the scheduler's (DDIM 1, Euler sigma_max); flow matching starts at
+    the noise itself (1)."""
+    return getattr(scheduler, "init_noise_sigma", 1.0)
+
+
 def scale_input(scheduler, x, t):
     """scheduler.scale_model_input for a scalar or per-row t (Euler divides by sqrt(sigma^2 + 1))."""
     def scale(x, t):
@@ -101,7 +107,7 @@ def denoise(unet, scheduler, noise, cond, uncond, guidance, num_inference_steps,
     state [x_0 .. x_k] when record. `inpaint` (an Inpainting for these B rows) adds the 9-channel
     inputs, or for a 4-channel UNet blends the known region back after every step."""
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)     # flow matching starts at the noise itself
+    x = noise * init_sigma(scheduler)
     both = Cond.cat([uncond, cond])
     extra = None if inpaint is None or inpaint.masked is None else inpaint.extra().repeat(2, 1, 1, 1)
     states = [x]
@@ -278,7 +284,7 @@ class Stream(XtSource):
         self.case = self._next_cases(width)
         self.noise = self._noise(width)                                  # (width, 4, h, w), kept for blending
         scheduler.set_timesteps(self.n, device=device)
-        self.x = self.noise * getattr(scheduler, "init_noise_sigma", 1.0)
+        self.x = self.noise * init_sigma(scheduler)
         self.k = torch.zeros(width, dtype=torch.long)
         self._warm_up((torch.arange(width) * self.n) // width, desc)
 
@@ -342,7 +348,7 @@ class Stream(XtSource):
         if len(new):
             self.case[new] = self._next_cases(len(new))
             self.noise[new] = self._noise(len(new))
-            self.x[new], self.k[new] = self.noise[new] * getattr(self.scheduler, "init_noise_sigma", 1.0), 0
+            self.x[new], self.k[new] = self.noise[new] * init_sigma(self.scheduler), 0
             self.restarts += int(count) * len(new)
 
     def state(self):

@@ -104,19 +104,38 @@ def save_pipeline(output, tokenizer_dir, vae, text_encoder, tokenizer, unet, ema
     tmp = output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    # transformers 5 saves tokenizer.json only; ship the classic CLIP folder (vocab.json + merges.txt)
-    # that every transformers version and CompVis/stable-diffusion-v1-4/tokenizer use
-    shutil.rmtree(os.path.join(tmp, "tokenizer"))
-    shutil.copytree(tokenizer_dir, os.path.join(tmp, "tokenizer"))
-    cfg_path = os.path.join(tmp, "tokenizer", "tokenizer_config.json")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    with open(cfg_path, "w") as f:
-        json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
+    ship_tokenizer(tokenizer_dir, os.path.join(tmp, "tokenizer"))
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
     replace_folder(tmp, output)
     ema.restore(list(unet.parameters()) + list(text_encoder.parameters()))
+
+
+def work_tokenizer(work_dir, source):
+    """(folder, CLIPTokenizer) of the run's tokenizer in `work_dir`: the folder `source` copied there (the
+    bundled one), else rebuilt from CLIP's merges; model_max_length MAX_TOKENS."""
+    folder = os.path.join(work_dir, "tokenizer")
+    if not os.path.exists(folder):
+        if os.path.exists(os.path.join(source, "vocab.json")):
+            shutil.copytree(source, folder)
+        else:
+            build_tokenizer(folder, default_bpe_path())
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    tokenizer.model_max_length = MAX_TOKENS
+    return folder, tokenizer
+
+
+def ship_tokenizer(tokenizer_dir, folder):
+    """Put the classic CLIP tokenizer folder `tokenizer_dir` (vocab.json + merges.txt, which every
+    transformers version and CompVis/stable-diffusion-v1-4/tokenizer use) in place of a saved pipeline's
+    tokenizer `folder` (transformers 5 saves tokenizer.json only), with model_max_length MAX_TOKENS."""
+    shutil.rmtree(folder)
+    shutil.copytree(tokenizer_dir, folder)
+    cfg_path = os.path.join(folder, "tokenizer_config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    with open(cfg_path, "w") as f:
+        json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
 
 
 def parse_args(argv=None):
@@ -161,14 +180,7 @@ def main(args):
     os.makedirs(args.work_dir, exist_ok=True)
     with open(os.path.join(args.work_dir, "args.json"), "w") as f:
         json.dump(vars(args), f, indent=1)
-    tok_dir = os.path.join(args.work_dir, "tokenizer")
-    if not os.path.exists(tok_dir):      # the bundled tokenizer, else rebuilt from CLIP's merges
-        if os.path.exists(os.path.join(args.tokenizer, "vocab.json")):
-            shutil.copytree(args.tokenizer, tok_dir)
-        else:
-            build_tokenizer(tok_dir, default_bpe_path())
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    tokenizer.model_max_length = MAX_TOKENS
+    tok_dir, tokenizer = work_tokenizer(args.work_dir, args.tokenizer)
     t0 = time.time()
 
     vae = make_vae()

@@ -3,13 +3,13 @@ CLIP text encoders with projection, over the frozen toy VAE's latents, by rectif
 
 (This trains a toy base model; erasure training is spatial_erasure.trainer.)
 The result is a standard diffusers StableDiffusion3Pipeline folder (safetensors, no T5:
-text_encoder_3 = tokenizer_3 = None) that loads offline with
-`StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)` (diffusers
-needs the two Nones passed, as for any SD3 without T5). The T5 part of the prompt embeddings is zeros of
-length `--max_sequence_length`, as the pipeline builds it without T5; the model is trained with a short
-one (8, not the pipeline's default 256, which costs 4x per step), so sampling must pass the same
-`max_sequence_length=` (recorded in training.json). Checkpoints go to `--work_dir` every few
-minutes; rerunning the same command resumes there, bit for bit.
+text_encoder_3 = tokenizer_3 = None) that loads offline with `spatial_erasure.load_pipeline(folder)`,
+or `StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, text_encoder_3=None,
+tokenizer_3=None)` (diffusers needs the two Nones passed, as for any SD3 without T5). The T5 part of
+the prompt embeddings is zeros of length `--max_sequence_length`, as the pipeline builds it without
+T5; the model is trained with a short one (8, not the pipeline's default 256, which costs 4x per
+step), so sampling must pass the same `max_sequence_length=` (recorded in training.json). Checkpoints
+go to `--work_dir` every few minutes; rerunning the same command resumes there, bit for bit.
 
     OMP_NUM_THREADS=1 python -m spatial_erasure.toyart.train_sd3 --output models/toyart-sd3 --work_dir runs/toyart-sd3
 """
@@ -27,13 +27,12 @@ from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZ
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 from tqdm import tqdm
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from .. import cli
 from ..checkpoint import load_state, replace_folder, save_state
 from ..models import TOY_MODEL
-from .tokenizer import build as build_tokenizer, default_bpe_path
-from .train_sd import MAX_TOKENS, latent_bank
+from .train_sd import MAX_TOKENS, latent_bank, ship_tokenizer, work_tokenizer
 from .world import RES, STYLES, SUBJECTS, caption_for
 
 
@@ -90,13 +89,7 @@ def save_pipeline(output, tokenizer_dir, pipe, params, ema, info):
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     for name in ("tokenizer", "tokenizer_2"):   # vocab.json + merges.txt, as train_sd.save_pipeline
-        shutil.rmtree(os.path.join(tmp, name))
-        shutil.copytree(tokenizer_dir, os.path.join(tmp, name))
-        cfg_path = os.path.join(tmp, name, "tokenizer_config.json")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        with open(cfg_path, "w") as f:
-            json.dump({**cfg, "model_max_length": MAX_TOKENS}, f, indent=2)
+        ship_tokenizer(tokenizer_dir, os.path.join(tmp, name))
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
     replace_folder(tmp, output)
@@ -146,14 +139,7 @@ def main(args):
     os.makedirs(args.work_dir, exist_ok=True)
     with open(os.path.join(args.work_dir, "args.json"), "w") as f:
         json.dump(vars(args), f, indent=1)
-    tok_dir = os.path.join(args.work_dir, "tokenizer")
-    if not os.path.exists(tok_dir):      # the bundled tokenizer, else rebuilt from CLIP's merges
-        if os.path.exists(os.path.join(args.tokenizer, "vocab.json")):
-            shutil.copytree(args.tokenizer, tok_dir)
-        else:
-            build_tokenizer(tok_dir, default_bpe_path())
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    tokenizer.model_max_length = MAX_TOKENS
+    tok_dir, tokenizer = work_tokenizer(args.work_dir, args.tokenizer)
     t0 = time.time()
 
     vae = AutoencoderKL.from_pretrained(args.vae, use_safetensors=True).requires_grad_(False).eval()
