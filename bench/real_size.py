@@ -1,12 +1,14 @@
 """Real-size benchmark (not a test): ESD-x and the scaled grid preset on Stable Diffusion UNets of
-real size with random weights (spatial_erasure.architectures: SD 1.4, SD-inpainting, SD 2, SDXL),
-per x_t source, plus the memory of the reference two-UNet design at the same settings.
+real size with random weights (spatial_erasure.architectures: SD 1.4, SD-inpainting, SD 2, SDXL;
+ESD-x on the SD3-medium transformer), per x_t source, plus the memory of the reference two-UNet
+design at the same settings.
 
     python bench/real_size.py                                   # CPU: 256 px, 10 steps, 2 iterations a cell
     python bench/real_size.py --device cuda --native            # GPU: native resolution, 50 steps, bf16
     python bench/real_size.py --architectures sdxl --methods esd-x --sources stream
+    python bench/real_size.py --architectures sd3-medium --output results/bench/sd3  # SD3-medium's row
 
-Every cell runs the real entry script (original_esd/esd_sd.py, esd_sdxl.py or
+Every cell runs the real entry script (original_esd/esd_sd.py, esd_sdxl.py, esd_sd3.py or
 inpainting_erasure/grid_erasure.py) in its own process, on a pipeline folder saved once under
 --folder and loaded through load_pipeline like any checkpoint, and reads its JSON report. The text
 encoders and VAE are tiny (only their output shapes matter to the UNet), so the numbers are the
@@ -29,7 +31,7 @@ import time
 
 import torch
 
-from spatial_erasure.architectures import ARCHITECTURES, count_parameters, save_pipeline
+from spatial_erasure.architectures import ARCHITECTURES, FLOW_ARCHITECTURES, count_parameters, save_pipeline
 from spatial_erasure.recipes import PRESETS
 from spatial_erasure.reports import atomic_write_text, markdown_table, write_json
 from spatial_erasure.trainer import PRECISIONS
@@ -39,13 +41,16 @@ METHODS = {"esd-x": "ESD-x (original_esd/)", "grid": "grid erasure, scaled prese
 SOURCES = ["sample", "cache", "stream"]
 ESD_BANK = 8                     # esd_sd.py's default --bank_size
 SCALED = PRESETS["scaled"]       # the grid preset the projection uses: 100 prompts, banks 256 + 64, 500 iterations
+SD3 = [k for k, a in FLOW_ARCHITECTURES.items() if a.family == "sd3"]   # built as pipelines (Flux is only counted)
+LARGE = {"sdxl", *SD3}           # bf16 and gradient checkpointing by default; only --sdxl_cells run on a CPU
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--architectures", nargs="+", default=["sd14", "sdxl", "sd-inpaint", "sd2"], choices=list(ARCHITECTURES),
-      help="UNets to measure, in this order (default: all, SD 1.4 and SDXL first)")
+    a("--architectures", nargs="+", default=["sd14", "sdxl", "sd-inpaint", "sd2"], choices=[*ARCHITECTURES, *SD3],
+      help="denoisers to measure, in this order (default: the UNets, SD 1.4 and SDXL first; sd3-medium and "
+           "sd3.5-large when named)")
     a("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods (default: both)")
     a("--sources", nargs="+", default=SOURCES, choices=SOURCES, help="x_t sources (default: all)")
     a("--two_unet", action=argparse.BooleanOptionalAction, default=True,
@@ -58,12 +63,13 @@ def parse_args(argv=None):
     a("--num_prompts", type=int, default=2, help="grid source images per cell (default: %(default)s)")
     a("--bank_size", type=int, default=2, help="cache bank per cell; grid retain bank is half (default: %(default)s)")
     a("--mixed_precision", default=None, choices=list(PRECISIONS),
-      help="default: bf16 on cuda and for SDXL on cpu (fits 24 GB), else no")
+      help="default: bf16 on cuda and for SDXL and SD3 on cpu (fits 24 GB), else no")
     a("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=None,
-      help="default: on for SDXL, off otherwise")
+      help="default: on for SDXL and SD3, off otherwise")
     a("--compile", action="store_true", help="pass --compile to every cell")
-    a("--sdxl_cells", default="esd-x:stream", help="method:source cells run for SDXL, comma-separated; 'all' for "
-                                                   "every cell (default: %(default)s, what fits a 2-core CPU)")
+    a("--sdxl_cells", default="esd-x:stream", help="method:source cells run for SDXL and SD3, comma-separated; "
+                                                   "'all' for every cell (default: %(default)s, what fits a 2-core "
+                                                   "CPU)")
     a("--folder", default="runs/real_size", help="pipeline folders, written once (default: %(default)s)")
     a("--timeout", type=int, default=3600, help="seconds per cell before it is reported as failed")
     a("--resume", action="store_true", help="keep the cells of an earlier real_size.json in --output that ran with "
@@ -74,23 +80,23 @@ def parse_args(argv=None):
 
 def cells(args):
     """(architecture, method, source, teacher) for every cell that applies: ESD is text-to-image (no
-    9-channel UNet); grid erasure is SD 1.x/2.x and SD-inpainting (no SDXL)."""
+    9-channel UNet); grid erasure is SD 1.x/2.x and SD-inpainting (no SDXL, no SD3)."""
     sdxl = None if args.sdxl_cells == "all" else {tuple(c.split(":")) for c in args.sdxl_cells.split(",")}
     for arch in args.architectures:
         for method in args.methods:
-            if (method == "esd-x" and arch == "sd-inpaint") or (method == "grid" and arch == "sdxl"):
+            if (method == "esd-x" and arch == "sd-inpaint") or (method == "grid" and arch in LARGE):
                 continue
             for source in args.sources:
-                if sdxl is None or arch != "sdxl" or (method, source) in sdxl:
+                if sdxl is None or arch not in LARGE or (method, source) in sdxl:
                     yield arch, method, source, "originals"
-            if args.two_unet and (sdxl is None or arch != "sdxl" or (method, "stream") in sdxl):
+            if args.two_unet and (sdxl is None or arch not in LARGE or (method, "stream") in sdxl):
                 yield arch, method, "stream", "copy"
 
 
 def command(arch, method, source, teacher, folder, out, args):
-    res = args.resolution or (ARCHITECTURES[arch].resolution if args.native else 256)
+    res = args.resolution or ((FLOW_ARCHITECTURES.get(arch) or ARCHITECTURES[arch]).resolution if args.native else 256)
     steps = args.num_inference_steps or (50 if args.native else 10)
-    xl = arch == "sdxl"
+    xl = arch in LARGE
     precision = args.mixed_precision or ("bf16" if args.device.startswith("cuda") or xl else "no")
     common = ["--base_model", folder, "--resolution", str(res), "--num_inference_steps", str(steps),
               "--iterations", str(args.iterations), "--xt_source", source, "--teacher", teacher, "--device",
@@ -100,7 +106,8 @@ def command(arch, method, source, teacher, folder, out, args):
     if args.compile:
         common.append("--compile")
     if method == "esd-x":
-        script = "original_esd/esd_sdxl.py" if xl else "original_esd/esd_sd.py"
+        script = "original_esd/esd_sd3.py" if arch in SD3 else "original_esd/esd_sdxl.py" if xl \
+            else "original_esd/esd_sd.py"
         return [script, "--erase_concept", "Vincent van Gogh", "--bank_size", str(args.bank_size), "--output", out,
                 *common], res, steps, precision
     return ["inpainting_erasure/grid_erasure.py", "--preset", "scaled", "--num_prompts", str(args.num_prompts),
@@ -217,7 +224,8 @@ def main(args):
     todo = list(cells(args))
     folders = {}
     for arch in dict.fromkeys(c[0] for c in todo):
-        print(f"pipeline folder for {arch}: {ARCHITECTURES[arch].hub_id} architecture, random weights")
+        print(f"pipeline folder for {arch}: {(FLOW_ARCHITECTURES.get(arch) or ARCHITECTURES[arch]).hub_id} "
+              "architecture, random weights")
         folders[arch] = save_pipeline(arch, os.path.join(args.folder, arch))
     sizes = {a: count_parameters(a)["total"] for a in folders}
     done = earlier_rows(args) if args.resume else {}

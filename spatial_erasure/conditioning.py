@@ -11,6 +11,15 @@ from diffusers.utils import logging as diffusers_logging
 
 from .distributed import process_state
 
+TEXT_LENGTH_KEY = "_max_sequence_length"    # a private model_index.json key diffusers itself ignores
+
+
+def text_length(pipe, default):
+    """The T5 sequence length a pipeline was trained with: its recorded `_max_sequence_length`
+    (model_index.json, kept in pipe.config by models.load_pipeline; the toy SD3 records 8, the zero
+    tokens standing in for T5), else `default`, the diffusers pipeline's own default."""
+    return pipe.config.get(TEXT_LENGTH_KEY, default)
+
 
 @dataclass
 class Cond:

@@ -17,6 +17,7 @@ from diffusers import (DiffusionPipeline, StableDiffusionInpaintPipeline, Stable
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from .conditioning import TEXT_LENGTH_KEY
 from .families import UnknownFamily, family_of, family_of_denoiser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +127,8 @@ def load_pipeline(model=TOY_MODEL, task="text2img", device="cpu", dtype=torch.fl
         diffusers_logging.set_verbosity_error()    # from_pipe warns about an empty list of fp32 modules
         pipe = cls.from_pipe(pipe)
         diffusers_logging.set_verbosity(level)
+    if TEXT_LENGTH_KEY in (index or {}):   # e.g. the toy SD3's T5 length; from_pretrained drops private keys
+        pipe.register_to_config(**{TEXT_LENGTH_KEY: index[TEXT_LENGTH_KEY]})
     pipe = pipe.to(device)
     if quiet:
         pipe.set_progress_bar_config(disable=True)

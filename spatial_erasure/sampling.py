@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .distributed import map_batches
+from .families import family_of
 from .prompts import one_note_on_cut_prompts
 
 TOY_STEPS, TOY_GUIDANCE = 20, 5.0   # the toy model's sampling defaults (DDIM), measured in its README
@@ -36,11 +37,12 @@ def generate(pipe, prompts, seeds, num_inference_steps=TOY_STEPS, guidance_scale
     Under `accelerate launch` each process draws a share of the batches and every process gets all N."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+    call = {**family_of(pipe).call_kwargs(pipe), **kwargs}     # e.g. SD3's recorded T5 length
 
     def batch(sl):
         gens = [torch.Generator(pipe.device).manual_seed(int(x)) for x in seeds[sl]]
         return to_uint8(pipe(list(prompts[sl]), generator=gens, num_inference_steps=num_inference_steps,
-                           guidance_scale=guidance_scale, output_type="np", **kwargs).images)
+                           guidance_scale=guidance_scale, output_type="np", **call).images)
     with one_note_on_cut_prompts(pipe, prompts):
         return map_batches(batch, len(prompts), batch_size, desc)
 

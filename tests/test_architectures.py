@@ -4,8 +4,9 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionInpaintPipeline, StableDiffusionXLPipeline
 
-from spatial_erasure.architectures import (ARCHITECTURES, build_pipeline, build_unet, count_parameters, main,
-                                           parse_args, save_pipeline)
+from spatial_erasure.architectures import (ARCHITECTURES, FLOW_ARCHITECTURES, build_pipeline, build_transformer,
+                                           build_unet, count_parameters, main, parse_args, save_pipeline)
+from spatial_erasure.families import sd3
 from spatial_erasure.models import load_pipeline
 from spatial_erasure.prompts import encode
 
@@ -31,6 +32,60 @@ def test_meta_parameter_counts_are_the_public_models(name, total, esd_x):
     # esd-u is everything outside attn2, which holds only esd-x's Linear tensors
     assert counts["esd-u"]["parameters"] + counts["esd-x"]["parameters"] == total
     assert next(build_unet(name).parameters()).device.type == "meta"
+
+
+def linear(d_in, d_out):
+    return d_in * d_out + d_out
+
+
+@pytest.mark.parametrize("name, total, blocks, width", [
+    ("sd3-medium", 2_028_328_000, 24, 1536),      # the "2B" of SD3 medium
+    ("sd3.5-large", 8_056_627_520, 38, 2432),     # the "8B" of SD3.5 large
+    ("flux-dev", 11_901_408_320, 19, 3072),       # the "12B" of Flux.1 dev; 19 double-stream blocks
+])
+def test_meta_transformer_counts_are_the_public_models(name, total, blocks, width):
+    counts = count_parameters(name)
+    assert counts["total"] == total == counts["esd-all"]["parameters"]
+    # the text stream's key and value projections: two width x width Linears (with bias) per joint block
+    assert counts["esd-x-strict"] == {"tensors": 4 * blocks, "parameters": 2 * blocks * linear(width, width)}
+    assert counts["esd-x-strict"]["parameters"] < counts["esd-x-text"]["parameters"] < counts["esd-x"]["parameters"]
+    assert counts["esd-u"]["parameters"] + counts["esd-x"]["parameters"] <= total
+    assert next(build_transformer(name).parameters()).device.type == "meta"
+
+
+def test_the_flow_docs_tables_are_what_the_meta_device_counts():
+    """Every row of docs/flow.md's real-size tables, cell by cell, against count_parameters."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "flow.md")) as f:
+        lines = [line.strip() for line in f if line.startswith("|")]
+    checked = set()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] not in FLOW_ARCHITECTURES:
+            continue
+        header = next([c.strip() for c in h.strip("|").split("|")] for h in reversed(lines[:i])
+                      if h.startswith("| architecture"))
+        counts = count_parameters(cells[0])
+        assert int(cells[header.index("parameters")].replace(",", "")) == counts["total"]
+        for method, cell in zip(header, cells):
+            if method in counts:
+                tensors, params = (int(x.replace(",", "")) for x in cell.split(" / "))
+                assert (tensors, params) == (counts[method]["tensors"], counts[method]["parameters"]), method
+        checked.add(cells[0])
+    assert checked == set(FLOW_ARCHITECTURES), checked
+
+
+def test_sd3_pipeline_has_the_real_widths_and_round_trips(tmp_path):
+    """One joint block of SD3-medium's real width behind the tiny CLIPs: saved, loaded by load_pipeline
+    (T5 absent), encoded to the joint width and the 2048 pooled width, one velocity call."""
+    folder = save_pipeline("sd3-medium", str(tmp_path / "sd3"), unet_overrides=dict(num_layers=1))
+    pipe = load_pipeline(folder)
+    assert pipe.text_encoder_3 is None and pipe.transformer.config.caption_projection_dim == 1536
+    cond = encode(pipe, ["a house", "a boat"])
+    assert cond.emb.shape == (2, pipe.tokenizer.model_max_length + 256, 4096) and cond.pooled.shape == (2, 2048)
+    v = sd3.predict(pipe.transformer, torch.randn(2, 16, 8, 8), 500.0, cond)
+    assert v.shape == (2, 16, 8, 8) and torch.isfinite(v).all()
+    with pytest.raises(ValueError, match="counted on the meta device"):
+        build_pipeline("flux-dev")
 
 
 def test_sdxl_added_embedding_is_pooled_text_plus_six_time_ids():

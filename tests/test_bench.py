@@ -35,3 +35,14 @@ def test_resume_keeps_only_finished_cells_at_the_same_settings(tmp_path):
     assert kept[("sd14", "esd-x", "sample", "originals")]["s_per_it"] == 1.0
     (tmp_path / "real_size.json").write_text(json.dumps({"args": {"device": "cuda"}, "rows": rows}))
     assert bench.earlier_rows(args) == {}, "a report from another device is not resumed"
+
+
+def test_sd3_medium_has_the_esd_cells_of_a_large_model():
+    bench = load_bench()
+    args = bench.parse_args(["--architectures", "sd3-medium"])
+    cells = list(bench.cells(args))
+    assert cells == [("sd3-medium", "esd-x", "stream", "originals"), ("sd3-medium", "esd-x", "stream", "copy")], \
+        "SD3 on a CPU: ESD-x stream and its two-transformer twin; no grid cell"
+    cmd, res, steps, precision = bench.command(*cells[0], "runs/real_size/sd3-medium", "out", args)
+    assert cmd[0] == "original_esd/esd_sd3.py" and "--gradient_checkpointing" in cmd
+    assert (res, steps, precision) == (256, 10, "bf16")

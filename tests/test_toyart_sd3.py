@@ -8,6 +8,9 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file
 
+from spatial_erasure.models import load_pipeline
+from spatial_erasure.prompts import encode
+from spatial_erasure.sampling import generate
 from spatial_erasure.toyart import train_sd3
 
 TINY = ["--bank_size", "256", "--layers", "1", "--heads", "2", "--head_dim", "8", "--text_widths", "16", "32",
@@ -71,3 +74,21 @@ def test_train_sd3_resumes_bit_for_bit(tmp_path, bank):
     exported = [load_file(os.path.join(tmp_path / o, "transformer", "diffusion_pytorch_model.safetensors"))
                 for o in ("out_whole", "out_halves")]
     assert all(torch.equal(v, exported[1][k]) for k, v in exported[0].items()), "EMA exports differ"
+
+
+def test_the_recorded_t5_length_reaches_every_call(tmp_path, bank):
+    """The toy trains with 8 zero tokens for T5; model_index.json records it and load_pipeline keeps it, so
+    this toolkit's encoding and sampling use 8 where a bare pipeline call would use 256."""
+    out = str(tmp_path / "sd3")
+    train(out, str(tmp_path / "work"), 2, bank)
+    with open(os.path.join(out, "model_index.json")) as f:
+        assert json.load(f)["_max_sequence_length"] == 8
+    assert load_pipeline(out).config["_max_sequence_length"] == 8
+    pipe = load_pipeline("models/toyart-sd3")                  # the bundled toy, whose text attention is trained
+    assert pipe.config["_max_sequence_length"] == 8
+    assert encode(pipe, ["a house"]).emb.shape[1] == 24 + 8
+    prompt, kw = ["a painting of a house by Vincent van Gogh"], dict(num_inference_steps=2, guidance_scale=3.0)
+    assert np.array_equal(generate(pipe, prompt, [0], **kw), generate(pipe, prompt, [0], max_sequence_length=8, **kw))
+    by_hand = [pipe(prompt, generator=torch.Generator().manual_seed(0), output_type="latent",
+                    max_sequence_length=n, **kw).images for n in (8, 256)]
+    assert (by_hand[0] - by_hand[1]).abs().max() > 0.05, "the T5 length should matter to this model"

@@ -2,7 +2,10 @@
 
 Bars (issue 2): classifier held-out style and subject accuracy >= 98%, grid-cell style >= 95%;
 VAE round-trip style accuracy >= 97%; generated images from *held-out phrasings*: style accuracy
->= 90% for every artist and generic style, "photo" >= 90% for unstyled prompts, subject >= 80%.
+>= 90% for every artist and generic style, "photo" >= 90% for unstyled prompts, subject >= 85%
+(issue 38; 80% before). Subject accuracy within each style is reported, not barred: the toy SD
+itself recognises Hokusai's subjects in 69% of 16 images. Per-style rates carry their 95% Wilson
+interval. Works for every toy pipeline (the toy SD, the toy SD3).
 
     python -m spatial_erasure.evaluation.toy_model_quality --output results/toyart_quality
 
@@ -23,10 +26,10 @@ from ..toyart.classifier import evaluate, load_classifier, predict, to_tensor
 from ..toyart.painter import render_batch
 from ..toyart.vae import roundtrip
 from ..toyart.world import FAMOUS_WORKS, STYLES, SUBJECTS, WORK_TEMPLATES_HELDOUT, caption_for
-from .bars import all_met, bar, print_bars
+from .bars import all_met, bar, print_bars, wilson
 
 BARS = {"classifier_style_acc": 0.98, "classifier_subject_acc": 0.98, "classifier_cell_style_acc": 0.95,
-        "vae_roundtrip_style_acc": 0.97, "min_generated_style_acc": 0.90, "generated_subject_acc": 0.80}
+        "vae_roundtrip_style_acc": 0.97, "min_generated_style_acc": 0.90, "generated_subject_acc": 0.85}
 
 
 def vae_roundtrip(vae, images):
@@ -89,6 +92,9 @@ def main(args):
     rates = style_rates(pipe, clf, STYLES, args.per_style, args.seed, args.num_inference_steps, args.guidance_scale)
     report.update({k: rates[k] for k in ("generated_style_acc", "generated_subject_acc", "confusions", "prompts")})
     report["min_generated_style_acc"] = min(rates["generated_style_acc"].values())
+    report["subject_acc_by_style"] = rates["subject_acc_by_style"]
+    report["style_intervals"] = {s: wilson(v, args.per_style) for s, v in rates["generated_style_acc"].items()}
+    report["subject_intervals"] = {s: wilson(v, args.per_style) for s, v in rates["subject_acc_by_style"].items()}
     gen, jobs, style_pred, subj_pred = rates["images"], rates["jobs"], rates["style_pred"], rates["subject_pred"]
     works = [(w, a) for w, (a, u) in FAMOUS_WORKS.items() for _ in range(4)]
     prompts = [WORK_TEMPLATES_HELDOUT[k % 2].format(work=w, artist=a) for k, (w, a) in enumerate(works)]
@@ -96,7 +102,8 @@ def main(args):
                     args.num_inference_steps, args.guidance_scale)
     ws, _, _ = predict(clf, to_tensor(wimg))
     report["famous_work_style_acc"] = float(np.mean(ws.argmax(1).numpy() == [STYLES.index(a) for _, a in works]))
-    report["bars"] = {k: bar(report[k], ">=", v) for k, v in BARS.items()}
+    trials = {"min_generated_style_acc": args.per_style, "generated_subject_acc": len(jobs)}
+    report["bars"] = {k: bar(report[k], ">=", v, n=trials.get(k)) for k, v in BARS.items()}
     report["all_bars_met"] = all_met(report["bars"])
     report["seconds"] = round(time.time() - t0, 1)
 
@@ -111,11 +118,13 @@ def main(args):
         rows.append(row)
         caps.append(cap)
     image_grid(rows, os.path.join(args.output, "samples.png"), row_labels=STYLES, col_labels=SUBJECTS, captions=caps,
-               title=f"toy SD, held-out phrasings, {args.num_inference_steps} DDIM steps, guidance "
+               title=f"{os.path.basename(args.base_model.rstrip('/'))}, held-out phrasings, {args.num_inference_steps} "
+                     f"{type(pipe.scheduler).__name__.removesuffix('Scheduler')} steps, guidance "
                      f"{args.guidance_scale} (caption: classifier's style / subject)")
     write_json(os.path.join(args.output, "quality.json"), report)
     print_bars(report["bars"])
-    print("per style:", {s.split()[-1]: round(v, 2) for s, v in rates["generated_style_acc"].items()})
+    print("per style (style, subject):", {s.split()[-1]: (round(v, 2), round(rates["subject_acc_by_style"][s], 2))
+                                          for s, v in rates["generated_style_acc"].items()})
     print(f"famous works (held-out phrasings): {report['famous_work_style_acc']:.3f}; "
           f"wrote {args.output}/quality.json and samples.png in {report['seconds']} s")
     return 0 if report["all_bars_met"] else 1

@@ -13,7 +13,7 @@
 import torch
 from diffusers import FluxTransformer2DModel
 
-from ..conditioning import Cond, one_note_on_cut_prompts
+from ..conditioning import Cond, one_note_on_cut_prompts, text_length
 
 KEY = "flux"
 NAME = "Flux"
@@ -36,12 +36,19 @@ def architecture(transformer):
 
 
 @torch.no_grad()
-def encode(pipe, prompts, resolution=None, max_sequence_length=512):
+def encode(pipe, prompts, resolution=None, max_sequence_length=None):
     """Cond(T5 sequence (B, L, D), CLIP pooled (B, P)) as FluxPipeline encodes a prompt, on pipe.device."""
+    max_sequence_length = max_sequence_length or text_length(pipe, 512)
     with one_note_on_cut_prompts(pipe, prompts):
         emb, pooled, _ = pipe.encode_prompt(prompts, None, device=pipe.device, num_images_per_prompt=1,
                                             max_sequence_length=max_sequence_length)
     return Cond(emb, pooled)
+
+
+
+def call_kwargs(pipe):
+    """What every call of the pipeline passes: the T5 length it was trained with (conditioning.text_length)."""
+    return {"max_sequence_length": text_length(pipe, 512)}
 
 
 def pack(x):

@@ -75,6 +75,11 @@ def latent_channels(unet):
     return unet.config.out_channels
 
 
+def call_kwargs(pipe):
+    """What every call of the pipeline passes beyond the prompt: nothing for this family."""
+    return {}
+
+
 def kohya_module(module, config):
     """The module name a kohya LoRA file uses: diffusers' own for SD 1.x/2.x."""
     return module

@@ -12,7 +12,7 @@
 import torch
 from diffusers import SD3Transformer2DModel
 
-from ..conditioning import Cond, one_note_on_cut_prompts
+from ..conditioning import Cond, one_note_on_cut_prompts, text_length
 
 KEY = "sd3"
 NAME = "Stable Diffusion 3"
@@ -32,14 +32,21 @@ def architecture(transformer):
 
 
 @torch.no_grad()
-def encode(pipe, prompts, resolution=None, max_sequence_length=256):
+def encode(pipe, prompts, resolution=None, max_sequence_length=None):
     """Cond(joint text sequence (B, L_clip + L_t5, D), pooled (B, P)) as StableDiffusion3Pipeline
     encodes a prompt for its transformer, on pipe.device."""
+    max_sequence_length = max_sequence_length or text_length(pipe, 256)
     with one_note_on_cut_prompts(pipe, prompts):
         emb, _, pooled, _ = pipe.encode_prompt(prompts, None, None, device=pipe.device, num_images_per_prompt=1,
                                                do_classifier_free_guidance=False,
                                                max_sequence_length=max_sequence_length)
     return Cond(emb, pooled)
+
+
+
+def call_kwargs(pipe):
+    """What every call of the pipeline passes: the T5 length it was trained with (conditioning.text_length)."""
+    return {"max_sequence_length": text_length(pipe, 256)}
 
 
 def predict(transformer, x, t, cond, params=None, sampling=False):

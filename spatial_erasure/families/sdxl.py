@@ -51,6 +51,11 @@ def encode(pipe, prompts, resolution=None):
     return Cond(emb, pooled, time_ids.repeat(len(prompts), 1))
 
 
+def call_kwargs(pipe):
+    """What every call of the pipeline passes beyond the prompt: nothing for this family."""
+    return {}
+
+
 def kohya_module(module, config):
     """The LDM name kohya and AUTOMATIC1111 give an SDXL UNet module (`config`: the UNet's)."""
     return ldm_name(module, config)

@@ -8,7 +8,9 @@ or `StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, text_
 tokenizer_3=None)` (diffusers needs the two Nones passed, as for any SD3 without T5). The T5 part of
 the prompt embeddings is zeros of length `--max_sequence_length`, as the pipeline builds it without
 T5; the model is trained with a short one (8, not the pipeline's default 256, which costs 4x per
-step), so sampling must pass the same `max_sequence_length=` (recorded in training.json). Checkpoints
+step), so every call must pass the same `max_sequence_length=`: training.json records it, and so does
+model_index.json as `_max_sequence_length`, which load_pipeline keeps in pipe.config and this toolkit's
+encoding and sampling pass (conditioning.text_length; a plain diffusers call passes it). Checkpoints
 go to `--work_dir` every few minutes; rerunning the same command resumes there, bit for bit.
 
     OMP_NUM_THREADS=1 python -m spatial_erasure.toyart.train_sd3 --output models/toyart-sd3 --work_dir runs/toyart-sd3
@@ -30,6 +32,7 @@ from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from .. import cli
+from ..conditioning import TEXT_LENGTH_KEY
 from ..checkpoint import load_state, replace_folder, save_state
 from ..models import TOY_MODEL
 from .train_sd import MAX_TOKENS, latent_bank, ship_tokenizer, work_tokenizer
@@ -158,6 +161,7 @@ def main(args):
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=sched, vae=vae, text_encoder=te1,
                                     tokenizer=tokenizer, text_encoder_2=te2, tokenizer_2=tokenizer,
                                     text_encoder_3=None, tokenizer_3=None)
+    pipe.register_to_config(**{TEXT_LENGTH_KEY: args.max_sequence_length})   # every later call passes it
     pipe.set_progress_bar_config(disable=True)
     modules = {"transformer": transformer, "text_encoder": te1, "text_encoder_2": te2}
     params = [p for m in modules.values() for p in m.parameters()]
