@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one GPU check (about 6 minutes on an H100/H200): the GPU-marked tests, bench/real_size.py at native
 # resolution (SD 1.4 at 512, SDXL at 1024; bf16, SDXL with gradient checkpointing), then the two timed
-# runs of docs/real_size.md at SD-1.4 size, 512 px: ESD-x 200 iterations with stream, grid scaled 500 iterations.
+# runs of docs/real_size.md at SD-1.4 size, 512 px: ESD-x 200 iterations with stream, grid scaled 500 iterations;
+# then SD3-medium at 1024 px, its measured peak beside bench/flow_memory.py's projection.
 #
 #   bash bench/gpu_check.sh --wheels    # HERE, once: fetch the wheel the GPU image lacks into .whl/
 #   bash bench/gpu_check.sh             # THERE (the device tool: carry .whl); results in $OUT or results/bench/gpu
@@ -60,4 +61,22 @@ text = ("| run (SD-1.4 UNet, 512 px, bf16) | training s | setup s | peak MiB | b
 (root / "timed_runs.md").write_text(text)
 print(text)
 EOF
-echo "gpu_check: results in $RESULTS (real_size.md, timed_runs.md, tests.txt, gpu.txt)"
+step "SD3-medium at 1024 px, ESD-x stream, 10 iterations, bf16 + checkpointing; beside bench/flow_memory.py"
+python3 bench/real_size.py --device cuda --native --architectures sd3-medium --iterations 10 --num_prompts 4 \
+  --output "$RESULTS/sd3" || true
+python3 bench/flow_memory.py --architectures sd3-medium flux-dev --output "$RESULTS/flow_memory" | tail -n 1
+python3 - "$RESULTS" <<'EOF'
+import json, sys, pathlib
+root = pathlib.Path(sys.argv[1])
+measured = {(r["method"], r["teacher"]): r for r in json.loads((root / "sd3/real_size.json").read_text())["rows"]
+            if r["status"] == "ok"}
+projected = {(r["method"], r["resolution"]): r for r in json.loads((root / "flow_memory/flow_memory.json").read_text())
+             if r["architecture"] == "sd3-medium"}
+lines = ["| SD3-medium, 1024 px | measured peak MiB | projected MiB |", "|---|---|---|"]
+for (method, teacher), r in sorted(measured.items()):
+    p = projected[(method, 1024)]["total"] * 1024
+    lines.append(f"| {method}, teacher {teacher} | {r['peak_MiB']:.0f} | {p:.0f}{' (one transformer)' if teacher == 'copy' else ''} |")
+(root / "flow_memory_check.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+echo "gpu_check: results in $RESULTS (real_size.md, timed_runs.md, sd3/, flow_memory_check.md, tests.txt, gpu.txt)"

@@ -1,4 +1,4 @@
-"""One table of erasure methods: how much is erased, what survives, what it costs.
+r"""One table of erasure methods: how much is erased, what survives, what it costs.
 
     python evaluation/benchmark.py                       # toy model, every method, ~20 min on 2 CPU cores
     python evaluation/benchmark.py --methods ESD-x "grid scaled"

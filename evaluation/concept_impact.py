@@ -1,4 +1,4 @@
-"""The 48-test concept-impact assessment: is the target gone, and did everything else survive?
+r"""The 48-test concept-impact assessment: is the target gone, and did everything else survive?
 
     python evaluation/concept_impact.py --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \

@@ -1,4 +1,4 @@
-"""Spatial evaluation: does an erasure stop the concept from being painted inside a mask, and what
+r"""Spatial evaluation: does an erasure stop the concept from being painted inside a mask, and what
 happens outside it?
 
     python evaluation/spatial_evaluation.py --erasures models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors \

@@ -1,4 +1,4 @@
-"""Inpaint regions of an image with a prompt, with and without an erasure file; pixels outside each
+r"""Inpaint regions of an image with a prompt, with and without an erasure file; pixels outside each
 mask are kept exactly (paste-back). Writes the results and a comparison figure, one column per mask:
 the base model on the prompt, the base model on its neutral twin (the prompt without the erased
 concept: the picture an erasure should leave), and the erased model on the prompt.

@@ -1,4 +1,4 @@
-"""ESD for Flux.1 (dev, schnell; flow matching): the ESD target in velocity space, x_t from the
+r"""ESD for Flux.1 (dev, schnell; flow matching): the ESD target in velocity space, x_t from the
 model's own flow-matching Euler sampler.
 
     python original_esd/esd_flux.py --erase_concept "Vincent van Gogh" --train_method esd-x-strict \

@@ -1,4 +1,4 @@
-"""ESD for Stable Diffusion 3 / 3.5 (MMDiT, flow matching): the ESD target in velocity space,
+r"""ESD for Stable Diffusion 3 / 3.5 (MMDiT, flow matching): the ESD target in velocity space,
 x_t from the model's own flow-matching Euler sampler.
 
     python original_esd/esd_sd3.py --erase_concept "Vincent van Gogh" --train_method esd-x-strict \

@@ -1,4 +1,4 @@
-"""ESD for Stable Diffusion XL (pooled text embeddings and add_time_ids on every UNet call).
+r"""ESD for Stable Diffusion XL (pooled text embeddings and add_time_ids on every UNet call).
 
     python original_esd/esd_sdxl.py --erase_concept "Vincent van Gogh" --train_method esd-x \
         --mixed_precision bf16 --device cuda

@@ -1,4 +1,4 @@
-"""Generate images from a prompt CSV, with or without an erasure file; resumable and multi-process.
+r"""Generate images from a prompt CSV, with or without an erasure file; resumable and multi-process.
 
     python original_esd/generate_images.py --prompts_path prompts/toy_vangogh.csv \
         --erasure models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors --num_samples 2

@@ -1,4 +1,4 @@
-"""Image generation split across processes under `accelerate launch`, merged in order.
+r"""Image generation split across processes under `accelerate launch`, merged in order.
 
     images = map_batches(lambda sl: run_pipe(prompts[sl], seeds[sl]), len(prompts), batch_size=32)
 

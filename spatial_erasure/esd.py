@@ -261,7 +261,7 @@ def main(cfg: EsdConfig):
     if st.state.is_main_process:
         print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
               f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
-              f"{report['forward_equivalents_per_row']:.1f} UNet forward-equivalents per row, bank "
+              f"{report['forward_equivalents_per_row']:.1f} denoiser forward-equivalents per row, bank "
               f"{report['bank_seconds']} s ({report['bank_forwards']} forwards), peak memory "
               f"{report['peak_memory_mb']:.0f} MiB")
     return out

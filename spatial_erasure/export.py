@@ -1,4 +1,4 @@
-"""Export an erasure file so that stock diffusers, AUTOMATIC1111 and ComfyUI load the erased model.
+r"""Export an erasure file so that stock diffusers, AUTOMATIC1111 and ComfyUI load the erased model.
 
     python -m spatial_erasure.export models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors \
         --format diffusers --rank 8 --output exports/vangogh-lora        # pipe.load_lora_weights(folder)

@@ -252,7 +252,7 @@ def main(cfg: GridConfig):
                f"preset {cfg.preset} ({len(cases.rows)} prompts x {cases.n_masks} masks)")
     print(f"wrote {out} ({report['tensors_changed']} tensors, {report['parameters_changed']:,} parameters) in "
           f"{report['train_seconds']:.1f} s, {report['seconds_per_iteration']:.3f} s/iteration, "
-          f"{report['forward_equivalents_per_iteration']:.1f} UNet forward-equivalents/iteration, x_t "
+          f"{report['forward_equivalents_per_iteration']:.1f} denoiser forward-equivalents/iteration, x_t "
           + (f"stream warm-up {report['warmup_seconds']} s" if cfg.xt_source == "stream"
              else f"bank {report['bank_seconds']} s ({report['bank_forwards']} forwards)")
           + (f" + retain bank {report['retain_bank_seconds']} s" if report.get("retain_bank_size") else "")

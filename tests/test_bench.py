@@ -46,3 +46,29 @@ def test_sd3_medium_has_the_esd_cells_of_a_large_model():
     cmd, res, steps, precision = bench.command(*cells[0], "runs/real_size/sd3-medium", "out", args)
     assert cmd[0] == "original_esd/esd_sd3.py" and "--gradient_checkpointing" in cmd
     assert (res, steps, precision) == (256, 10, "bf16")
+
+
+def test_the_flow_memory_projection_adds_up_from_the_meta_device(tmp_path):
+    """bench/flow_memory.py: each part recomputed here from the meta transformer's own tensors, and the
+    table's verdicts follow from the totals (Flux.1-dev's esd-x-strict fits 80 GB in bf16, esd-all fits
+    nothing: its trained state alone is 200 GiB)."""
+    from spatial_erasure.architectures import build_transformer
+    from spatial_erasure.selection import select_parameters
+    bench = load_script("bench/flow_memory.py")
+    transformer = build_transformer("sd3-medium")
+    trained = sum(p.numel() for p in select_parameters(transformer, "esd-x-strict").values())
+    total = sum(p.numel() for p in transformer.parameters())
+    counts = {"total": total, "esd-x-strict": {"parameters": trained}}
+    p = bench.project(counts, "sd3-medium", "esd-x-strict", 1024)
+    tokens = 64 * 64 + 333
+    assert p["frozen weights"] == 2 * (total - trained)
+    assert p["trained tensors, grads, Adam, originals"] == 18 * trained
+    assert p["checkpointed block inputs"] == 2 * tokens * 1536 * 24
+    assert p["total"] == sum(v for k, v in p.items() if k != "total")
+    assert bench.project(counts, "sd3-medium", "esd-x-strict", 1024, weights="8-bit")["frozen weights"] == total - trained
+    bench.main(bench.parse_args(["--output", str(tmp_path)]))
+    rows = {(r["method"], r["resolution"]): r for r in json.loads((tmp_path / "flow_memory.json").read_text())}
+    assert rows[("esd-x-strict", 512)]["80 GB"] == "bf16"
+    assert rows[("esd-all", 1024)]["80 GB"] == rows[("esd-all", 1024)]["24 GB"] == "no"
+    assert rows[("esd-x-strict", 512)]["24 GB"] != "bf16", "Flux-dev's bf16 weights alone are 22 GiB"
+    assert "| flux-dev | esd-x | 512 |" in (tmp_path / "flow_memory.md").read_text()

@@ -56,4 +56,4 @@ def test_esd_stream_on_sdxl_reports_its_cost(tiny_folders, tmp_path):
     assert log["warmup_forwards"] == 2 * 2
     # 2 rows: teacher eps(c), eps("") each (4) + student 2 x 3, plus the warm-up spread over 6 iterations
     assert log["forward_equivalents_per_row"] == round((4 + 6 + 4 / 6) / 2, 2)
-    assert "UNet forward-equivalents per row" in r.stdout
+    assert "denoiser forward-equivalents per row" in r.stdout

@@ -1,4 +1,4 @@
-"""Fine-tune the toy SD into a 9-channel inpainting model, the way SD-inpainting was made.
+r"""Fine-tune the toy SD into a 9-channel inpainting model, the way SD-inpainting was made.
 
 The UNet gets 5 extra input channels (mask, masked-image latent), initialised to zero, so it starts
 as the text-to-image model. Training images are composites of one toy scene in two styles: the
