@@ -39,6 +39,7 @@ from spatial_erasure.distributed import machine_name, process_device
 from spatial_erasure.erasure_file import file_name_part, names_by_stem, read_erasure, recorded_base
 from spatial_erasure.evaluation.attack_suite import ATTACKS, Suite, SuiteConfig
 from spatial_erasure.evaluation.metrics import make_judge
+from spatial_erasure.families import denoiser_of
 from spatial_erasure.learned_tokens import readable
 from spatial_erasure.models import BUNDLED_ERASURES, TOY_MODEL, describe, fingerprint, load_pipeline
 from spatial_erasure.reports import atomic_write_text, image_grid, markdown_table, save_figure, write_json
@@ -202,7 +203,7 @@ def main(args):
     pipe = load_pipeline(base or TOY_MODEL, device=process_device(args.device))
     world = world_of(pipe)
     check_concept(args.concept, world, args.attacks)
-    have = fingerprint(pipe.unet)
+    have = fingerprint(denoiser_of(pipe))
     for name, m in metas.items():             # fail now, not after hours of attacks on the earlier models
         if m.get("base_fingerprint", have) != have:
             cli.fail(f"{erasures[name]} was trained on {m.get('base_model', '?')}, not on {pipe.name_or_path}; attack "

@@ -23,8 +23,6 @@ import os
 import subprocess
 import sys
 
-from diffusers import UNet2DConditionModel
-
 from spatial_erasure import cli
 from spatial_erasure.erasure_file import file_name_part, read_erasure, recorded_base
 from spatial_erasure.reports import markdown_table
@@ -52,10 +50,9 @@ def read_json(path):
 
 
 def where_used(meta):
-    """("masks", base) for a file of an inpainting UNet, else ("global", base)."""
-    base = recorded_base(meta)
-    channels = UNet2DConditionModel.load_config(base, subfolder="unet")["in_channels"]
-    return ("masks" if channels == 9 else "global"), base
+    """("masks", base) for a file of an inpainting (9-channel) model, else ("global", base): grid files
+    record their denoiser's input channels, ESD files are text-to-image."""
+    return ("masks" if meta.get("unet_in_channels") == 9 else "global"), recorded_base(meta)
 
 
 def run(script, argv):

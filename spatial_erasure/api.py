@@ -117,7 +117,8 @@ def flags(parser, options):
 
 def erase(concept, base_model=TOY_MODEL, method="esd", output=None, **options):
     """Train an erasure of `concept` on `base_model` (hub id or folder; default: the bundled toy model)
-    with `method` ("esd" or "grid"), the recommended recipe unless `recipe=` says otherwise, and any
+    with `method` ("esd" or "grid"), the recommended recipe unless `recipe=` says otherwise, the
+    defaults of the script of base_model's family (esd_sd3.py's for an SD3 folder), and any
     other flag of that trainer as a keyword; returns the Erasure. The file is written to `output` (a
     .safetensors path; an existing file only with overwrite=True) if given, else to a temporary folder
     that is removed. Bad input raises InputError in one line, with nothing printed and nothing written."""
@@ -125,15 +126,15 @@ def erase(concept, base_model=TOY_MODEL, method="esd", output=None, **options):
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}; pass method='esd' or 'grid'")
     if method == "esd":
         from . import esd as trainer
-        argv = ["--erase_concept", concept]
+        argv, defaults = ["--erase_concept", concept], {"defaults": trainer.defaults_for(base_model)}
     else:
         from . import grid_erasure as trainer
-        argv = ["--concept", concept]
-    argv += flags(trainer.build_parser(), options)
+        argv, defaults = ["--concept", concept], {}
+    argv += flags(trainer.build_parser(**defaults), options)
     with tempfile.TemporaryDirectory() as folder:
         out = str(output) if output else os.path.join(folder, "erasure.safetensors")
         try:                                       # the trainer's own one-line checks, as exceptions here
-            trainer.main(trainer.parse_args(argv + ["--base_model", str(base_model), "--output", out]))
+            trainer.main(trainer.parse_args(argv + ["--base_model", str(base_model), "--output", out], **defaults))
         except SystemExit as e:
             raise InputError(f"erase(): {str(e.code).removeprefix('error: ')}") from None
         return Erasure.load(out)

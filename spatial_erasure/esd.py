@@ -52,8 +52,20 @@ STREAM_WIDTH = 8   # xt_source stream (docs/real_size.md): 1 and 2 lose other st
 # its conditional branch alone, with the distilled guidance input families.flux.GUIDANCE).
 SD_DEFAULTS = dict(base_model=TOY_MODEL, guidance_scale=3.0)
 SDXL_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0", guidance_scale=2.0)
-SD3_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-3-medium-diffusers", guidance_scale=3.0)
-FLUX_DEFAULTS = dict(base_model="black-forest-labs/FLUX.1-dev", guidance_scale=1.0)
+# On MMDiT, esd-x trains the image stream's attention too and costs the toy SD3 a third of its subjects;
+# the text stream's keys and values (esd-x-strict) keep them (docs/flow.md). Flux: by analogy, not measured.
+SD3_DEFAULTS = dict(base_model="stabilityai/stable-diffusion-3-medium-diffusers", guidance_scale=3.0,
+                    train_method="esd-x-strict")
+FLUX_DEFAULTS = dict(base_model="black-forest-labs/FLUX.1-dev", guidance_scale=1.0, train_method="esd-x-strict")
+
+FAMILY_DEFAULTS = {"sd": SD_DEFAULTS, "sdxl": SDXL_DEFAULTS, "sd3": SD3_DEFAULTS, "flux": FLUX_DEFAULTS}
+
+
+def defaults_for(base_model):
+    """The defaults of the script that trains `base_model`'s family (read from its model_index.json, no
+    weights loaded); SD's when it declares none this toolkit knows (the load then says what it is)."""
+    found, _ = declared_family(base_model)
+    return FAMILY_DEFAULTS.get(found.KEY, SD_DEFAULTS) if found else SD_DEFAULTS
 
 
 # The script of each model family ESD trains (they differ only in their defaults).
@@ -83,7 +95,7 @@ def default_name(concept, erase_from, method, recipe="paper"):
 
 def family_help(key):
     """'paper: 0.0007 toy model, 5e-05 SD, 0.0002 SDXL': a flag's per-family defaults, for --help."""
-    names = {"toy": "toy model", "sd": "SD", "sdxl": "SDXL"}
+    names = {"toy": "toy model", "toy-sd3": "toy SD3", "sd": "SD", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}
     return "model family's: " + ", ".join(f"{recipes.ESD_FAMILY[f][key]} {name}" for f, name in names.items())
 
 
@@ -117,7 +129,8 @@ def build_parser(defaults=SD_DEFAULTS, description=__doc__):
                                      stream_width=STREAM_WIDTH, guidance_scale=defaults["guidance_scale"],
                                      lr_help=family_help("lr"), eta_help=family_help("negative_guidance"),
                                      batch_help="x_t samples per iteration",
-                                     seed_help="seeds torch, numpy, random and the x_t noise")
+                                     seed_help="seeds torch, numpy, random and the x_t noise",
+                                     train_method=defaults.get("train_method", "esd-x"))
     training_flags.add_runtime_args(p.add_argument_group("runtime", "how (not what) it trains"))
     out = p.add_argument_group("output")
     cli.add_output_arg(out, str(MODELS_DIR), "folder for the erasure file (named as the reference repo names it) and "

@@ -21,14 +21,16 @@ def select_parameters(unet, method):
     keep = methods[method][1]
     chosen = {n: p for n, p in unet.named_parameters() if keep(n, owner[n.rpartition(".")[0]])}
     if not chosen:
-        raise InputError(f"train method {method!r} selects no tensors of this UNet ({type(unet).__name__}); "
-                         "pass a diffusers UNet2DConditionModel pipeline as --base_model")
+        raise InputError(f"train method {method!r} selects no tensors of this denoiser ({type(unet).__name__}); "
+                         "pass a pipeline of a family this toolkit knows as --base_model")
     return chosen
 
 
-def trains_keys_and_values(method, family=sd):
+def trains_keys_and_values(method, family=None):
     """Whether `method` trains the text tokens' key and value projections (what --preserve_kv keeps):
-    asked of the family's table with a name of its own key projection."""
+    asked of the family's table with a name of its own key projection. Without a family (at parse time,
+    before the model loads): SD's table, or the first family's that has the method (esd-x-text: SD3's)."""
+    family = family or next(f for f in (sd, *FAMILIES.values()) if method in f.TRAIN_METHODS)
     probe = family.PROBE + family.KEY_VALUE[0] + "weight"
     return family.TRAIN_METHODS[method][1](probe, torch.nn.Linear(1, 1))
 

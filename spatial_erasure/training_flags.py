@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import replace
 
-from . import cli, files, trainer
+from . import cli, files, recipes, trainer
 from .configs import TrainingConfig
 from .distributed import check_device
 from .errors import InputError
@@ -42,11 +42,12 @@ def add_runtime_args(p):
 
 
 def add_training_args(p, iterations, xt_source, bank_size, stream_width, guidance_scale, lr_help, eta_help,
-                      batch_help, seed_help):
+                      batch_help, seed_help, train_method="esd-x"):
     """The training flags ESD and grid erasure share (a default of None is filled later: by a preset
     or the model family); `p` is a parser or an argument group. The runtime flags are add_runtime_args."""
     a = p.add_argument
-    a("--train_method", default="esd-x", choices=list(TRAIN_METHODS), help=cli.choices_help(TRAIN_METHODS))
+    a("--train_method", default=train_method, choices=list(TRAIN_METHODS),
+      help=cli.choices_help(TRAIN_METHODS) + f" (default: {train_method})")
     a("--iterations", type=int, default=iterations, help="training iterations" + ("; recipe" * (iterations is None)))
     a("--lr", type=float, help=f"Adam learning rate, constant ({lr_help})")
     a("--negative_guidance", type=float, help=f"eta of the ESD target ({eta_help})")
@@ -167,11 +168,13 @@ def check_training_args(cfg: TrainingConfig):
 
 
 def model_family(pipe):
-    """The key of a trainer's per-family defaults: 'toy' (the bundled toy world's models), else the
-    model family's key (spatial_erasure.families: 'sd', 'sdxl')."""
+    """The key of a trainer's per-family defaults (recipes.FAMILIES): 'toy' for the bundled toy world's
+    UNets, 'toy-<family>' for its other models that have their own (the toy SD3: 'toy-sd3'), else the
+    model family's key (spatial_erasure.families: 'sd', 'sdxl', 'sd3', 'flux')."""
+    key = family_of(pipe).KEY
     if is_toy(pipe):
-        return "toy"
-    return family_of(pipe).KEY
+        return f"toy-{key}" if f"toy-{key}" in recipes.FAMILIES else "toy"
+    return key
 
 
 def closed_forms(cfg: TrainingConfig, family):

@@ -80,3 +80,27 @@ def test_each_flow_script_takes_its_own_family_only(flow_folders, tmp_path):
         with pytest.raises(SystemExit) as e:
             module.parse_args(["--erase_concept", "x", "--base_model", flow_folders[other], "--output", str(tmp_path)])
         assert "with the same flags" in str(e.value.code)
+
+
+def test_the_toy_sd3_and_the_sd3_script_take_their_measured_defaults(tmp_path):
+    """The toy SD3 keys its own lr and negative guidance (recipes.ESD_FAMILY['toy-sd3']), the toy SD keeps
+    'toy'; esd_sd3.py and erase() on an SD3 folder default to esd-x-strict, esd_sd.py to esd-x."""
+    from spatial_erasure import esd, recipes
+    from spatial_erasure.models import TOY_MODEL
+    from spatial_erasure.training_flags import model_family
+    assert model_family(load_pipeline("models/toyart-sd3")) == "toy-sd3"
+    assert model_family(load_pipeline(TOY_MODEL)) == "toy"
+    argv = ["--erase_concept", "Vincent van Gogh", "--base_model", "models/toyart-sd3", "--output", str(tmp_path)]
+    cfg = load_script("original_esd/esd_sd3.py").parse_args(argv)
+    assert cfg.train_method == "esd-x-strict"
+    assert load_script("original_esd/esd_sd.py").parse_args(argv[:2] + ["--output", str(tmp_path)]).train_method \
+        == "esd-x"
+    assert esd.defaults_for("models/toyart-sd3")["train_method"] == "esd-x-strict"
+    assert "train_method" not in esd.defaults_for(TOY_MODEL)
+    resolved = cfg.resolved("esd", "toy-sd3")
+    family = recipes.ESD_FAMILY["toy-sd3"]
+    assert (resolved.lr, resolved.negative_guidance) == (family["lr"], 0.0), "recommended: the twin target, eta 0"
+    paper = load_script("original_esd/esd_sd3.py").parse_args(argv + ["--recipe", "paper"]).resolved("esd", "toy-sd3")
+    assert (paper.lr, paper.negative_guidance) == (family["lr"], family["negative_guidance"])
+    text = load_script("original_esd/esd_sd3.py").parse_args(argv + ["--train_method", "esd-x-text"])
+    assert text.train_method == "esd-x-text", "a method SD's table lacks parses (its family's table answers)"

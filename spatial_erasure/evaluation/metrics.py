@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..distributed import process_state
+from ..families import denoiser_of
 from ..models import TOY_CLASSIFIER, ModelLoadError, fingerprint
 from ..prompts import REAL_RETAIN, REAL_STYLES, REAL_SUBJECTS, is_toy
 from ..reports import save_png
@@ -165,12 +166,12 @@ def lpips_distance(a, b):
 
 
 def cached_generate(pipe, prompts, seeds, folder, tag, num_inference_steps, guidance_scale, desc=None):
-    """generate(), resumable: each image is a PNG in `folder` named by tag, seed and a hash of (UNet
+    """generate(), resumable: each image is a PNG in `folder` named by tag, seed and a hash of (denoiser
     and VAE fingerprints, prompt, steps, guidance); images already there are read back instead of
     generated. The fingerprints tell a base UNet from the same UNet with an erasure applied, and a
     retuned decoder from the old one."""
     os.makedirs(folder, exist_ok=True)
-    fp = f"{fingerprint(pipe.unet)}|{fingerprint(pipe.vae)}"
+    fp = f"{fingerprint(denoiser_of(pipe))}|{fingerprint(pipe.vae)}"
     key = lambda p: hashlib.sha1(f"{fp}|{p}|{num_inference_steps}|{guidance_scale}".encode()).hexdigest()[:10]  # noqa: E731
     names = [os.path.join(folder, f"{tag}-{s}-{key(p)}.png") for p, s in zip(prompts, seeds)]
     todo = [i for i, n in enumerate(names) if not os.path.exists(n)]

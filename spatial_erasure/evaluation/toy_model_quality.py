@@ -4,7 +4,7 @@ Bars (issue 2): classifier held-out style and subject accuracy >= 98%, grid-cell
 VAE round-trip style accuracy >= 97%; generated images from *held-out phrasings*: style accuracy
 >= 90% for every artist and generic style, "photo" >= 90% for unstyled prompts, subject >= 85%
 (issue 38; 80% before). Subject accuracy within each style is reported, not barred: the toy SD
-itself recognises Hokusai's subjects in 69% of 16 images. Per-style rates carry their 95% Wilson
+itself recognises Hokusai's subjects in 62% of 24 images. Per-style rates carry their 95% Wilson
 interval. Works for every toy pipeline (the toy SD, the toy SD3).
 
     python -m spatial_erasure.evaluation.toy_model_quality --output results/toyart_quality
