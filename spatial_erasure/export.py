@@ -25,9 +25,12 @@ changes attn2.to_out.0.bias) are dropped by default: diffusers/peft load `lora_B
 but peft then refuses `pipe.fuse_lora()` (to_q/k/v have no bias to merge into), and diffusers' kohya
 converter does not take ComfyUI's `.diff_b`; measured, dropping them changes at most one image in 32.
 --bias carry keeps them: as lora_B.bias (diffusers; exact, not fusable) or `.diff_b` (kohya; ComfyUI
-and Forge read it). Other 1-D tensors (norms) have no LoRA slot at
-all. The report (JSON beside the output) lists every tensor's rank and relative error
-||dW - dW_r||_F / ||dW||_F, and each bias delta's norm relative to the bias, carried or not.
+and Forge read it). Other 1-D tensors (norms) have no LoRA slot at all: the kohya format with --bias
+carry writes them whole, as `.diff` (weights) and `.diff_b` (biases), which ComfyUI and Forge add to
+the base; diffusers' load_lora_weights does not read such a file (the report and the printout say so),
+and in the diffusers format they are dropped with a warning. The report (JSON beside the output) lists
+every tensor's rank and relative error ||dW - dW_r||_F / ||dW||_F, and each bias delta's norm relative
+to the bias, carried or not.
 """
 import argparse
 import os
@@ -130,11 +133,13 @@ def diffusers_state(factors, with_bias=True, prefix="unet"):
     return out
 
 
-def kohya_state(factors, name=None, diff_b=False):
+def kohya_state(factors, name=None, diff_b=False, whole=None):
     """kohya-ss keys: lora_unet_<module, dots as underscores>.{lora_down.weight, lora_up.weight, alpha},
     the module named by `name(module)` (SDXL: ldm_names.ldm_name, the LDM layout kohya and AUTOMATIC1111
     use; SD 1.x/2.x: diffusers' own names, as kohya trains them); with diff_b, each module's bias delta
-    as `<key>.diff_b` (ComfyUI and Forge read it; diffusers' loader does not).
+    as `<key>.diff_b`; `whole` ({tensor name: delta}, the changed tensors no LoRA slot holds: norm weights,
+    a bias whose weight did not change) as `<key>.diff` (weights) or `<key>.diff_b` (biases). ComfyUI
+    and Forge read both; diffusers' loader does not.
 
     Every loader scales up @ down by alpha / rank. One alpha for all modules (the most common rank), with
     lora_up pre-scaled by rank / alpha where a module's rank differs: diffusers 0.42 drops per-module
@@ -149,6 +154,10 @@ def kohya_state(factors, name=None, diff_b=False):
         out[f"{key}.alpha"] = torch.tensor(float(alpha))
         if diff_b and f["bias"] is not None:
             out[f"{key}.diff_b"] = f["bias"]
+    for tensor, delta in sorted((whole or {}).items()):
+        module, _, kind = tensor.rpartition(".")
+        key = "lora_unet_" + (name(module) if name else module).replace(".", "_")
+        out[f"{key}.{'diff_b' if kind == 'bias' else 'diff'}"] = delta
     return out
 
 
@@ -328,8 +337,12 @@ def export_lora(path, tensors, meta, base_model, fmt, file, target, rank, energy
     factors, rows, dropped = lora_state(tensors, sd, rank, energy)
     carried = bias == "carry"
     family = family_of_denoiser(unet)
+    whole = {r["name"]: (tensors[r["name"]].double() - sd[r["name"]].double()).float() for r in dropped} \
+        if carried and fmt == "kohya" else {}
+    for r in dropped:
+        r["carried"] = r["name"] in whole
     state = diffusers_state(factors, carried, family.DENOISER) if fmt == "diffusers" else \
-        kohya_state(factors, lambda m: family.kohya_module(m, unet.config), diff_b=carried)
+        kohya_state(factors, lambda m: family.kohya_module(m, unet.config), diff_b=carried, whole=whole)
     ranks = sorted({r["rank"] for r in rows})
     alpha = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)   # kohya only
     errs = [r["rel_error"] for r in rows]
@@ -338,7 +351,9 @@ def export_lora(path, tensors, meta, base_model, fmt, file, target, rank, energy
     report.update(output=file, ranks=ranks, alpha=alpha, tensors=rows,
                   max_rel_error=max(errs, default=0.0), mean_rel_error=sum(errs) / max(len(errs), 1),
                   bias=("carried as lora_B.bias (pipe.fuse_lora() is then refused)" if fmt == "diffusers" else
-                        "carried as .diff_b (ComfyUI and Forge read it; diffusers does not load it)") if carried
+                        "carried as .diff_b, and the tensors no LoRA slot holds as .diff / .diff_b (ComfyUI and "
+                        "Forge read them; diffusers' load_lora_weights does not: export --format diffusers for "
+                        "diffusers)") if carried
                   else ("dropped (--bias carry keeps them, not fusable)" if fmt == "diffusers" else
                         "dropped (no slot in this format)") if biases else "none changed",
                   biases=biases, dropped=dropped, fusable=not carried)
@@ -364,9 +379,15 @@ def print_report(report):
               f"mean {report['mean_rel_error']:.4f} over {len(report['tensors'])} tensors, ranks {report['ranks']}")
         worst = max((b["rel_norm"] for b in report["biases"]), default=0.0)
         print(f"biases: {report['bias']}; {len(report['biases'])} bias deltas, largest ||db||/||b|| {worst:.4f}")
-        if report["dropped"]:
-            print(f"warning: {len(report['dropped'])} changed tensors have no LoRA slot and were dropped "
-                  f"(e.g. {report['dropped'][0]['name']}); --format pipeline keeps them")
+        lost = [r for r in report["dropped"] if not r.get("carried")]
+        if len(lost) < len(report["dropped"]):
+            print(f"{len(report['dropped']) - len(lost)} changed tensors with no LoRA slot carried whole as "
+                  ".diff / .diff_b (ComfyUI, Forge; diffusers does not load them)")
+        if lost:
+            print(f"warning: {len(lost)} changed tensors have no LoRA slot and were dropped "
+                  f"(e.g. {lost[0]['name']}); --format pipeline keeps them" +
+                  ("; --format kohya --bias carry carries them as .diff" if report.get("format") != "kohya" or
+                   report.get("bias_option") != "carry" else ""))
     print(f"wrote {report['output']} (report {report['report']})")
 
 

@@ -327,8 +327,20 @@ def test_kohya_sdxl_export_in_ldm_names_loads_every_module_and_carries_biases_as
     carried = export(path, "kohya", str(tmp_path / "kb.safetensors"), rank=FULL, bias="carry")
     state = load_file(carried["output"])
     diff_b = {k: v for k, v in state.items() if k.endswith(".diff_b")}
-    assert len(diff_b) == len(carried["biases"]) > 0
+    assert len(carried["biases"]) > 0
     for b in carried["biases"]:
         module = b["name"].removesuffix(".bias")
         want = changed[b["name"]] - base[b["name"]]
         assert any(v.shape == want.shape and torch.allclose(v, want, atol=1e-6) for v in diff_b.values()), module
+    # the norms (no LoRA slot): dropped by default, carried whole as .diff / .diff_b with --bias carry
+    assert report["dropped"] and not any(r["carried"] for r in report["dropped"])
+    assert all(r["carried"] for r in carried["dropped"])
+    whole = {k: v for k, v in state.items() if k.endswith(".diff")}
+    norms = [r["name"] for r in carried["dropped"] if r["name"].endswith(".weight")]
+    assert len(whole) == len(norms) > 0
+    for name in norms:
+        want = changed[name] - base[name]
+        assert any(v.shape == want.shape and torch.allclose(v, want, atol=1e-6) for v in whole.values()), name
+    assert len(diff_b) == len(carried["biases"]) + len(carried["dropped"]) - len(norms)
+    with pytest.raises(Exception):                 # what the report says: diffusers does not load this file
+        DiffusionPipeline.from_pretrained(xl).load_lora_weights(carried["output"])

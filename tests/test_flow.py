@@ -104,3 +104,17 @@ def test_the_toy_sd3_and_the_sd3_script_take_their_measured_defaults(tmp_path):
     assert (paper.lr, paper.negative_guidance) == (family["lr"], family["negative_guidance"])
     text = load_script("original_esd/esd_sd3.py").parse_args(argv + ["--train_method", "esd-x-text"])
     assert text.train_method == "esd-x-text", "a method SD's table lacks parses (its family's table answers)"
+    assert cfg.iterations is None, "a value some family overrides waits for the model"
+    assert (resolved.iterations, cfg.resolved("esd", "toy").iterations, cfg.resolved("esd", "sd3").iterations) \
+        == (800, 400, 400)
+
+
+def test_the_gauge_tells_where_a_file_is_used_from_its_metadata():
+    """An inpainting (9-channel) grid file is gauged inside masks, any other file globally, whatever the
+    denoiser (no UNet config is read: the toy SD3's files have none)."""
+    from spatial_erasure.erasure_file import read_erasure
+    gauge = load_script("evaluation/gauge.py")
+    _, inpaint = read_erasure("models/grid-Vincent_van_Gogh-scaled-esd-x-recommended-inpainting.safetensors")
+    _, text = read_erasure("models/grid-Vincent_van_Gogh-scaled-esd-x-recommended.safetensors")
+    assert gauge.where_used(inpaint)[0] == "masks" and gauge.where_used(text)[0] == "global"
+    assert gauge.where_used({"base_model": "models/toyart-sd3", "method": "esd-x-strict"})[0] == "global"
