@@ -97,7 +97,8 @@ def test_generate_inpaint_and_cache_split_over_two_processes_equal_one(tmp_path)
 @pytest.mark.slow
 def test_toy_erasure_rates_two_processes_same_numbers_written_once(tmp_path):
     argv = ["evaluation/toy_erasure_rates.py", "--erasure", ESD_X, "--per_style", "4", "--num_inference_steps", "3",
-            "--max_target_rate", "1", "--min_retain_rate", "0", "--min_subject_acc", "0"]   # 36 images: 2 batches
+            "--max_target_rate", "1", "--min_retain_rate", "0", "--min_retain_ratio", "0", "--min_subject_acc", "0",
+            "--min_subject_ratio", "0"]   # 36 images: 2 batches
     one = run2(argv + ["--output", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
     two = run2(LAUNCH + argv + ["--output", str(tmp_path / "two")])
