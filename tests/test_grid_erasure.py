@@ -313,6 +313,7 @@ def test_paper_recipe_reproduces_the_bundled_grid_files_arguments():
         assert not differ, f"{name}: the paper recipe differs from the bundled file's arguments: {differ}"
 
 
+@pytest.mark.slow      # 29 s of subprocesses: the default suite stays under 8 min
 def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
     r = run(["inpainting_erasure/grid_erasure.py", "--preset", "huge"])
     assert r.returncode == 2, r.stderr

@@ -122,6 +122,7 @@ def test_a_checkpoint_of_another_run_is_refused_and_iterations_may_grow(tiny_fol
     assert read_erasure(out2)[1]["concept"] == "Claude Monet"
 
 
+@pytest.mark.slow      # 25 s: two concurrent trainers; the default suite stays under 8 min
 def test_two_runs_on_one_output_one_trains_the_other_refuses(tiny_folders, tmp_path):
     """3 rounds (the benchmark runs 10): both start together; exactly one writes a valid file."""
     argv = ESD + ["--xt_source", "stream", "--stream_width", "2", "--base_model", tiny_folders["sd"],
