@@ -8,9 +8,10 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
 
   api               erase(concept, **flags) -> Erasure (save / load / apply / applied / export)
   models            load_pipeline(hub id | folder) -> diffusers pipeline; architecture; weight fingerprint
-  families/         one module per model family (sd, sdxl): how a pipeline is recognised (family_of, or
-                    declared_family from model_index.json before weights load), how text is encoded, what
+  families/         one module per model family (sd, sdxl, sd3, flux): how a pipeline is recognised (family_of,
+                    or declared_family from model_index.json before weights load), how text is encoded, what
                     each train method selects, export names; a new base model = one file + a registry line
+    ldm_names       SDXL's diffusers UNet module names in the LDM layout (its kohya exports)
   conditioning      Cond, the denoiser's conditioning for a batch of prompts; cut-prompt notes
   prompts           encode prompts once (the family's encode); prompt CSV read/write; variations with twins
   worlds            World: what differs between the toy world and real SD (prompts, sampling); world_of(pipe)
@@ -38,7 +39,6 @@ Module map (the scripts in original_esd/, inpainting_erasure/ and evaluation/ ar
   checkpoint        resumable training state in safetensors; atomic saves
   reports           figures, tables, JSON, written atomically
   export            erasure file -> diffusers LoRA, kohya LoRA, fused pipeline (python -m spatial_erasure.export)
-  ldm_names         diffusers UNet module names in the LDM layout (kohya SDXL exports)
   learned_tokens    new tokens learned in copies of the text encoder (the attacks, --robust)
   phrasings         phrasings no trainer used, by kind, and every prompt the trainers use (collateral evaluation)
   attacks/          attacks that bring a concept back (evaluation/attack_evaluation.py), one module each:

@@ -12,7 +12,7 @@ Formats (the files are plain safetensors; provenance goes into their metadata):
   kohya      OUTPUT/<file>-lora.safetensors (or OUTPUT.safetensors), keys `lora_unet_<module, _ for .>` +
              `.lora_down.weight`, `.lora_up.weight`, `.alpha`: the names A1111 and ComfyUI map onto their
              UNets, and that diffusers' load_lora_weights converts; SDXL modules in the LDM layout kohya and
-             A1111 use (`input_blocks_4_1_...`, `label_emb_0_0`: spatial_erasure.ldm_names), SD 1.x/2.x
+             A1111 use (`input_blocks_4_1_...`, `label_emb_0_0`: spatial_erasure.families.ldm_names), SD 1.x/2.x
              in diffusers' own. Scale alpha / r is 1 (see kohya_state). Metadata: ss_network_dim,
              ss_network_alpha, ss_base_model_version and modelspec.architecture (how A1111 lists it).
   pipeline   OUTPUT/ is a complete pipeline folder (save_pretrained, safetensors) with the erasure fused in;
@@ -135,7 +135,7 @@ def diffusers_state(factors, with_bias=True, prefix="unet"):
 
 def kohya_state(factors, name=None, diff_b=False, whole=None):
     """kohya-ss keys: lora_unet_<module, dots as underscores>.{lora_down.weight, lora_up.weight, alpha},
-    the module named by `name(module)` (SDXL: ldm_names.ldm_name, the LDM layout kohya and AUTOMATIC1111
+    the module named by `name(module)` (SDXL: families.ldm_names.ldm_name, the LDM layout kohya and AUTOMATIC1111
     use; SD 1.x/2.x: diffusers' own names, as kohya trains them); with diff_b, each module's bias delta
     as `<key>.diff_b`; `whole` ({tensor name: delta}, the changed tensors no LoRA slot holds: norm weights,
     a bias whose weight did not change) as `<key>.diff` (weights) or `<key>.diff_b` (biases). ComfyUI
@@ -146,9 +146,10 @@ def kohya_state(factors, name=None, diff_b=False, whole=None):
     alphas of SD kohya files (its alpha_pattern keys never match), which would silently rescale them.
     """
     alpha = Counter(f["down"].shape[0] for f in factors.values()).most_common(1)[0][0] if factors else 1
+    key_of = lambda m: "lora_unet_" + (name(m) if name else m).replace(".", "_")  # noqa: E731
     out = {}
     for m, f in factors.items():
-        key = "lora_unet_" + (name(m) if name else m).replace(".", "_")
+        key = key_of(m)
         out[f"{key}.lora_down.weight"] = f["down"]
         out[f"{key}.lora_up.weight"] = f["up"] * (f["down"].shape[0] / alpha)
         out[f"{key}.alpha"] = torch.tensor(float(alpha))
@@ -156,8 +157,7 @@ def kohya_state(factors, name=None, diff_b=False, whole=None):
             out[f"{key}.diff_b"] = f["bias"]
     for tensor, delta in sorted((whole or {}).items()):
         module, _, kind = tensor.rpartition(".")
-        key = "lora_unet_" + (name(module) if name else module).replace(".", "_")
-        out[f"{key}.{'diff_b' if kind == 'bias' else 'diff'}"] = delta
+        out[f"{key_of(module)}.{'diff_b' if kind == 'bias' else 'diff'}"] = delta
     return out
 
 
@@ -384,10 +384,8 @@ def print_report(report):
             print(f"{len(report['dropped']) - len(lost)} changed tensors with no LoRA slot carried whole as "
                   ".diff / .diff_b (ComfyUI, Forge; diffusers does not load them)")
         if lost:
-            print(f"warning: {len(lost)} changed tensors have no LoRA slot and were dropped "
-                  f"(e.g. {lost[0]['name']}); --format pipeline keeps them" +
-                  ("; --format kohya --bias carry carries them as .diff" if report.get("format") != "kohya" or
-                   report.get("bias_option") != "carry" else ""))
+            print(f"warning: {len(lost)} changed tensors have no LoRA slot and were dropped "   # kohya carry keeps all
+                  f"(e.g. {lost[0]['name']}); --format pipeline keeps them, --format kohya --bias carry as .diff")
     print(f"wrote {report['output']} (report {report['report']})")
 
 

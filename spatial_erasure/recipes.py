@@ -30,11 +30,11 @@ class Recipe:
 
 # The model families' learning rate and negative guidance (and grid erasure's loss weights): the toy
 # model's were measured (docs/results.md), SD's and SDXL's are the reference ESD code's.
-ESD_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0), "toy-sd3": dict(lr=7e-4, negative_guidance=4.0),
-              "sd": dict(lr=5e-5, negative_guidance=2.0),
+ESD_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0), "sd": dict(lr=5e-5, negative_guidance=2.0),
               "sdxl": dict(lr=2e-4, negative_guidance=1.0),
               # not measured at real size: the esd_flux forks' lr 1e-4 and eta 2 (docs/flow.md)
               "sd3": dict(lr=1e-4, negative_guidance=2.0), "flux": dict(lr=1e-4, negative_guidance=2.0)}
+ESD_FAMILY["toy-sd3"] = ESD_FAMILY["toy"]         # the toy SD's; only its recipe's iterations differ
 # retain_templates: phrasings of each retain style, as first published (worlds.World.retain_phrasings reads it).
 GRID_FAMILY = {"toy": dict(lr=7e-4, negative_guidance=4.0, outside_weight=1.0, retain_weight=1.0, retain_templates=1),
                "sd": dict(lr=5e-5, negative_guidance=2.0, outside_weight=1.0, retain_weight=1.0, retain_templates=2)}

@@ -274,7 +274,7 @@ def test_export_rates_compares_loaded_loras_with_the_dense_file(tmp_path):
 
 
 def test_ldm_names_of_sdxl_modules():
-    from spatial_erasure.ldm_names import ldm_name
+    from spatial_erasure.families.ldm_names import ldm_name
     xl = {"layers_per_block": 2, "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
     cases = {"down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k":
              "input_blocks.4.1.transformer_blocks.0.attn2.to_k",

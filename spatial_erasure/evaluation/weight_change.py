@@ -22,6 +22,7 @@ import warnings
 
 from ..architectures import build_unet
 from ..erasure_file import ErasureMismatch, check_fits, read_erasure, recorded_base
+from ..families import declared_family, sd
 from ..models import ModelLoadError, fingerprint, hub_unreachable
 from ..selection import count, select_parameters
 
@@ -118,23 +119,25 @@ def _first_line(e):
 
 
 def load_base_unet(base):
-    """The UNet of a pipeline folder or hub id (or a bare UNet folder); ModelLoadError with one line otherwise."""
-    from diffusers import UNet2DConditionModel
+    """The denoiser of a pipeline folder or hub id, of the class and subfolder its family names (or a bare
+    UNet folder); ModelLoadError with one line otherwise."""
     from diffusers.utils import logging as diffusers_logging
     base = str(base)
     local = os.path.isdir(base)
     if not local and (base.startswith((".", "/", "~")) or base.count("/") != 1):
         raise ModelLoadError(f"base model folder {base} does not exist; pass --base_model with the pipeline folder "
                              "or hub id the erasure file was trained on")
-    bare = local and os.path.isfile(os.path.join(base, "config.json")) and not os.path.isdir(os.path.join(base, "unet"))
+    family = declared_family(base)[0] or sd            # a bare UNet folder declares no pipeline
+    sub = family.DENOISER
+    bare = local and os.path.isfile(os.path.join(base, "config.json")) and not os.path.isdir(os.path.join(base, sub))
     diffusers_logging.disable_progress_bar()
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)   # a failed load logs, then raises: say it once
     try:
         with warnings.catch_warnings():       # hub client deprecation warnings are not the user's to fix
             warnings.simplefilter("ignore")
-            unet = UNet2DConditionModel.from_pretrained(base, **({} if bare else {"subfolder": "unet"}),
-                                                        use_safetensors=True)
+            unet = family.DENOISER_CLASS.from_pretrained(base, **({} if bare else {"subfolder": sub}),
+                                                         use_safetensors=True)
     except (OSError, ValueError) as e:
         if local:
             raise ModelLoadError(f"could not load the base UNet in {base}: {_first_line(e)}; pass --base_model with "

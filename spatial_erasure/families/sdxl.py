@@ -5,13 +5,13 @@
 - text: two CLIP encoders' penultimate hidden states, concatenated, plus the second one's pooled
   projection and the size conditioning (add_time_ids);
 - denoiser, scheduler and train methods: the UNet's, as SD's (families.sd);
-- export names: the LDM layout kohya and AUTOMATIC1111 use (spatial_erasure.ldm_names).
+- export names: the LDM layout kohya and AUTOMATIC1111 use (spatial_erasure.families.ldm_names).
 """
 import torch
 from diffusers import UNet2DConditionModel
 
 from ..conditioning import Cond, one_note_on_cut_prompts
-from ..ldm_names import ldm_name
+from .ldm_names import ldm_name
 
 from . import sd
 
