@@ -61,14 +61,33 @@ class KeyValuePenalty:
 
     exactly, whatever the batch (no sampled prompts, no extra UNet call); the penalty is its mean
     over the projections. `cond` is the preserved prompts' encoding (prompts.Cond), `params` the
-    trained tensors, `originals` their values before training."""
+    trained tensors, `originals` their values before training.
 
-    def __init__(self, cond, params, originals):
-        k = cond.emb.reshape(-1, cond.emb.shape[-1]).float()
-        self.c = k.T @ k / len(k)                                            # (D, D)
-        self.names = [n for n in params if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
-        self.w0 = {n: originals[n].detach().float().clone() for n in self.names}
-        self.scale = {n: float(((w @ self.c) * w).sum()) for n, w in self.w0.items()}
+    Where the text tokens pass through per-timestep modulation before the projections (SD3's and
+    Flux's joint blocks), K is instead what each projection itself receives, block by block, along
+    the anchors' own sampled trajectories: `moments` ({module name: C}, `input_moments`). The
+    formula is the same and exact for those inputs; the blocks' later inputs move with training, so it
+    holds to first order."""
+
+    def __init__(self, cond, params, originals, moments=None):
+        if moments is None:                  # SD, SDXL: every projection sees the text encoder's tokens
+            k = cond.emb.reshape(-1, cond.emb.shape[-1]).float()
+            c = k.T @ k / len(k)                                             # (D, D)
+            self.names = [n for n in params if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
+            self.c = {n: c for n in self.names}
+        else:                                # SD3, Flux: each projection's own inputs (input_moments)
+            self.names = [n for n in params if n.endswith(".weight") and n[:-len(".weight")] in moments]
+            self.c = {n: moments[n[:-len(".weight")]] for n in self.names}    # (D + 1, D + 1): [x, 1]
+        # a trained bias b joins its weight as the last column: W [x, 1] = W x + b
+        self.bias = {n: n[:-len("weight")] + "bias" for n in self.names if n[:-len("weight")] + "bias" in params}
+        self.w0 = {n: self._full(originals, n).detach().float().clone() for n in self.names}
+        self.scale = {n: float(((w @ self._c(n, w)) * w).sum()) for n, w in self.w0.items()}
+
+    def _full(self, params, n):
+        return torch.cat([params[n], params[self.bias[n]][:, None]], 1) if n in self.bias else params[n]
+
+    def _c(self, n, w):
+        return self.c[n][:w.shape[1], :w.shape[1]]          # without a trained bias: the inputs' own moment
 
     def __len__(self):
         return len(self.names)
@@ -78,18 +97,54 @@ class KeyValuePenalty:
             return self.c.new_zeros(())
         terms = []
         for n in self.names:
-            dw = params[n].float() - self.w0[n]
-            terms.append(((dw @ self.c) * dw).sum() / self.scale[n])
+            dw = self._full(params, n).float() - self.w0[n]
+            terms.append(((dw @ self._c(n, dw)) * dw).sum() / self.scale[n])
         return torch.stack(terms).mean()
 
 
-def key_value_penalty(cond, params, originals, weight, train_method):
-    """The KeyValuePenalty over the anchors' encoding `cond`, or None when its `weight` (--preserve_kv)
-    is 0; one line naming the fix when `train_method` trains no key or value projection."""
+def key_value_penalty(cond, params, originals, weight, train_method, moments=None):
+    """The KeyValuePenalty over the anchors' encoding `cond` (or the `moments` of what each projection
+    sees), or None when its `weight` (--preserve_kv) is 0; one line naming the fix when
+    `train_method` trains no key or value projection."""
     if not weight:
         return None
-    penalty = KeyValuePenalty(cond, params, originals)
+    penalty = KeyValuePenalty(cond, params, originals, moments)
     if not len(penalty):
         raise InputError(f"--preserve_kv keeps cross-attention keys and values, which --train_method "
                          f"{train_method} does not train; pass --preserve_kv 0 or --train_method esd-x")
     return penalty
+
+
+@torch.no_grad()
+def input_moments(denoiser, scheduler, cond, null, names, latent_shape, guidance, steps, seed, params=None,
+                  chunk=50):
+    """{module name: C (D + 1, D + 1)}: the second moment of [x, 1] for the inputs x each module in
+    `names` receives (all text tokens; the 1 carries a bias), over every state of the anchors' own
+    guided trajectories (`cond`, `steps` steps, `guidance`, seeded noise of `latent_shape` (C, h, w)),
+    the denoiser called with `params` (the frozen originals). The modules' inputs are taken from the
+    conditional half of each guided call."""
+    from .trajectories import denoise
+    modules = dict(denoiser.named_modules())
+    sums, counts = {}, {}
+
+    def keep(name):
+        def hook(module, inputs):
+            x = inputs[0]
+            x = x[len(x) // 2:].reshape(-1, x.shape[-1]).float()       # denoise batches ("", cond)
+            x = torch.cat([x, x.new_ones(len(x), 1)], 1)                 # [x, 1]: the bias's column
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + len(x)
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(keep(n)) for n in names]
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        p = next(denoiser.parameters())
+        for i in range(0, len(cond), chunk):
+            c = cond[i:i + chunk]
+            noise = torch.randn((len(c), *latent_shape), generator=gen).to(p.device, p.dtype)
+            denoise(denoiser, scheduler, noise, c, null.repeat(len(c)), guidance, steps, steps, params)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: sums[n] / counts[n] for n in names}

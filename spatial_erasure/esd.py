@@ -23,7 +23,7 @@ import argparse
 import os
 
 from . import adversarial, cli, recipes, training_flags
-from .anchors import anchor_prompts, key_value_penalty
+from .anchors import anchor_prompts, input_moments, key_value_penalty
 from .configs import EsdConfig
 from .distributed import process_state
 from .erasure_file import file_name_part, training_metadata
@@ -205,6 +205,20 @@ def build_source(st, cfg, cond, null, latent, seed, desc="x_t"):
                            st.process_seed(seed), st.device, st.dtype, desc=desc)
 
 
+def anchor_moments(st, cfg, anchors, null, latent):
+    """For a family whose text tokens are modulated per timestep before the key/value projections
+    (family.CLOSED_FORM_KV False) and --preserve_kv: the second moments of what each trained key/value
+    projection receives along the anchors' own trajectories (anchors.input_moments); else None."""
+    family = family_of(st.pipe)
+    if family.CLOSED_FORM_KV or not cfg.preserve_kv or anchors is None:
+        return None
+    names = sorted({n[:-len(".weight")] for n in st.params if n.endswith(".weight")
+                    and any(k in n for k in family.KEY_VALUE)})
+    with st.autocast():
+        return input_moments(st.teacher_unet, st.pipe.scheduler, anchors, null, names, latent, cfg.guidance_scale,
+                             cfg.num_inference_steps, st.process_seed(cfg.seed + 2), st.teacher_params)
+
+
 @cli.reports_errors
 def main(cfg: EsdConfig):
     """Train the erasure `cfg` describes (parse_args) and write its file and JSON log."""
@@ -213,7 +227,7 @@ def main(cfg: EsdConfig):
     lock = OutputLock(out) if process_state().is_main_process else None     # one run per output, from the start
     st = training_flags.prepare(cfg)
     cfg = cfg.resolved("esd", training_flags.model_family(st.pipe))      # what depends on the family: lr, eta
-    cfg = training_flags.closed_forms(cfg, family_of(st.pipe))          # SD3, Flux: no closed-form key/value
+    cfg = training_flags.closed_forms(cfg, family_of(st.pipe))          # SD3, Flux: no twin map
     res, latent = resolution(st.pipe, cfg.resolution)
     pairs = parse_concepts(cfg.erase_concept, cfg.erase_from)
     rows = case_rows(st.pipe, cfg, pairs)
@@ -236,7 +250,8 @@ def main(cfg: EsdConfig):
     own = prompts.anchors is not None and cfg.preserve_xt == "own"
     anchor_source = build_source(st, cfg, prompts.anchors, prompts.null, latent, cfg.seed + 1,
                                  "anchor x_t") if own else None
-    penalty = key_value_penalty(anchors, st.params, originals(st), cfg.preserve_kv, cfg.train_method)
+    moments = anchor_moments(st, cfg, anchors, prompts.null, latent)      # SD3, Flux: each block's own inputs
+    penalty = key_value_penalty(anchors, st.params, originals(st), cfg.preserve_kv, cfg.train_method, moments)
 
     def loss_fn(it, rng):
         if twin:
@@ -266,7 +281,11 @@ def main(cfg: EsdConfig):
                              ";".join(f or c for c, f in pairs), res,
                              **({"concepts": [c for c, _ in pairs]} if len(pairs) > 1 else {}),
                              **({"cases": len(rows), "twins": sorted({z for _, _, z in rows})[:50]} if twin else {}),
-                             **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}))
+                             **({"twin_map_residual": round(twin_map_residual, 4)} if twin_map else {}),
+                             # SD3, Flux: the penalty's moments came from the anchors' guided trajectories
+                             **({"kv_penalty_tensors": len(penalty),
+                                 "kv_moment_forwards": 2 * len(anchors) * cfg.num_inference_steps}
+                                if moments is not None else {}))
     report = train(loss_fn, st, out, cfg.iterations, cfg.lr, meta, seed=cfg.seed,
                    checkpoint_every=cfg.checkpoint_every, resume=cfg.resume and not cfg.restart,
                    desc=f"ESD {cfg.train_method}", extra_report=cost,

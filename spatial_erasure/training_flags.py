@@ -21,7 +21,7 @@ from . import cli, files, recipes, trainer
 from .configs import TrainingConfig
 from .distributed import check_device
 from .errors import InputError
-from .families import family_of
+from .families import declared_family, family_of
 from .prompts import is_toy
 from .selection import TRAIN_METHODS, trains_keys_and_values
 from .trainer import PRECISIONS, TEACHERS
@@ -96,7 +96,11 @@ def preservation_defaults(cfg: TrainingConfig, n_concepts):
     if weight is None:
         weight = 1.0 if cfg.preserve and n_concepts > 1 else 0.0
     if kv is None:
-        kv = PRESERVE_KV if cfg.preserve and trains_keys_and_values(cfg.train_method) else 0.0
+        # SD3, Flux (no closed form: the penalty over each block's own inputs) measured no better than
+        # without it on the toy SD3 (docs/flow.md), so there it is on only when --preserve_kv is given
+        family, _ = declared_family(cfg.base_model)
+        modulated = family is not None and not family.CLOSED_FORM_KV
+        kv = PRESERVE_KV if cfg.preserve and trains_keys_and_values(cfg.train_method) and not modulated else 0.0
     return replace(cfg, preserve_weight=weight, preserve_kv=kv)
 
 
@@ -179,19 +183,13 @@ def model_family(pipe):
 
 def closed_forms(cfg: TrainingConfig, family):
     """`cfg` for a model family whose text tokens reach the key/value projections through per-timestep
-    modulation (SD3, Flux: family.CLOSED_FORM_KV is False): --twin_map is refused in one line, and the
-    key/value penalty --preserve would add is turned off with a note (the file records 0)."""
-    if family.CLOSED_FORM_KV:
-        return cfg
-    if getattr(cfg, "twin_map", False):
+    modulation (SD3, Flux: family.CLOSED_FORM_KV is False): --twin_map, which solves them in closed
+    form from the text encoder's tokens alone, is refused in one line. (The key/value penalty applies,
+    over what each projection itself receives: anchors.input_moments.)"""
+    if not family.CLOSED_FORM_KV and getattr(cfg, "twin_map", False):
         cli.fail(f"--twin_map solves SD's cross-attention keys and values in closed form, which {family.NAME}'s "
                  "joint blocks have no analogue of (the text tokens are modulated per timestep first); pass "
                  "--no-twin_map")
-    if cfg.preserve_kv:
-        print(f"note: --preserve_kv is off on {family.NAME}: its text tokens are modulated per timestep before the "
-              "key/value projections, so the closed-form penalty does not apply (the anchors' rows still do with "
-              "--preserve_weight)")
-        cfg = replace(cfg, preserve_kv=0.0)
     return cfg
 
 

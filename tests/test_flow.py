@@ -45,11 +45,52 @@ def test_esd_trains_a_flow_transformer_and_the_file_applies_and_generates(flow_f
         Erasure.load(out).apply(other)
 
 
-def test_the_recommended_recipe_runs_on_sd3_without_the_closed_forms(flow_folders, tmp_path, capsys):
-    e = erase("Vincent van Gogh", base_model=flow_folders["sd3"], output=tmp_path / "r.safetensors",
-              **{**FAST, "preserve": 4})
-    assert e.metadata["args"]["target"] == "twin" and e.metadata["args"]["preserve_kv"] == 0.0
-    assert "--preserve_kv is off" in capsys.readouterr().out
+def test_the_key_value_penalty_on_sd3_keeps_what_each_projection_receives(flow_folders):
+    from spatial_erasure.anchors import KeyValuePenalty, input_moments
+    from spatial_erasure.prompts import encode
+    from spatial_erasure.selection import select_parameters
+    pipe = load_pipeline(flow_folders["sd3"])
+    tr = pipe.transformer
+    params = select_parameters(tr, "esd-x-strict")
+    originals = {n: p.detach().clone() for n, p in params.items()}
+    names = sorted({n[:-len(".weight")] for n in params if n.endswith(".weight")})
+    cond, null = encode(pipe, ["a dog", "an old red kitchen, a photo", "a robot by Claude Monet"]), encode(pipe, [""])
+    moments = input_moments(tr, pipe.scheduler, cond, null, names, (4, 4, 4), 3.0, 2, seed=0)
+    assert sorted(moments) == names
+    # block 0's text stream by hand: context embedder, then the norm modulated by (t, pooled), at both steps
+    pipe.scheduler.set_timesteps(2)
+    with torch.no_grad():
+        xs = []
+        for t in pipe.scheduler.timesteps:
+            temb = tr.time_text_embed(t.expand(len(cond)), cond.pooled)
+            xs.append(tr.transformer_blocks[0].norm1_context(tr.context_embedder(cond.emb), emb=temb)[0])
+        x = torch.cat(xs).reshape(-1, xs[0].shape[-1])
+        x = torch.cat([x, torch.ones(len(x), 1)], 1)                  # [x, 1]: the bias's column
+    by_hand = x.T @ x / len(x)
+    assert torch.allclose(moments["transformer_blocks.0.attn.add_k_proj"], by_hand, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(moments["transformer_blocks.0.attn.add_k_proj"],
+                              moments["transformer_blocks.1.attn.add_k_proj"], atol=1e-3), "each block its own"
+    penalty = KeyValuePenalty(cond, params, originals, moments)
+    weights = sorted(n for n in params if n.endswith(".weight"))
+    assert sorted(penalty.names) == weights and float(penalty(params).detach()) == 0.0
+    one, b = "transformer_blocks.0.attn.add_k_proj.weight", "transformer_blocks.0.attn.add_k_proj.bias"
+    moved = {n: p.detach() + 0.01 * torch.randn_like(p) if n in (one, b) else p.detach() for n, p in params.items()}
+    x = x[:, :-1]                                  # the outputs W x + b, moved and original, token by token
+    out0 = x @ originals[one].T + originals[b]
+    brute = ((x @ moved[one].T + moved[b] - out0) ** 2).sum(1).mean() / (out0 ** 2).sum(1).mean() / len(weights)
+    assert torch.allclose(penalty(moved), brute, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_the_recommended_recipe_runs_on_flow_models_with_their_key_value_penalty(flow_folders, tmp_path, kind):
+    from spatial_erasure.esd import parse_args
+    argv = ["--erase_concept", "Vincent van Gogh", "--base_model", str(flow_folders[kind]), "--preserve", "4",
+            "--output", str(tmp_path)]
+    assert parse_args(argv).preserve_kv == 0.0, "on flow models the penalty is on only when asked for"
+    e = erase("Vincent van Gogh", base_model=flow_folders[kind], output=tmp_path / "r.safetensors",
+              **{**FAST, "preserve": 4, "preserve_kv": 1.0})
+    assert e.metadata["args"]["target"] == "twin" and e.metadata["args"]["preserve_kv"] == 1.0
+    assert e.metadata["kv_penalty_tensors"] == len([k for k in e.tensors if k.endswith(".weight")]) > 0
     with pytest.raises(InputError, match="--no-twin_map"):
         erase("Vincent van Gogh", base_model=flow_folders["sd3"], output=tmp_path / "t.safetensors", twin_map=True,
               **FAST)

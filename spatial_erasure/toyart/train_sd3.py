@@ -28,6 +28,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
@@ -99,6 +100,22 @@ def save_pipeline(output, tokenizer_dir, pipe, params, ema, info):
     ema.restore(params)
 
 
+def init_weights(modules, folder):
+    """Load `folder`'s transformer and text encoders into `modules` (same sizes, or one line saying so)."""
+    for name, module in modules.items():
+        path = os.path.join(folder, name, "model.safetensors" if name.startswith("text") else
+                            "diffusion_pytorch_model.safetensors")
+        if not os.path.exists(path):
+            raise SystemExit(f"error: --init_from {folder} has no {name} weights ({path}); pass a folder this "
+                             "script wrote")
+        try:
+            module.load_state_dict(load_file(path))
+        except RuntimeError as e:
+            raise SystemExit(f"error: --init_from {folder}: its {name} does not match these sizes "
+                             f"({str(e).splitlines()[0]}); pass the sizes it was trained with") from None
+    print(f"started from {folder}")
+
+
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     a = p.add_argument
@@ -132,6 +149,9 @@ def parse_args(argv=None):
       help="torch CPU threads (default: $OMP_NUM_THREADS if set, else torch's own choice)")
     a("--checkpoint_every", type=int, default=250, help="steps between resumable checkpoints")
     a("--save_every", type=int, default=1000, help="steps between pipeline exports to --output")
+    a("--init_from", default=None,
+      help="a pipeline folder this script wrote: start from its (EMA) transformer and text encoders, with "
+           "a fresh optimizer and lr schedule over --steps (a further stage; a checkpoint in --work_dir wins)")
     return p.parse_args(argv)
 
 
@@ -164,6 +184,12 @@ def main(args):
     pipe.register_to_config(**{TEXT_LENGTH_KEY: args.max_sequence_length})   # every later call passes it
     pipe.set_progress_bar_config(disable=True)
     modules = {"transformer": transformer, "text_encoder": te1, "text_encoder_2": te2}
+    before = 0                    # steps of the stages before this one (--init_from's training.json)
+    if args.init_from:
+        init_weights(modules, args.init_from)
+        with open(os.path.join(args.init_from, "training.json")) as f:
+            prior = json.load(f)
+        before = prior.get("steps_before", 0) + prior["steps_done"]
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema = EMAModel(params, decay=args.ema_decay)
@@ -182,7 +208,7 @@ def main(args):
     t_start, seconds0 = time.time(), extra["seconds"]
     info = lambda: {"args": vars(args), "steps_done": step, "seconds": round(  # noqa: E731
         seconds0 + time.time() - t_start), "max_sequence_length": args.max_sequence_length,
-        "latent_shift_factor": shift, "latent_scaling_factor": scale,
+        "steps_before": before, "latent_shift_factor": shift, "latent_scaling_factor": scale,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                    f"{'cuda' if torch.cuda.is_available() else 'cpu'}"}
     bar = tqdm(range(step, args.steps), desc="transformer", initial=step, total=args.steps)
