@@ -92,3 +92,20 @@ def test_the_recorded_t5_length_reaches_every_call(tmp_path, bank):
     by_hand = [pipe(prompt, generator=torch.Generator().manual_seed(0), output_type="latent",
                     max_sequence_length=n, **kw).images for n in (8, 256)]
     assert (by_hand[0] - by_hand[1]).abs().max() > 0.05, "the T5 length should matter to this model"
+
+
+def test_a_further_stage_starts_from_a_pipeline_folder(tmp_path, bank):
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    train(first, str(tmp_path / "w1"), 2, bank)
+    os.makedirs(tmp_path / "w2")
+    shutil.copy(bank, tmp_path / "w2" / "bank.safetensors")
+    argv = ["--output", second, "--work_dir", str(tmp_path / "w2"), "--steps", "2", *TINY]
+    train_sd3.main(train_sd3.parse_args([*argv, "--lr", "0", "--init_from", first]))
+    with open(os.path.join(second, "training.json")) as f:
+        info = json.load(f)
+    assert info["steps_before"] == 2 and info["steps_done"] == 2
+    a, b = (load_file(os.path.join(o, "transformer", "diffusion_pytorch_model.safetensors")) for o in (first, second))
+    assert all(torch.equal(v, b[k]) for k, v in a.items()), "lr 0: the second stage keeps the first's weights"
+    with pytest.raises(SystemExit, match="does not match these sizes"):
+        train_sd3.main(train_sd3.parse_args([*argv, "--init_from", first, "--layers", "2",
+                                             "--work_dir", str(tmp_path / "w3")]))
