@@ -23,6 +23,7 @@ from spatial_erasure import cli
 from spatial_erasure.distributed import process_device, process_state
 from spatial_erasure.erasure_file import apply_erasure, file_hash, read_erasure
 from spatial_erasure.errors import InputError
+from spatial_erasure.families import denoiser_of, family_of
 from spatial_erasure.models import describe, fingerprint, load_pipeline
 from spatial_erasure.prompts import read_prompt_csv
 from spatial_erasure.reports import save_png, write_json
@@ -76,7 +77,8 @@ def main(args):
         read_erasure(args.erasure)                 # a bad file fails now, in one line, not after loading
     pipe = load_pipeline(args.base_model, device=device)
     name = args.model_name or (os.path.basename(args.erasure).removesuffix(".safetensors") if args.erasure else "base")
-    base_fp = fingerprint(pipe.unet)
+    family, denoiser = family_of(pipe), denoiser_of(pipe)
+    base_fp = fingerprint(denoiser)
     if args.erasure:
         apply_erasure(pipe, args.erasure, allow_unverified=args.allow_unverified)
     if state.is_main_process:
@@ -100,10 +102,12 @@ def main(args):
             if not todo:
                 continue
             g = torch.Generator("cpu").manual_seed(row["evaluation_seed"])
-            latents = torch.randn((args.num_samples,) + shape, generator=g)[todo].to(device, pipe.unet.dtype)
+            latents = torch.randn((args.num_samples,) + shape, generator=g)[todo].to(device, denoiser.dtype)
             images = pipe([row["prompt"]] * len(todo), negative_prompt=[row.get("negative_prompt", "")] * len(todo),
-                          latents=latents, num_inference_steps=args.num_inference_steps, height=res, width=res,
-                          guidance_scale=row.get("guidance_scale", args.guidance_scale), output_type="np").images
+                          latents=family.pipeline_latents(latents), num_inference_steps=args.num_inference_steps,
+                          height=res, width=res,
+                          guidance_scale=row.get("guidance_scale", args.guidance_scale), output_type="np",
+                          **family.call_kwargs(pipe)).images
             for i, img in zip(todo, to_uint8(images)):
                 save_png(img, paths[i])
                 done.append({"case_number": row["case_number"], "image": i, "process": state.process_index})

@@ -84,8 +84,9 @@ def add_preservation_args(p, rows_help):
     a("--preserve_weight", type=float, default=None, help=f"weight of the anchors' rows: {rows_help} (default: 0 "
       "for one concept, where rows cost other artists, 1 for several, where they keep them)")
     a("--preserve_kv", type=float, default=None, help="weight of the closed-form key/value penalty "
-      "(anchors.KeyValuePenalty): the trained attn2.to_k/to_v keep their outputs for every token of the anchors, "
-      f"no UNet call (default with --preserve: {PRESERVE_KV:g}; 0: off)")
+      "(anchors.KeyValuePenalty): the trained text key/value projections keep their outputs for every token of "
+      f"the anchors, no UNet call on SD/SDXL (default with --preserve: {PRESERVE_KV:g}; 0: off); on SD3/Flux over "
+      "each block's own inputs along the anchors' trajectories, off unless given (docs/flow.md)")
 
 
 def preservation_defaults(cfg: TrainingConfig, n_concepts):

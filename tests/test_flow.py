@@ -159,3 +159,19 @@ def test_the_gauge_tells_where_a_file_is_used_from_its_metadata():
     _, text = read_erasure("models/grid-Vincent_van_Gogh-scaled-esd-x-recommended.safetensors")
     assert gauge.where_used(inpaint)[0] == "masks" and gauge.where_used(text)[0] == "global"
     assert gauge.where_used({"base_model": "models/toyart-sd3", "method": "esd-x-strict"})[0] == "global"
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_generate_images_draws_a_flow_model_seed_for_seed(flow_folders, tmp_path, kind):
+    from PIL import Image
+    script = load_script("original_esd/generate_images.py")
+    csv = tmp_path / "p.csv"
+    csv.write_text("case_number,prompt,evaluation_seed\n0,a painting of a house by Vincent van Gogh,7\n")
+    argv = ["--prompts_path", str(csv), "--base_model", str(flow_folders[kind]), "--num_samples", "2",
+            "--num_inference_steps", "2", "--resolution", "32"]
+    script.main(script.parse_args([*argv, "--output", str(tmp_path / "a")]))
+    script.main(script.parse_args([*argv, "--output", str(tmp_path / "b")]))
+    a = [np.asarray(Image.open(tmp_path / "a" / "base" / f"0_{i}.png")) for i in range(2)]
+    b = [np.asarray(Image.open(tmp_path / "b" / "base" / f"0_{i}.png")) for i in range(2)]
+    assert a[0].shape == (32, 32, 3) and all(np.array_equal(x, y) for x, y in zip(a, b)), "same seed, same image"
+    assert not np.array_equal(a[0], a[1]), "each sample its own noise"

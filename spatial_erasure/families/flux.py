@@ -57,6 +57,11 @@ def pack(x):
     return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
 
 
+def pipeline_latents(x):
+    """Initial noise (B, C, h, w) as FluxPipeline's `latents=` takes it: packed (B, h/2 * w/2, 4C)."""
+    return pack(x)
+
+
 def unpack(tokens, h, w):
     """The inverse of pack: (B, h/2 * w/2, 4C) -> (B, C, h, w)."""
     b, _, c4 = tokens.shape

@@ -80,6 +80,11 @@ def call_kwargs(pipe):
     return {}
 
 
+def pipeline_latents(x):
+    """Initial noise (B, C, h, w) as the pipeline's `latents=` takes it: unchanged for this family."""
+    return x
+
+
 def kohya_module(module, config):
     """The module name a kohya LoRA file uses: diffusers' own for SD 1.x/2.x."""
     return module

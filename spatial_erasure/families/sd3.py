@@ -49,6 +49,11 @@ def call_kwargs(pipe):
     return {"max_sequence_length": text_length(pipe, 256)}
 
 
+def pipeline_latents(x):
+    """Initial noise (B, C, h, w) as the pipeline's `latents=` takes it: unchanged for this family."""
+    return x
+
+
 def predict(transformer, x, t, cond, params=None, sampling=False):
     """The velocity at latents x (B, C, h, w) and timestep t (a scalar or (B,), in [0, 1000]);
     `params` ({name: tensor}) overrides weights, e.g. the frozen originals."""

@@ -56,6 +56,11 @@ def call_kwargs(pipe):
     return {}
 
 
+def pipeline_latents(x):
+    """Initial noise (B, C, h, w) as the pipeline's `latents=` takes it: unchanged for this family."""
+    return x
+
+
 def kohya_module(module, config):
     """The LDM name kohya and AUTOMATIC1111 give an SDXL UNet module (`config`: the UNet's)."""
     return ldm_name(module, config)
