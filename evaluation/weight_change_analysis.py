@@ -1,12 +1,12 @@
-"""How much each erasure file changes its base UNet: ||dW||, ||W|| and ||dW||/||W|| per tensor,
-by UNet block and by projection, and across files.
+"""How much each erasure file changes its base denoiser (UNet or transformer): ||dW||, ||W|| and
+||dW||/||W|| per tensor, by block and by projection as its model family names them, and across files.
 
     python evaluation/weight_change_analysis.py            # every erasure file in models/
     python evaluation/weight_change_analysis.py models/esd-Vincent_van_Gogh-from-Vincent_van_Gogh-esd-x.safetensors \\
         models/grid-Vincent_van_Gogh-scaled-esd-x.safetensors --output results/weight_change
 
 Each file is compared with the base model its metadata records (or --base_model), after checking
-the base UNet's fingerprint. Writes to --output: <file stem>.csv (one row per tensor), report.md
+the base denoiser's fingerprint. Writes to --output: <file stem>.csv (one row per tensor), report.md
 (totals, tables by block and by projection, and with several files a comparison with ratios
 against the first file), weight_change.json (the same numbers and the arguments) and
 relative_change_by_block.png. Everything is computed before anything is written.
@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 
 from spatial_erasure import cli
 from spatial_erasure.evaluation.weight_change import (GROUP_COLUMNS, ROW_COLUMNS, analyse, block_order, comparison,
-                                                      sd14_reference)
+                                                      reference)
+from spatial_erasure.families import FAMILIES
 from spatial_erasure.models import MODELS_DIR
 from spatial_erasure.reports import atomic_write_text, markdown_table, save_figure, write_json
 
@@ -61,15 +62,16 @@ def table(rows, columns):
     return markdown_table([{k: show(k, v) for k, v in r.items()} for r in rows], columns)
 
 
-def report_markdown(results, reference, comp):
-    """The markdown report: definitions, SD-1.4 reference counts, comparison, then one section per file."""
+def report_markdown(results, ref, comp):
+    """The markdown report: definitions, real-size reference counts, comparison, then one section per file."""
     md = ["# Weight change of erasure files\n",
           "dW = erased - base tensor; norms are Frobenius norms. A group's ||dW|| is the norm of all its tensors' "
           "changes together; `rel_change` = group ||dW|| / group ||W||; `mean_rel_change` = unweighted mean of the "
           "per-tensor ||dW||/||W||. Tensors and parameters are counted separately.\n"]
-    for m, c in reference.items():
-        md.append(f"Reference, SD-1.4 UNet architecture (counted on the meta device): {m} trains {c['tensors']} "
-                  f"tensors = {c['parameters']:,} parameters ({c['parameters'] / 1e6:.1f}M).\n")
+    arch, counts = ref
+    for m, c in counts.items():
+        md.append(f"Reference, the {arch} architecture at real size (counted on the meta device): {m} trains "
+                  f"{c['tensors']} tensors = {c['parameters']:,} parameters ({c['parameters'] / 1e6:.1f}M).\n")
     if len(results) > 1:
         md += ["## Comparison (ratios against the first file)\n",
                table(comp, COMPARE_COLUMNS)]
@@ -88,7 +90,7 @@ def report_markdown(results, reference, comp):
                f"{t['tensors_changed']} tensors ({t['parameters_changed']:,} parameters) changed"
                + ("" if rec == (None, None) or rec == (t["tensors"], t["parameters"]) else
                   f" (the metadata records {rec[0]} tensors, {rec[1]} parameters)"),
-               (f"- {r['method']} selects {e['tensors']} tensors = {e['parameters']:,} parameters of this base UNet; "
+               (f"- {r['method']} selects {e['tensors']} tensors = {e['parameters']:,} parameters of the base; "
                 f"the file's keys {'are exactly' if e['file_matches_selection'] else 'differ from'} that selection")
                if e else "- no known train method recorded: no expected selection",
                f"- total ||dW|| = {fmt(t['dW_norm'])}, ||W|| = {fmt(t['W_norm'])}, relative {fmt(t['rel_change'])}; "
@@ -100,8 +102,9 @@ def report_markdown(results, reference, comp):
 
 
 def block_figure(results):
-    """Grouped bars: relative change (block ||dW|| / block ||W||) per UNet block, one bar per file."""
-    blocks = sorted({g["block"] for r in results for g in r["by_block"]}, key=block_order)
+    """Grouped bars: relative change (block ||dW|| / block ||W||) per denoiser block, one bar per file."""
+    family = FAMILIES[results[0]["family"]]
+    blocks = sorted({g["block"] for r in results for g in r["by_block"]}, key=lambda b: block_order(b, family))
     fig = Figure(figsize=(1.0 + 0.9 * len(blocks) * max(1, len(results)) ** 0.5, 3.4))
     ax = fig.subplots()
     width = 0.8 / len(results)
@@ -110,7 +113,7 @@ def block_figure(results):
         ax.bar([b + (i - (len(results) - 1) / 2) * width for b in range(len(blocks))],
                [rel.get(b, 0.0) for b in blocks], width, label=r["label"])
     ax.set_xticks(range(len(blocks)), blocks)
-    ax.set_xlabel("UNet block")
+    ax.set_xlabel(f"{family.NAME} block")
     ax.set_ylabel("||dW|| / ||W|| of the block")
     ax.set_title("relative weight change by block", fontsize=9)
     ax.legend(fontsize=6)
@@ -137,20 +140,25 @@ def main(args):
     # every file is read and checked before anything is written: a bad one leaves no half report
     results = [analyse(f, args.base_model, not args.no_check_base, cache) for f in files]
     comp = comparison(results)
-    reference = sd14_reference(sorted({r["method"] for r in results if r["method"]}))
+    families = {r["family"] for r in results}
+    if len(families) > 1:
+        cli.fail(f"these files erase from models of different families ({', '.join(sorted(families))}); "
+                 "analyse each family's files in its own run")
+    ref = reference(sorted({r["method"] for r in results if r["method"]}), FAMILIES[results[0]["family"]])
 
     out = args.output
     for r in results:
         r["csv"] = os.path.join(out, f"{r['label']}.csv")
         atomic_write_text(r["csv"], rows_csv(r["rows"]))
-    atomic_write_text(os.path.join(out, "report.md"), report_markdown(results, reference, comp))
+    atomic_write_text(os.path.join(out, "report.md"), report_markdown(results, ref, comp))
     write_json(os.path.join(out, "weight_change.json"),
-               {"args": vars(args), "sd14_reference": reference, "comparison": comp, "files": results})
+               {"args": vars(args), "reference_architecture": ref[0], "reference": ref[1], "comparison": comp,
+                "files": results})
     save_figure(block_figure(results), os.path.join(out, "relative_change_by_block.png"))
 
     print(table(comp, COMPARE_COLUMNS), end="")
-    for m, c in reference.items():
-        print(f"SD-1.4 reference: {m} = {c['tensors']} tensors, {c['parameters']:,} parameters")
+    for m, c in ref[1].items():
+        print(f"{ref[0]} reference: {m} = {c['tensors']} tensors, {c['parameters']:,} parameters")
     print(f"wrote {len(results)} CSV, report.md, weight_change.json, relative_change_by_block.png to {out}")
     return 0
 

@@ -175,3 +175,19 @@ def test_generate_images_draws_a_flow_model_seed_for_seed(flow_folders, tmp_path
     b = [np.asarray(Image.open(tmp_path / "b" / "base" / f"0_{i}.png")) for i in range(2)]
     assert a[0].shape == (32, 32, 3) and all(np.array_equal(x, y) for x, y in zip(a, b)), "same seed, same image"
     assert not np.array_equal(a[0], a[1]), "each sample its own noise"
+
+
+def test_weight_change_analysis_groups_a_flow_erasure_by_its_familys_blocks(flow_folders, tmp_path):
+    import json
+    script = load_script("evaluation/weight_change_analysis.py")
+    out = tmp_path / "e.safetensors"
+    erase("Vincent van Gogh", base_model=flow_folders["flux"], output=out, train_method="esd-x-strict",
+          recipe="paper", **FAST)
+    script.main(script.parse_args([str(out), "--output", str(tmp_path / "wc")]))
+    data = json.loads((tmp_path / "wc" / "weight_change.json").read_text())
+    f = data["files"][0]
+    assert f["family"] == "flux" and data["reference_architecture"] == "flux-dev"
+    assert data["reference"]["esd-x-strict"]["tensors"] == 19 * 4          # 19 double blocks x add_k/v weight+bias
+    assert {g["block"] for g in f["by_block"]} == {"double.0"}, f["by_block"]   # the tiny Flux: one double block
+    assert [g["projection"] for g in f["by_projection"]] == ["add_k_proj", "add_v_proj"]
+    assert all(g["dW_norm"] > 0 for g in f["by_projection"])

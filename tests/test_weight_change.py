@@ -140,7 +140,8 @@ def test_script_writes_csv_markdown_json_png(tmp_path):
         assert all(float(r["dW_norm"]) > 0 for r in rows)
     data = json.loads((out / "weight_change.json").read_text())
     assert [f["totals"]["tensors"] for f in data["files"]] == [35, 35]
-    assert data["sd14_reference"]["esd-x"] == {"tensors": 80, "parameters": 43_962_560}
+    assert data["reference_architecture"] == "sd14"
+    assert data["reference"]["esd-x"] == {"tensors": 80, "parameters": 43_962_560}
     first, second = data["comparison"]
     assert first["dW_ratio"] == 1.0
     esd, grid = (f["totals"] for f in data["files"])

@@ -5,61 +5,59 @@ unchanged tensor gives exactly 0. A group's norm is the norm of all its tensors'
 (sqrt of the sum of squares), its relative change the group ||dW|| over the group ||W||; the
 "mean relative change" is the unweighted mean of the per-tensor ratios.
 
-Groups: UNet block (`down.0` .. `mid` .. `up.3`, `other` for conv_in, time embedding, conv_out)
-and projection (`to_q`, `to_k`, `to_v`, `to_out` = to_out.0 weight + bias, of attn1 and attn2 alike:
-the per-tensor `attention` column tells them apart; `other` for every non-attention tensor, e.g.
-the resnets that esd-u trains).
+Groups, as the base's model family names them (spatial_erasure.families): for a UNet, block
+(`down.0` .. `mid` .. `up.3`, `other` for conv_in, time embedding, conv_out) and projection (`to_q`,
+`to_k`, `to_v`, `to_out` = to_out.0 weight + bias, of attn1 and attn2 alike: the per-tensor
+`attention` column tells them apart; `other` for every non-attention tensor, e.g. the resnets that
+esd-u trains); for SD3 joint blocks `joint.N`, for Flux `double.N` / `single.N`, and the text
+stream's projections `add_q_proj`, `add_k_proj`, `add_v_proj`, `to_add_out` beside the image stream's.
 
 Tensors are not parameters: on SD 1.4, esd-x trains 16 attn2 blocks x {to_q.weight, to_k.weight,
 to_v.weight, to_out.0.weight, to_out.0.bias} = 80 tensors holding 43,962,560 parameters (44.0M;
-the paper's "80 parameters" counts tensors). `expected_tensors(build_unet("sd14"), "esd-x")`
-recomputes both numbers.
+the paper's "80 parameters" counts tensors). `reference(["esd-x"])` recomputes both numbers.
 """
 import math
 import os
 import re
 import warnings
 
-from ..architectures import build_unet
+from ..architectures import count_parameters
 from ..erasure_file import ErasureMismatch, check_fits, read_erasure, recorded_base
-from ..families import declared_family, sd
+from ..families import declared_family, family_of_denoiser, sd
 from ..models import ModelLoadError, fingerprint, hub_unreachable
 from ..selection import count, select_parameters
 
-PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "other")
 ROW_COLUMNS = ["name", "block", "attention", "projection", "shape", "parameters", "dW_norm", "W_norm",
                "rel_change", "dW_max"]
 GROUP_COLUMNS = ["tensors", "parameters", "dW_norm", "W_norm", "rel_change", "mean_rel_change"]
 
 
-def block_of(name):
-    """'down_blocks.1.attentions...' -> 'down.1', 'mid_block...' -> 'mid', 'up_blocks.2...' -> 'up.2', else 'other'."""
-    m = re.match(r"(down|up)_blocks\.(\d+)\.", name)
-    if m:
-        return f"{m.group(1)}.{m.group(2)}"
-    return "mid" if name.startswith("mid_block.") else "other"
+def block_of(name, family=sd):
+    """The block group of a tensor name, as its model family says (families.sd: 'down.1', 'mid', 'up.2',
+    'other'; SD3: 'joint.3'; Flux: 'double.3', 'single.5')."""
+    return family.block_of(name)
 
 
-def projection_of(name):
-    """'to_q', 'to_k', 'to_v', 'to_out' (to_out.0 weight and bias) for attention projections, else 'other'."""
-    m = re.search(r"\.(to_q|to_k|to_v|to_out)\.", f".{name}")
-    return m.group(1) if m else "other"
+def projection_of(name, family=sd):
+    """The attention projection of a tensor name (family.PROJECTIONS), else 'other'."""
+    return family.projection_of(name)
 
 
 def attention_of(name):
-    """'attn1' (self-attention), 'attn2' (cross-attention) or '' for tensors outside attention."""
-    m = re.search(r"\.(attn\d)\.", f".{name}")
+    """The attention module of a tensor: 'attn1' (self-), 'attn2' (cross-attention; SD3.5's second image
+    attention), 'attn' (an MMDiT's joint attention) or '' outside attention."""
+    m = re.search(r"\.(attn\d?)\.", f".{name}")
     return m.group(1) if m else ""
 
 
-def block_order(block):
-    """Sort key: down blocks by depth, mid, up blocks by depth, then other."""
+def block_order(block, family=sd):
+    """Sort key: the family's block kinds in order (SD: down blocks by depth, mid, up blocks by depth), then other."""
     kind, _, depth = block.partition(".")
-    return ({"down": 0, "mid": 1, "up": 2}.get(kind, 3), int(depth or 0))
+    return (family.BLOCKS.index(kind) if kind in family.BLOCKS else len(family.BLOCKS), int(depth or 0))
 
 
-def tensor_changes(base_state, tensors):
-    """One row per tensor of an erasure file against the base UNet's state dict (name -> tensor).
+def tensor_changes(base_state, tensors, family=sd):
+    """One row per tensor of an erasure file against the base denoiser's state dict (name -> tensor).
 
     Raises ErasureMismatch when a key is not a base parameter or a shape differs."""
     check_fits(tensors, base_state, "the erasure file")
@@ -68,15 +66,15 @@ def tensor_changes(base_state, tensors):
         w = base_state[name].detach().double().cpu()
         dw = tensors[name].detach().double().cpu() - w
         dw_norm, w_norm = float(dw.norm()), float(w.norm())
-        rows.append({"name": name, "block": block_of(name), "attention": attention_of(name),
-                     "projection": projection_of(name), "shape": "x".join(map(str, w.shape)),
+        rows.append({"name": name, "block": block_of(name, family), "attention": attention_of(name),
+                     "projection": projection_of(name, family), "shape": "x".join(map(str, w.shape)),
                      "parameters": w.numel(), "dW_norm": dw_norm, "W_norm": w_norm,
                      "rel_change": dw_norm / w_norm if w_norm > 0 else None,   # a zero base tensor has no ratio
                      "dW_max": float(dw.abs().max()) if dw.numel() else 0.0})
     return rows
 
 
-def group(rows, key):
+def group(rows, key, family=sd):
     """Rows aggregated by rows[key] (e.g. 'block', 'projection'): counts, group norms, both relative changes."""
     acc = {}
     for r in rows:
@@ -87,7 +85,7 @@ def group(rows, key):
         g["w2"] += r["W_norm"] ** 2
         if r["rel_change"] is not None:
             g["rels"].append(r["rel_change"])
-    order = {"block": block_order, "projection": PROJECTIONS.index}.get(key, str)
+    order = {"block": lambda b: block_order(b, family), "projection": family.PROJECTIONS.index}.get(key, str)
     out = []
     for v in sorted(acc, key=order):
         g = acc[v]
@@ -158,14 +156,15 @@ def analyse(path, base_model=None, check_base=True, cache=None):
     key = os.path.realpath(base) if os.path.isdir(base) else base     # one load per base, however it is spelled
     if key not in cache:
         unet = load_base_unet(base)
-        cache[key] = {"fingerprint": fingerprint(unet), "unet": unet}
+        cache[key] = {"fingerprint": fingerprint(unet), "unet": unet, "family": family_of_denoiser(unet)}
     entry = cache[key]
     recorded = meta.get("base_fingerprint")
     if check_base and recorded and recorded != entry["fingerprint"]:
         raise ErasureMismatch(f"{path} was trained on {meta.get('base_model', '?')} (UNet fingerprint {recorded}) but "
                               f"{base} has fingerprint {entry['fingerprint']}; pass the matching --base_model "
                               "(or --no_check_base)")
-    rows = tensor_changes(entry["unet"].state_dict(), tensors)
+    family = entry["family"]
+    rows = tensor_changes(entry["unet"].state_dict(), tensors, family)
     method = meta.get("method")
     try:
         selected = select_parameters(entry["unet"], method)
@@ -178,8 +177,8 @@ def analyse(path, base_model=None, check_base=True, cache=None):
             "base_model": base, "base_fingerprint": entry["fingerprint"], "recorded_fingerprint": recorded,
             "fingerprint_checked": bool(check_base and recorded),
             "recorded_counts": {"tensors": meta.get("tensors_changed"), "parameters": meta.get("parameters_changed")},
-            "expected": expected, "totals": totals(rows), "by_block": group(rows, "block"),
-            "by_projection": group(rows, "projection"), "rows": rows}
+            "family": family.KEY, "expected": expected, "totals": totals(rows),
+            "by_block": group(rows, "block", family), "by_projection": group(rows, "projection", family), "rows": rows}
 
 
 def comparison(results):
@@ -193,14 +192,8 @@ def comparison(results):
              "mean_rel_ratio": ratio(r["totals"]["mean_rel_change"], first["mean_rel_change"])} for r in results]
 
 
-def sd14_reference(methods):
-    """{method: {tensors, parameters}} on the SD-1.4 UNet architecture, counted on the meta device (no memory)."""
-    unet = build_unet("sd14")
-    out = {}
-    for m in methods:
-        try:
-            n, p = expected_tensors(unet, m)
-            out[m] = {"tensors": n, "parameters": p}
-        except ValueError:
-            pass
-    return out
+def reference(methods, family=sd):
+    """(architecture name, {method: {tensors, parameters}}): the counts on the family's real-size
+    architecture (family.REFERENCE: SD 1.4, SDXL, SD3 medium, Flux.1 dev), on the meta device (no memory)."""
+    counts = count_parameters(family.REFERENCE)
+    return family.REFERENCE, {m: counts[m] for m in methods if m in counts}

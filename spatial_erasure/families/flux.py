@@ -10,6 +10,8 @@
   (add_k_proj, add_v_proj), EraseAnything's add_k_proj + add_q_proj, and the single-stream blocks;
 - export names: diffusers' transformer module names.
 """
+import re
+
 import torch
 from diffusers import FluxTransformer2DModel
 
@@ -142,3 +144,24 @@ def kohya_module(module, config):
 def base_version(transformer):
     return {"ss_base_model_version": "flux1", "modelspec.architecture": f"{architecture(transformer)}/lora",
             "modelspec.sai_model_spec": "1.0.0"}
+
+
+# Weight-change reports (evaluation/weight_change_analysis.py): the real-size architecture the counts
+# are shown against, and the groups a tensor name falls in: double-stream block N ('double.N'),
+# single-stream ('single.N'), else 'other'; the image stream's to_q/k/v/out, the text stream's
+# add_q/k/v_proj and to_add_out.
+REFERENCE = "flux-dev"
+BLOCKS = ("double", "single", "other")
+PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "other")
+
+
+def block_of(name):
+    """'transformer_blocks.3...' -> 'double.3', 'single_transformer_blocks.5...' -> 'single.5', else 'other'."""
+    m = re.match(r"(single_)?transformer_blocks\.(\d+)\.", name)
+    return f"{'single' if m.group(1) else 'double'}.{m.group(2)}" if m else "other"
+
+
+def projection_of(name):
+    """The attention projection a tensor belongs to (PROJECTIONS), else 'other'."""
+    m = re.search(r"\.(to_q|to_k|to_v|to_out|add_q_proj|add_k_proj|add_v_proj|to_add_out)\.", f".{name}")
+    return m.group(1) if m else "other"

@@ -8,6 +8,8 @@ was written for.
 - train methods: the reference ESD's, on cross-attention (attn2);
 - export names: diffusers' own module names (kohya trains SD 1.x/2.x LoRAs under them).
 """
+import re
+
 import torch
 from diffusers import UNet2DConditionModel
 
@@ -100,3 +102,24 @@ def base_version(unet):
         version, spec = "sd_v1", "stable-diffusion-v1"
     return {"ss_base_model_version": version, "modelspec.architecture": f"{spec}/lora",
             "modelspec.sai_model_spec": "1.0.0"}
+
+
+# Weight-change reports (evaluation/weight_change_analysis.py): the real-size architecture the counts
+# are shown against, and the groups a tensor name falls in.
+REFERENCE = "sd14"
+BLOCKS = ("down", "mid", "up", "other")
+PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "other")
+
+
+def block_of(name):
+    """'down_blocks.1.attentions...' -> 'down.1', 'mid_block...' -> 'mid', 'up_blocks.2...' -> 'up.2', else 'other'."""
+    m = re.match(r"(down|up)_blocks\.(\d+)\.", name)
+    if m:
+        return f"{m.group(1)}.{m.group(2)}"
+    return "mid" if name.startswith("mid_block.") else "other"
+
+
+def projection_of(name):
+    """'to_q', 'to_k', 'to_v', 'to_out' (to_out.0 weight and bias) for attention projections, else 'other'."""
+    m = re.search(r"\.(to_q|to_k|to_v|to_out)\.", f".{name}")
+    return m.group(1) if m else "other"

@@ -9,6 +9,8 @@
   (attn.add_k_proj / add_v_proj) being the analogue of SD's cross-attention keys and values;
 - export names: diffusers' transformer module names.
 """
+import re
+
 import torch
 from diffusers import SD3Transformer2DModel
 
@@ -116,3 +118,23 @@ def base_version(transformer):
     spec = "stable-diffusion-v3.5-large" if architecture(transformer) == "sd3.5" else "stable-diffusion-v3-medium"
     return {"ss_base_model_version": "sd3", "modelspec.architecture": f"{spec}/lora",
             "modelspec.sai_model_spec": "1.0.0"}
+
+
+# Weight-change reports (evaluation/weight_change_analysis.py): the real-size architecture the counts
+# are shown against, and the groups a tensor name falls in: joint block N ('joint.N', else 'other'); the image stream's
+# to_q/k/v/out, the text stream's add_q/k/v_proj and to_add_out.
+REFERENCE = "sd3-medium"
+BLOCKS = ("joint", "other")
+PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "other")
+
+
+def block_of(name):
+    """'transformer_blocks.3...' -> 'joint.3', else 'other'."""
+    m = re.match(r"transformer_blocks\.(\d+)\.", name)
+    return f"joint.{m.group(1)}" if m else "other"
+
+
+def projection_of(name):
+    """The attention projection a tensor belongs to (PROJECTIONS), else 'other'."""
+    m = re.search(r"\.(to_q|to_k|to_v|to_out|add_q_proj|add_k_proj|add_v_proj|to_add_out)\.", f".{name}")
+    return m.group(1) if m else "other"

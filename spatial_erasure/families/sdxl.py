@@ -69,3 +69,8 @@ def kohya_module(module, config):
 def base_version(unet):
     return {"ss_base_model_version": "sdxl_base_v1-0", "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
             "modelspec.sai_model_spec": "1.0.0"}
+
+
+# weight-change reports: SDXL's UNet blocks and projections are named as SD's (families.sd)
+REFERENCE = "sdxl"
+BLOCKS, PROJECTIONS, block_of, projection_of = sd.BLOCKS, sd.PROJECTIONS, sd.block_of, sd.projection_of
