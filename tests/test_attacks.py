@@ -179,6 +179,7 @@ def test_attack_evaluation_end_to_end_on_the_toy_model(tmp_path):
     assert again.stdout.count("reused") == 2
 
 
+@pytest.mark.slow            # about 20-30 s: a subprocess that loads the models
 def test_a_bad_concept_is_one_error_line(tmp_path):
     r = run(["evaluation/attack_evaluation.py", "--concept", "Rembrandt", "--erasures", "--output", str(tmp_path)])
     assert r.returncode != 0

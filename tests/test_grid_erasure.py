@@ -330,6 +330,7 @@ def test_grid_erasure_bad_flags_exit_with_one_line(tmp_path):
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
+@pytest.mark.slow            # about 20-30 s: a subprocess that loads the models
 def test_inpaint_script_keeps_outside_pixels(tiny_folders, tmp_path):
     from PIL import Image
     src = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)

@@ -45,7 +45,8 @@ CASES = {"esd-sample": (ESD + ["--recipe", "paper", "--xt_source", "sample"], "s
          "grid-basic-9ch": (GRID + ["--xt_source", "sample"], "sd-inpaint")}
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# esd-stream (the recommended recipe) runs in the default suite; the other two in -m slow (about 30 s each)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n != "esd-stream" else n for n in CASES])
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one_bitwise(name, tiny_folders, tmp_path):
     argv, kind = CASES[name]
     argv = argv + ["--base_model", tiny_folders[kind]]
