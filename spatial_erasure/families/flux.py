@@ -16,6 +16,7 @@ import torch
 from diffusers import FluxTransformer2DModel
 
 from ..conditioning import Cond, one_note_on_cut_prompts, text_length
+from . import sd3
 
 KEY = "flux"
 NAME = "Flux"
@@ -152,16 +153,10 @@ def base_version(transformer):
 # add_q/k/v_proj and to_add_out.
 REFERENCE = "flux-dev"
 BLOCKS = ("double", "single", "other")
-PROJECTIONS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "other")
+PROJECTIONS, projection_of = sd3.PROJECTIONS, sd3.projection_of   # the same attention module names as SD3's
 
 
 def block_of(name):
     """'transformer_blocks.3...' -> 'double.3', 'single_transformer_blocks.5...' -> 'single.5', else 'other'."""
     m = re.match(r"(single_)?transformer_blocks\.(\d+)\.", name)
     return f"{'single' if m.group(1) else 'double'}.{m.group(2)}" if m else "other"
-
-
-def projection_of(name):
-    """The attention projection a tensor belongs to (PROJECTIONS), else 'other'."""
-    m = re.search(r"\.(to_q|to_k|to_v|to_out|add_q_proj|add_k_proj|add_v_proj|to_add_out)\.", f".{name}")
-    return m.group(1) if m else "other"
